@@ -1,0 +1,40 @@
+"""DVC stage `preprocess`: data/raw -> data/processed/{train,val,test}.npz + card.json.
+
+    python pipeline/preprocess.py       # what `dvc repro preprocess` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from autoencoders import config, data
+
+RAW_DIR = "data/raw"
+PROCESSED_DIR = "data/processed"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = config.load_params(args.params)
+    started = time.monotonic()
+    try:
+        card = data.preprocess(
+            raw_dir=RAW_DIR,
+            processed_dir=PROCESSED_DIR,
+            val_fraction=float(config.section(params, "data.val_fraction")),
+            seed=int(config.section(params, "seed")),
+        )
+    except data.DataError as error:
+        sys.exit(f"preprocess failed: {error}")
+    print(
+        f"[preprocess] {card['source']}: {card['counts']} images {card['input_shape']}, "
+        f"{card['num_classes']} classes, in {time.monotonic() - started:.1f} s -> {PROCESSED_DIR}/"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Autoencoders: an MLOps pipeline (DVC, Optuna, MLflow, ONNX) for a family of autoencoders.
+
+The library lives here; the DVC stages in ``pipeline/`` are thin wrappers around it.
+``autoencoders.inference`` is the one module meant for downstream use and imports no TensorFlow.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""Typed, frozen configs built from params.yaml sections, failing loudly on bad keys or types.
+
+``from_mapping(SomeConfig, mapping, where="variants.conv.architecture")`` builds a frozen
+dataclass, rejecting unknown keys (naming the valid ones) and values of the wrong type (naming
+the key). ``load_params()`` reads params.yaml. Used by every stage and by the model registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params.yaml value or key is wrong; the message names the key and the fix."""
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml (or another YAML file) into a plain dict."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the repository root or pass --params.")
+    with path.open() as handle:
+        params = yaml.safe_load(handle) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level.")
+    return params
+
+
+def section(params: Mapping[str, Any], dotted: str) -> Any:
+    """Return ``params['a']['b']`` for ``dotted='a.b'``, naming the missing key if absent."""
+    node: Any = params
+    walked = []
+    for part in dotted.split("."):
+        walked.append(part)
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"params.yaml has no key {'.'.join(walked)!r}.")
+        node = node[part]
+    return node
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` coerced to ``annotation`` where lossless, or raise ConfigError."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type.")
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}.")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}.")
+        args = get_args(annotation)
+        item_type = args[0] if args else Any
+        return tuple(_check_type(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}.")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}.")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}.")
+        return value
+    if annotation is float:
+        # YAML reads 1e-3 as a string; accept numeric strings and ints, reject the rest.
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}.")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}.")
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}.")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        return from_mapping(annotation, value, where)
+    return value
+
+
+def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) -> T:
+    """Build dataclass ``cls`` from ``mapping``; unknown keys and wrong types raise ConfigError."""
+    mapping = {} if mapping is None else mapping
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {mapping!r}.")
+    fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}."
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name in mapping:
+            values[name] = _check_type(mapping[name], hints[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {name!r}.")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))

@@ -1,0 +1,308 @@
+"""ONNX Runtime encoder and decoder for downstream use. Imports no TensorFlow.
+
+Load an export directory written by ``pipeline/export.py`` (or one ``.onnx`` file) and encode
+images or decode codes with nothing but numpy and onnxruntime::
+
+    from autoencoders.inference import Decoder, Encoder
+
+    encoder = Encoder("exports/conv")          # exports/conv/encoder.onnx
+    codes = encoder.encode(images)             # images: (N, H, W, C) or (N, H, W) when C == 1
+    decoder = Decoder("exports/conv")
+    reconstructions = decoder.decode(codes)    # (N, H, W, C) float32 in [0, 1]
+
+Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
+The CUDA execution provider is used only when a session really gets it (the onnxruntime-gpu wheel
+lists it even on machines without a GPU); otherwise the CPU provider, and the choice is logged
+once with its reason. ``require_gpu=True`` raises instead of falling back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEFAULT_BATCH_SIZE = 256
+SCALING = "float32 in [0,1]; uint8 images divided by 255"
+
+# The provider decision is made once per process (the probe is a full session creation, and a
+# failed CUDA load prints ONNX Runtime's own errors); later sessions reuse it.
+_cuda_decision: tuple[bool, str] | None = None
+
+
+class InferenceInputError(ValueError):
+    """An array handed to an Encoder or Decoder has the wrong rank, size, dtype or values."""
+
+
+class ModelLoadError(RuntimeError):
+    """An .onnx file is missing, truncated or not an ONNX model; the message names the path."""
+
+
+class GPUUnavailableError(RuntimeError):
+    """``require_gpu=True`` but the CUDA execution provider cannot be used here."""
+
+
+def _nvidia_driver_reason() -> str | None:
+    """Why there is certainly no usable NVIDIA driver, or None when there may be one."""
+    library = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}.get(sys.platform)
+    if library is None:
+        return f"CUDA is not supported by onnxruntime on {sys.platform}"
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return f"no NVIDIA driver ({library} cannot be loaded)"
+    return None
+
+
+def cuda_usable(model_bytes: bytes | None = None) -> tuple[bool, str]:
+    """Whether a session really gets the CUDA provider here, and why (probed once per process)."""
+    global _cuda_decision
+    if _cuda_decision is not None:
+        return _cuda_decision
+    available = ort.get_available_providers()
+    if CUDA not in available:
+        decision = (False, f"onnxruntime {ort.__version__} has no {CUDA} (providers: {available})")
+    elif (reason := _nvidia_driver_reason()) is not None:
+        decision = (False, f"{CUDA} is listed but {reason}")
+    elif model_bytes is None:
+        return False, "not probed yet"
+    else:
+        try:
+            session = ort.InferenceSession(model_bytes, providers=[CUDA, CPU])
+        except Exception as error:  # noqa: BLE001 - any failure means: not usable
+            decision = (False, f"{CUDA} is listed but a session could not use it: {error}")
+        else:
+            if session.get_providers()[0] == CUDA:
+                decision = (True, f"{CUDA} works (a session got it)")
+            else:
+                decision = (
+                    False,
+                    f"{CUDA} is listed but the session fell back to CPU "
+                    "(CUDA/cuDNN libraries missing or no GPU)",
+                )
+    _cuda_decision = decision
+    logger.info(
+        "ONNX Runtime provider: %s (%s)", CUDA if decision[0] else CPU, decision[1]
+    )
+    return decision
+
+
+def resolve_model_path(model: str | os.PathLike[str], default_name: str) -> Path:
+    """An export directory (containing ``default_name``) or an .onnx file, checked to exist."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / default_name
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} not found: pass an export directory holding {default_name} or an .onnx "
+            "file (exports are written by `dvc repro export@<variant>`)."
+        )
+    return path
+
+
+def _session_options(intra_op_num_threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_num_threads:
+        options.intra_op_num_threads = intra_op_num_threads
+    return options
+
+
+def _static_shape(shape: Sequence[Any], path: Path, what: str) -> tuple[int, ...]:
+    """The model's per-example shape (batch axis dropped); every other axis must be fixed."""
+    dims = tuple(shape[1:])
+    if not all(isinstance(dim, int) for dim in dims):
+        raise ModelLoadError(f"{path}: {what} shape {list(shape)} has a dynamic non-batch axis.")
+    return dims  # type: ignore[return-value]
+
+
+class OnnxModel:
+    """One ONNX model with a dynamic batch axis, a single input and a single output."""
+
+    default_name = "model.onnx"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        require_gpu: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        intra_op_num_threads: int | None = None,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        self.path = resolve_model_path(model, self.default_name)
+        self.batch_size = batch_size
+        model_bytes = self.path.read_bytes()
+        options = _session_options(intra_op_num_threads)
+        use_cuda, reason = cuda_usable(model_bytes)
+        if require_gpu and not use_cuda:
+            raise GPUUnavailableError(
+                f"require_gpu=True but the GPU cannot be used: {reason}. Install the CUDA and "
+                "cuDNN versions onnxruntime-gpu needs on a machine with an NVIDIA GPU, or pass "
+                "require_gpu=False to run on the CPU."
+            )
+        providers = [CUDA, CPU] if use_cuda else [CPU]
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises pybind11 exception types
+            raise ModelLoadError(
+                f"{self.path} could not be loaded by onnxruntime (truncated or not an ONNX "
+                f"model?): {error}. Re-export it with `dvc repro --force export@<variant>`."
+            ) from error
+        self.provider = self.session.get_providers()[0]
+        if require_gpu and self.provider != CUDA:
+            raise GPUUnavailableError(
+                f"require_gpu=True but the session for {self.path} runs on {self.provider}."
+            )
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelLoadError(
+                f"{self.path}: expected one input and one output, got "
+                f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}."
+            )
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        self.input_shape = _static_shape(inputs[0].shape, self.path, "input")
+        self.output_shape = _static_shape(outputs[0].shape, self.path, "output")
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, input {self.input_name}"
+            f"{list(self.input_shape)}, output {self.output_name}{list(self.output_shape)}, "
+            f"provider {self.provider})"
+        )
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run ``batch`` (N, *input_shape) float32 through the model in chunks of batch_size."""
+        chunks = []
+        for start in range(0, len(batch), self.batch_size):
+            feed = {self.input_name: batch[start : start + self.batch_size]}
+            chunks.append(self.session.run([self.output_name], feed)[0])
+        return np.concatenate(chunks, axis=0)
+
+    def _batched(
+        self, array: np.ndarray, what: str, allow_flat: bool = False
+    ) -> tuple[np.ndarray, bool]:
+        """(N, *input_shape) from a batch, a batch without the channel axis when C == 1, a flat
+        batch (when ``allow_flat``), or one unbatched example; and whether it was one example."""
+        expected = self.input_shape
+        size = int(np.prod(expected))
+        if array.ndim == 0:
+            raise InferenceInputError(f"{what} must be an array, got a scalar.")
+        if array.shape[1:] == expected:
+            batch, single = array, False
+        elif array.shape == expected:
+            batch, single = array[np.newaxis], True
+        elif expected[-1] == 1 and array.shape[1:] == expected[:-1]:
+            batch, single = array[..., np.newaxis], False
+        elif expected[-1] == 1 and len(expected) > 1 and array.shape == expected[:-1]:
+            batch, single = array[np.newaxis, ..., np.newaxis], True
+        elif allow_flat and len(expected) > 1 and array.ndim == 2 and array.shape[1] == size:
+            batch, single = array.reshape((len(array), *expected)), False
+        else:
+            accepted = f"(N, {', '.join(map(str, expected))})"
+            if expected[-1] == 1 and len(expected) > 1:
+                accepted += f" or (N, {', '.join(map(str, expected[:-1]))})"
+            if array.ndim in (len(expected), len(expected) + 1):
+                problem = (
+                    f"size mismatch: got shape {array.shape} but {self.path} "
+                    f"expects {expected} (resize the data or use the model trained on this size)"
+                )
+            else:
+                problem = f"wrong rank: got shape {array.shape} (rank {array.ndim})"
+            raise InferenceInputError(f"{what}: {problem}; expected {accepted}.")
+        if len(batch) == 0:
+            raise InferenceInputError(
+                f"{what}: empty batch (shape {array.shape}); pass at least one example."
+            )
+        return batch, single
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - finite.sum())
+        raise InferenceInputError(
+            f"{what} contain {bad} NaN or infinite value(s); clean them before encoding."
+        )
+
+
+def _as_float_images(images: Any) -> np.ndarray:
+    """Images as float32 in [0, 1]: uint8 divided by 255, floats checked to lie in [0, 1]."""
+    array = np.asarray(images)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255.0)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InferenceInputError(
+            f"images have dtype {array.dtype}; pass uint8 (0-255) or float32 in [0, 1] "
+            f"({SCALING})."
+        )
+    _check_finite(array, "images")
+    if array.size:
+        low, high = float(array.min()), float(array.max())
+        if high > 1.0:
+            raise InferenceInputError(
+                f"float images must lie in [0, 1] but reach {high:g}: uint8 semantics? pass "
+                "uint8 or divide by 255."
+            )
+        if low < 0.0:
+            raise InferenceInputError(f"float images must lie in [0, 1] but go down to {low:g}.")
+    return array.astype(np.float32, copy=False)
+
+
+class Encoder(OnnxModel):
+    """Images -> codes with an exported ``encoder.onnx`` (input "images", output "code")."""
+
+    default_name = "encoder.onnx"
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return self.output_shape
+
+    def encode(self, images: Any) -> np.ndarray:
+        """Codes (N, *code_shape) float32 for images (N, H, W, C), (N, H, W) when C == 1, or one
+        image (H, W, C) / (H, W), which gives one code without the batch axis."""
+        array = _as_float_images(images)
+        batch, single = self._batched(array, "images")
+        codes = self._run(np.ascontiguousarray(batch))
+        return codes[0] if single else codes
+
+    __call__ = encode
+
+
+class Decoder(OnnxModel):
+    """Codes -> images with an exported ``decoder.onnx`` (input "code", output
+    "reconstruction")."""
+
+    default_name = "decoder.onnx"
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return self.input_shape
+
+    def decode(self, codes: Any) -> np.ndarray:
+        """Images (N, H, W, C) float32 in [0, 1] for codes (N, *code_shape), flat codes
+        (N, latent_dim), or one code without the batch axis (gives one image)."""
+        array = np.asarray(codes)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise InferenceInputError(f"codes have dtype {array.dtype}; pass float32 codes.")
+        array = array.astype(np.float32, copy=False)
+        _check_finite(array, "codes")
+        batch, single = self._batched(array, "codes", allow_flat=True)
+        images = self._run(np.ascontiguousarray(batch))
+        return images[0] if single else images
+
+    __call__ = decode

@@ -1,0 +1,366 @@
+"""Architecture registry: typed configs and the builders that turn them into Keras layers.
+
+Each architecture is a frozen config dataclass (only its own fields) and a builder class whose
+methods create the layers of one model, each method called once per build:
+
+- ``trunk(inputs)``: the encoder up to its code layer, ``(batch, H, W, C)`` -> features;
+- ``code(features)``: the deterministic code layer (identity where the trunk's output is the code);
+- ``decode(code)``: code -> ``(batch, H, W, C)`` in [0, 1] (sigmoid).
+
+A variational objective swaps ``code`` for two Dense heads (mean, log-variance) of size
+``builder.variational_latent_dim`` (the config's ``latent_dim`` where the code is a Dense layer,
+else the size of the flattened trunk output, reshaped back before decoding).
+
+Any input shape works. Convolutional stacks pool or stride with ``padding="same"`` (which pads
+the bottom/right edge of odd sizes, i.e. ceil division) and the decoder crops its surplus rows
+and columns at the end with ``Cropping2D``. For ``conv`` the last decoder convolution is
+``valid`` whenever that still covers the input, which reproduces the Keras-blog reference
+exactly on 28x28 (28 -> 14 -> 7 -> 4, decoded 4 -> 8 -> 16 -> 14 -> 28, 4,385 parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import keras
+from keras import layers
+
+from autoencoders.config import ConfigError
+
+Shape = tuple[int, int, int]
+
+
+def _positive(where: str, values: dict[str, Any]) -> None:
+    """Raise ConfigError unless every integer (or each item of a tuple) is positive."""
+    for key, value in values.items():
+        items = value if isinstance(value, tuple) else (value,)
+        if any(item <= 0 for item in items):
+            raise ConfigError(f"{where}.{key} must be positive, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseConfig:
+    """784 -> [hidden...] -> latent_dim -> [hidden reversed] -> 784 (the Keras-blog default)."""
+
+    latent_dim: int = 32
+    hidden_units: tuple[int, ...] = ()
+    activation: str = "relu"
+    code_activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _positive("architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units})
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepDenseConfig:
+    """784-100-50-25-2 and its mirror, relu, linear 2-d code (170,536 parameters on 28x28x1)."""
+
+    latent_dim: int = 2
+    hidden_units: tuple[int, ...] = (100, 50, 25)
+    activation: str = "relu"
+    code_activation: str = "linear"
+
+    def __post_init__(self) -> None:
+        _positive("architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units})
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConfig:
+    """Conv 16-8-8 with 2x2 max-pooling, decoder 8-8-16 with upsampling (4,385 on 28x28x1)."""
+
+    filters: tuple[int, ...] = (16, 8, 8)
+    kernel_size: int = 3
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _positive("architecture", {"filters": self.filters, "kernel_size": self.kernel_size})
+        if not self.filters:
+            raise ConfigError("architecture.filters must list at least one layer.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepConvConfig:
+    """Conv 16 (stride 2), 32, 64, 128, a 256-unit sigmoid Dense code, transposed convs
+    128 (stride 2), 64, 32, C. ``strides`` applies in order to both stacks."""
+
+    filters: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 1, 1, 1)
+    kernel_size: int = 3
+    latent_dim: int = 256
+    activation: str = "relu"
+    code_activation: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        _positive(
+            "architecture",
+            {
+                "filters": self.filters,
+                "strides": self.strides,
+                "kernel_size": self.kernel_size,
+                "latent_dim": self.latent_dim,
+            },
+        )
+        if not self.filters:
+            raise ConfigError("architecture.filters must list at least one layer.")
+        if len(self.strides) != len(self.filters):
+            raise ConfigError(
+                f"architecture.strides needs one stride per filter ({len(self.filters)}), "
+                f"got {list(self.strides)}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """An LSTM reads the image row by row into a latent_dim code; RepeatVector; an LSTM decoder
+    writes the rows back (a sigmoid Dense maps each step to a row)."""
+
+    latent_dim: int = 64
+    decoder_units: int | None = None  # None: same as latent_dim
+
+    def __post_init__(self) -> None:
+        _positive("architecture", {"latent_dim": self.latent_dim})
+        if self.decoder_units is not None:
+            _positive("architecture", {"decoder_units": self.decoder_units})
+
+
+def _check_shape(input_shape: Any) -> Shape:
+    """Validate ``input_shape`` as (H, W, C) of positive ints."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(size, int) and size > 0 for size in shape):
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}."
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _crop_to(tensor: Any, input_shape: Shape, name: str) -> Any:
+    """Crop the bottom/right surplus of a (batch, h, w, C) tensor down to input_shape."""
+    height, width = tensor.shape[1], tensor.shape[2]
+    surplus_h, surplus_w = height - input_shape[0], width - input_shape[1]
+    if surplus_h < 0 or surplus_w < 0:  # a bug in a builder, not a user error
+        raise RuntimeError(f"decoder output {height}x{width} is smaller than {input_shape}.")
+    if surplus_h or surplus_w:
+        # "same" pooling/striding pads odd sizes at the bottom/right, so the surplus lies there.
+        tensor = layers.Cropping2D(((0, surplus_h), (0, surplus_w)), name=name)(tensor)
+    return tensor
+
+
+class DenseBuilder:
+    """Fully connected encoder/decoder (``dense`` and ``deep_dense``)."""
+
+    code_is_dense: ClassVar[bool] = True
+
+    def __init__(self, config: DenseConfig | DeepDenseConfig, input_shape: Shape) -> None:
+        self.config = config
+        self.input_shape = input_shape
+        self.variational_latent_dim: int | None = config.latent_dim
+
+    def trunk(self, inputs: Any) -> Any:
+        x = layers.Flatten(name="flatten")(inputs)  # (batch, H*W*C)
+        for index, units in enumerate(self.config.hidden_units):
+            x = layers.Dense(units, activation=self.config.activation, name=f"dense_{index}")(x)
+        return x
+
+    def code(self, features: Any) -> Any:
+        return layers.Dense(
+            self.config.latent_dim, activation=self.config.code_activation, name="code"
+        )(features)  # (batch, latent_dim)
+
+    def decode(self, code: Any) -> Any:
+        x = code
+        for index, units in enumerate(reversed(self.config.hidden_units)):
+            x = layers.Dense(units, activation=self.config.activation, name=f"dense_{index}")(x)
+        x = layers.Dense(math.prod(self.input_shape), activation="sigmoid", name="pixels")(x)
+        return layers.Reshape(self.input_shape, name="image")(x)  # (batch, H, W, C)
+
+
+class ConvBuilder:
+    """Conv + 2x2 max-pool per filter; decoder conv + 2x2 upsampling in reverse, sigmoid conv."""
+
+    code_is_dense: ClassVar[bool] = False
+
+    def __init__(self, config: ConvConfig, input_shape: Shape) -> None:
+        self.config = config
+        self.input_shape = input_shape
+        self.variational_latent_dim: int | None = None
+
+    def trunk(self, inputs: Any) -> Any:
+        x = inputs
+        for index, filters in enumerate(self.config.filters):
+            x = layers.Conv2D(
+                filters,
+                self.config.kernel_size,
+                activation=self.config.activation,
+                padding="same",
+                name=f"conv_{index}",
+            )(x)
+            # "same" pooling rounds odd sizes up: 28 -> 14 -> 7 -> 4.
+            x = layers.MaxPooling2D(2, padding="same", name=f"pool_{index}")(x)
+        return x  # (batch, ceil(H / 2^n), ceil(W / 2^n), filters[-1])
+
+    def code(self, features: Any) -> Any:
+        return features
+
+    def _last_conv_valid(self, code_height: int, code_width: int) -> bool:
+        """Whether a 'valid' last decoder conv still leaves at least HxW (the reference design:
+        on 28x28 it turns 16 into 14, so that the last upsampling lands exactly on 28)."""
+        steps = len(self.config.filters)
+        shrink = self.config.kernel_size - 1
+        height = 2 * (code_height * 2 ** (steps - 1) - shrink)
+        width = 2 * (code_width * 2 ** (steps - 1) - shrink)
+        return height >= self.input_shape[0] and width >= self.input_shape[1]
+
+    def decode(self, code: Any) -> Any:
+        filters = tuple(reversed(self.config.filters))
+        last_valid = self._last_conv_valid(code.shape[1], code.shape[2])
+        x = code
+        for index, count in enumerate(filters):
+            last = index == len(filters) - 1
+            x = layers.Conv2D(
+                count,
+                self.config.kernel_size,
+                activation=self.config.activation,
+                padding="valid" if last and last_valid else "same",
+                name=f"conv_{index}",
+            )(x)
+            x = layers.UpSampling2D(2, name=f"upsample_{index}")(x)
+        x = layers.Conv2D(
+            self.input_shape[2],
+            self.config.kernel_size,
+            activation="sigmoid",
+            padding="same",
+            name="pixels",
+        )(x)
+        return _crop_to(x, self.input_shape, name="crop")  # (batch, H, W, C)
+
+
+class DeepConvBuilder:
+    """Strided convs, a Dense code, a Dense + reshape and transposed convs back."""
+
+    code_is_dense: ClassVar[bool] = True
+
+    def __init__(self, config: DeepConvConfig, input_shape: Shape) -> None:
+        self.config = config
+        self.input_shape = input_shape
+        self.variational_latent_dim: int | None = config.latent_dim
+        self._feature_shape: tuple[int, int, int] | None = None
+
+    def trunk(self, inputs: Any) -> Any:
+        x = inputs
+        for index, (filters, stride) in enumerate(
+            zip(self.config.filters, self.config.strides, strict=True)
+        ):
+            x = layers.Conv2D(
+                filters,
+                self.config.kernel_size,
+                strides=stride,
+                activation=self.config.activation,
+                padding="same",
+                name=f"conv_{index}",
+            )(x)
+        self._feature_shape = tuple(x.shape[1:])  # (h, w, filters[-1]); 28x28: (14, 14, 128)
+        return layers.Flatten(name="flatten")(x)
+
+    def code(self, features: Any) -> Any:
+        return layers.Dense(
+            self.config.latent_dim, activation=self.config.code_activation, name="code"
+        )(features)
+
+    def decode(self, code: Any) -> Any:
+        if self._feature_shape is None:
+            raise RuntimeError("DeepConvBuilder.trunk must run before decode.")
+        x = layers.Dense(
+            math.prod(self._feature_shape), activation=self.config.activation, name="expand"
+        )(code)
+        x = layers.Reshape(self._feature_shape, name="features")(x)
+        filters = (*reversed(self.config.filters[1:]), self.input_shape[2])  # 128, 64, 32, C
+        for index, (count, stride) in enumerate(zip(filters, self.config.strides, strict=True)):
+            last = index == len(filters) - 1
+            x = layers.Conv2DTranspose(
+                count,
+                self.config.kernel_size,
+                strides=stride,
+                activation="sigmoid" if last else self.config.activation,
+                padding="same",
+                name="pixels" if last else f"deconv_{index}",
+            )(x)
+        return _crop_to(x, self.input_shape, name="crop")
+
+
+class Seq2SeqBuilder:
+    """Rows as time steps: LSTM encoder -> code; RepeatVector(H) -> LSTM -> Dense(W*C) rows."""
+
+    code_is_dense: ClassVar[bool] = False
+
+    def __init__(self, config: Seq2SeqConfig, input_shape: Shape) -> None:
+        self.config = config
+        self.input_shape = input_shape
+        self.variational_latent_dim: int | None = None
+
+    def trunk(self, inputs: Any) -> Any:
+        height, width, channels = self.input_shape
+        x = layers.Reshape((height, width * channels), name="rows")(inputs)  # (batch, H, W*C)
+        return layers.LSTM(self.config.latent_dim, name="lstm")(x)  # (batch, latent_dim)
+
+    def code(self, features: Any) -> Any:
+        return features
+
+    def decode(self, code: Any) -> Any:
+        height, width, channels = self.input_shape
+        units = self.config.decoder_units or self.config.latent_dim
+        x = layers.RepeatVector(height, name="repeat")(code)  # (batch, H, latent_dim)
+        x = layers.LSTM(units, return_sequences=True, name="lstm")(x)  # (batch, H, units)
+        x = layers.Dense(width * channels, activation="sigmoid", name="pixels")(x)
+        return layers.Reshape(self.input_shape, name="image")(x)
+
+
+class Architecture(NamedTuple):
+    config_class: type
+    builder_class: type
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "dense": Architecture(DenseConfig, DenseBuilder),
+    "deep_dense": Architecture(DeepDenseConfig, DenseBuilder),
+    "conv": Architecture(ConvConfig, ConvBuilder),
+    "deep_conv": Architecture(DeepConvConfig, DeepConvBuilder),
+    "seq2seq": Architecture(Seq2SeqConfig, Seq2SeqBuilder),
+}
+
+
+def architecture_name(config: Any) -> str:
+    """The registry name of an architecture config instance."""
+    for name, entry in ARCHITECTURES.items():
+        if type(config) is entry.config_class:
+            return name
+    raise ValueError(f"{type(config).__name__} is not a registered architecture config.")
+
+
+def lookup(name: Any) -> Architecture:
+    """The registry entry for ``name``; an unknown name raises ConfigError listing the valid."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(
+            f"unknown architecture {name!r}; valid architectures are {sorted(ARCHITECTURES)}."
+        )
+    return ARCHITECTURES[name]
+
+
+def make_builder(config: Any, input_shape: Any) -> Any:
+    """A fresh builder (new layers) for ``config`` on ``input_shape``."""
+    return lookup(architecture_name(config)).builder_class(config, _check_shape(input_shape))
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "ConvConfig",
+    "DeepConvConfig",
+    "DeepDenseConfig",
+    "DenseConfig",
+    "Seq2SeqConfig",
+    "architecture_name",
+    "keras",
+    "lookup",
+    "make_builder",
+]

@@ -1,0 +1,50 @@
+"""Shared fixtures: small real datasets (bundled, offline) and a processed data directory."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from autoencoders import data
+
+
+def _small_splits(source: str, per_split: int) -> dict[str, np.ndarray]:
+    arrays = data.make_source_arrays(source)
+    x = data.to_unit_float(arrays["x_train"])
+    y = arrays["y_train"]
+    order = np.random.default_rng(0).permutation(len(x))
+    train, val = order[:per_split], order[per_split : 2 * per_split]
+    x_test = data.to_unit_float(arrays["x_test"])[:per_split]
+    return {
+        "x_train": x[train],
+        "y_train": y[train],
+        "x_val": x[val],
+        "y_val": y[val],
+        "x_test": x_test,
+        "y_test": arrays["y_test"][:per_split],
+    }
+
+
+@pytest.fixture(scope="session")
+def mnist_small() -> dict[str, np.ndarray]:
+    """300 train / 300 val / 300 test real MNIST digits (mnist5k), float32 NHWC in [0, 1]."""
+    return _small_splits("mnist5k", 300)
+
+
+@pytest.fixture(scope="session")
+def digits_small() -> dict[str, np.ndarray]:
+    """300 / 300 / 300 of scikit-learn's 8x8 digits, float32 (N, 8, 8, 1) in [0, 1]."""
+    return _small_splits("digits", 300)
+
+
+@pytest.fixture(scope="session")
+def processed_dir(tmp_path_factory) -> str:
+    """The real fetch + preprocess output for mnist5k (4,000 train+val, 1,000 test)."""
+    root = tmp_path_factory.mktemp("mnist5k")
+    data.fetch("mnist5k", root / "raw")
+    data.preprocess(root / "raw", root / "processed", val_fraction=0.1, seed=0)
+    return str(root / "processed")

@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# DVC stages run `python ...`: make it the project's interpreter.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -44,6 +46,19 @@ lint: $(STAMP) ## ruff check and format check
 format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format src pipeline tests
 	$(BIN)/ruff check --fix src pipeline tests
+
+tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=conv,vae [STORAGE=url]
+	$(BIN)/python pipeline/tune.py --variants $(VARIANTS) --trials $(TRIALS) --workers $(WORKERS) \
+		--timeout $(TIMEOUT) $(if $(STORAGE),--storage $(STORAGE))
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (every trial and run)
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 for the study storage
+	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///tuning/optuna.db) --host 127.0.0.1 --port 8080
+
+bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder -> reports/bench.md
+	$(BIN)/python pipeline/bench.py
 
 clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db and Optuna storage)
 	rm -rf .pytest_cache .ruff_cache data models tuning metrics plots exports/*/ reports/bench.json

@@ -183,7 +183,11 @@ def fetch_from_mirrors(source: str, mirrors: Sequence[Mirror]) -> tuple[Arrays, 
             try:
                 arrays, digest = fetch_mirror(mirror, Path(scratch) / str(index))
             except (OSError, urllib.error.URLError, DataError, ValueError) as error:
-                reason = getattr(error, "reason", None) or error
+                # URLError's reason is the socket error; HTTPError's str keeps the status code.
+                plain_url_error = isinstance(error, urllib.error.URLError) and not isinstance(
+                    error, urllib.error.HTTPError
+                )
+                reason = error.reason if plain_url_error else error
                 print(f"[fetch] {source}: mirror {mirror.name} failed: {reason}", flush=True)
                 failures.append(f"  - {mirror.name} ({mirror.url}): {reason}")
                 continue

@@ -1,6 +1,6 @@
 """DVC stage `fetch`: get `data.source` into data/raw/ (dataset.npz + source.json).
 
-    python pipeline/fetch.py            # what `dvc repro fetch` runs
+python pipeline/fetch.py            # what `dvc repro fetch` runs
 """
 
 from __future__ import annotations

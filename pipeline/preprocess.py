@@ -1,6 +1,6 @@
 """DVC stage `preprocess`: data/raw -> data/processed/{train,val,test}.npz + card.json.
 
-    python pipeline/preprocess.py       # what `dvc repro preprocess` runs
+python pipeline/preprocess.py       # what `dvc repro preprocess` runs
 """
 
 from __future__ import annotations

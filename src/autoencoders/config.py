@@ -122,9 +122,7 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
     fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}."
-        )
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}.")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, field in fields.items():

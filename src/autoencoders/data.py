@@ -320,7 +320,9 @@ def _stratified_test_split(
     test_mask = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = test_per_class if test_per_class is not None else round(len(members) * test_fraction)
+        count = (
+            test_per_class if test_per_class is not None else round(len(members) * test_fraction)
+        )
         test_mask[members[:count]] = True
     return {
         "x_train": images[~test_mask],
@@ -337,9 +339,7 @@ def validate_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4:
-        raise DataError(
-            f"{where} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images."
-        )
+        raise DataError(f"{where} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images.")
     if len(x) == 0:
         raise DataError(f"{where} holds no images.")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
@@ -395,9 +395,7 @@ SOURCES: dict[str, Callable[..., tuple[Arrays, dict[str, Any]]]] = {
 
 def check_source(source: str) -> None:
     if source not in SOURCES:
-        raise DataError(
-            f"unknown data.source {source!r}; valid sources are {sorted(SOURCES)}."
-        )
+        raise DataError(f"unknown data.source {source!r}; valid sources are {sorted(SOURCES)}.")
 
 
 def make_source_arrays(source: str, npz_path: str | None = None) -> Arrays:

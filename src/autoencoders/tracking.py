@@ -22,7 +22,7 @@ DEFAULT_DB = "mlflow.db"
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file ``mlflow.db`` in the working directory."""
+    """``MLFLOW_TRACKING_URI`` if set, else SQLite ``mlflow.db`` in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 

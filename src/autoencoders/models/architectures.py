@@ -24,7 +24,6 @@ import dataclasses
 import math
 from typing import Any, ClassVar, NamedTuple
 
-import keras
 from keras import layers
 
 from autoencoders.config import ConfigError
@@ -50,7 +49,9 @@ class DenseConfig:
     code_activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _positive("architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units})
+        _positive(
+            "architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,9 @@ class DeepDenseConfig:
     code_activation: str = "linear"
 
     def __post_init__(self) -> None:
-        _positive("architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units})
+        _positive(
+            "architecture", {"latent_dim": self.latent_dim, "hidden_units": self.hidden_units}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +363,6 @@ __all__ = [
     "DenseConfig",
     "Seq2SeqConfig",
     "architecture_name",
-    "keras",
     "lookup",
     "make_builder",
 ]

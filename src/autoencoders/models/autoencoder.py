@@ -1,0 +1,275 @@
+"""The trainable autoencoder: functional ``encoder`` and ``decoder`` joined in a keras.Model
+whose ``train_step``/``test_step`` add the objective's penalty to the reconstruction loss
+(the keras-io VAE example idiom), plus building from a config and saving/loading.
+
+    model = build_autoencoder(config, input_shape=(28, 28, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(data.make_dataset(x, 128, noise_std=config.noise_std), epochs=1)
+    save_autoencoder(model, "models/conv")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from autoencoders import fileio
+from autoencoders.models import architectures, objectives
+from autoencoders.models.variant import VariantConfig
+
+SAVED_FILES = ("encoder.keras", "decoder.keras", "model.weights.h5", "config.json")
+
+
+class Autoencoder(keras.Model):
+    """Encoder + decoder trained on (input, target) batches; the loss is built in.
+
+    Logged metrics: ``loss``, ``reconstruction_loss`` and, for sparse/contractive, ``penalty``.
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        config: VariantConfig,
+        image_shape: tuple[int, int, int],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=kwargs.pop("name", "autoencoder"), **kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.config = config
+        self.image_shape = tuple(int(size) for size in image_shape)
+        self.code_shape = tuple(int(size) for size in encoder.output.shape[1:])
+        self.latent_dim = math.prod(self.code_shape)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        extra = objectives.lookup(config.objective_name).metric
+        self.extra_tracker = keras.metrics.Mean(name=extra) if extra else None
+        self.built = True  # every weight exists: the functional parts are built
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        # Listed here so that Keras resets them each epoch.
+        trackers = [self.loss_tracker, self.reconstruction_tracker]
+        return trackers + ([self.extra_tracker] if self.extra_tracker is not None else [])
+
+    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
+        """Compile with ``optimizer``; no loss argument, the objective's loss is built in."""
+        if self.config.objective_name == "contractive":
+            # The nested Jacobian is not worth the XLA risk (Keras auto-enables XLA on GPU).
+            kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        """Deterministic reconstruction decoder(encoder(inputs)): (batch, H, W, C)."""
+        return self.decoder(self.encoder(inputs, training=training), training=training)
+
+    def compute_losses(self, inputs: Any, targets: Any, training: bool = False) -> dict[str, Any]:
+        """Scalar ``loss``, ``reconstruction_loss`` and the objective's extra term, if any."""
+        objective = self.config.objective
+        name = self.config.objective_name
+        if name == "contractive":
+            code, squared_norm = objectives.code_and_jacobian_norm(
+                self.encoder, inputs, training=training
+            )
+            penalty = objective.lambda_ * tf.reduce_mean(squared_norm)
+        else:
+            code = self.encoder(inputs, training=training)
+            penalty = None
+            if name == "sparse":
+                penalty = objectives.sparse_penalty(
+                    code, kind=objective.kind, weight=objective.weight, target=objective.target
+                )
+        outputs = self.decoder(code, training=training)
+        reconstruction = objectives.reconstruction_loss(targets, outputs, objective.loss)
+        values = {"loss": reconstruction, "reconstruction_loss": reconstruction}
+        if penalty is not None:
+            values["loss"] = reconstruction + penalty
+            values["penalty"] = penalty
+        return values
+
+    @staticmethod
+    def _unpack(data: Any) -> tuple[Any, Any]:
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return inputs, inputs if targets is None else targets
+
+    def _record(self, values: dict[str, Any]) -> dict[str, Any]:
+        for tracker in self.metrics:
+            tracker.update_state(values[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.metrics}
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        inputs, targets = self._unpack(data)
+        with tf.GradientTape() as tape:
+            values = self.compute_losses(inputs, targets, training=True)
+        gradients = tape.gradient(values["loss"], self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
+        return self._record(values)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        inputs, targets = self._unpack(data)
+        return self._record(self.compute_losses(inputs, targets, training=False))
+
+    def _batched(self, function: Any, x: Any, batch_size: int) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {x.shape}: preprocess them like the training data."
+            )
+        parts = [
+            np.asarray(function(x[start : start + batch_size]))
+            for start in range(0, len(x), batch_size)
+        ]
+        if not parts:
+            return np.zeros((0,) + tuple(function(x[:1]).shape[1:]), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def encode(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Deterministic codes (the VAE's mean) of images ``x`` (N, H, W, C): (N, *code_shape)."""
+        return self._batched(lambda batch: self.encoder(batch, training=False), x, batch_size)
+
+    def reconstruct(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """decoder(encoder(x)), deterministic, in batches: (N, H, W, C) in [0, 1]."""
+        return self._batched(lambda batch: self(batch, training=False), x, batch_size)
+
+
+class VariationalAutoencoder(Autoencoder):
+    """A VAE: ``posterior`` gives [mean, log_var]; training decodes a reparameterised sample.
+
+    ``encoder`` (exported) gives the mean. ``test_step`` decodes the mean, so validation losses
+    are deterministic (early stopping and pruning compare like with like); ``kl_loss`` is the
+    per-sample KL, and ``loss = reconstruction_loss + beta * kl_loss / (H * W * C)``.
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        posterior: keras.Model,
+        config: VariantConfig,
+        image_shape: tuple[int, int, int],
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, decoder, config, image_shape, **kwargs)
+        self.posterior = posterior
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def compute_losses(self, inputs: Any, targets: Any, training: bool = False) -> dict[str, Any]:
+        mean, log_var = self.posterior(inputs, training=training)
+        if training:
+            noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+            latent = mean + tf.exp(0.5 * log_var) * noise
+        else:
+            latent = mean
+        outputs = self.decoder(latent, training=training)
+        reconstruction = objectives.reconstruction_loss(
+            targets, outputs, self.config.objective.loss
+        )
+        kl_loss = tf.reduce_mean(objectives.kl_divergence(mean, log_var))
+        pixels = float(math.prod(self.image_shape))
+        loss = reconstruction + self.config.objective.beta * kl_loss / pixels
+        return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl_loss}
+
+
+def build_autoencoder(
+    config: VariantConfig, input_shape: tuple[int, int, int], seed: int | None = None
+) -> Autoencoder:
+    """A fresh, untrained autoencoder for ``config`` on images of ``input_shape`` (H, W, C).
+
+    ``seed`` seeds the VAE's sampling (weights follow ``keras.utils.set_random_seed``).
+    """
+    builder = architectures.make_builder(config.architecture, input_shape)
+    image_shape = builder.input_shape
+    inputs = keras.Input(shape=image_shape, name="image")
+    features = builder.trunk(inputs)
+    if config.objective_name == "variational":
+        feature_shape = tuple(features.shape[1:])
+        flat = (
+            features if len(feature_shape) == 1 else layers.Flatten(name="flatten_code")(features)
+        )
+        latent_dim = builder.variational_latent_dim or math.prod(feature_shape)
+        mean = layers.Dense(latent_dim, name="mean")(flat)  # (batch, latent_dim)
+        log_var = layers.Dense(latent_dim, name="log_var")(flat)
+        encoder = keras.Model(inputs, mean, name="encoder")
+        posterior = keras.Model(inputs, [mean, log_var], name="posterior")
+        code_input = keras.Input(shape=(latent_dim,), name="code")
+        code = code_input
+        if not builder.code_is_dense and len(feature_shape) > 1:
+            code = layers.Reshape(feature_shape, name="unflatten_code")(code_input)
+        decoder = keras.Model(code_input, builder.decode(code), name="decoder")
+        return VariationalAutoencoder(encoder, decoder, posterior, config, image_shape, seed=seed)
+    code = builder.code(features)
+    encoder = keras.Model(inputs, code, name="encoder")
+    code_input = keras.Input(shape=tuple(code.shape[1:]), name="code")
+    decoder = keras.Model(code_input, builder.decode(code_input), name="decoder")
+    return Autoencoder(encoder, decoder, config, image_shape)
+
+
+def parameter_count(model: Autoencoder) -> int:
+    """Number of weights (encoder, decoder and, for a VAE, the log-variance head)."""
+    return int(sum(math.prod(weight.shape) for weight in model.weights if weight.trainable))
+
+
+def save_autoencoder(model: Autoencoder, directory: str | Path) -> None:
+    """Write encoder.keras, decoder.keras, model.weights.h5 and config.json into ``directory``.
+
+    Each file is written to a staging folder first and renamed into place; other files in
+    ``directory`` (history.json, run.json, ...) are left alone.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving.", dir=directory))
+    try:
+        model.encoder.save(staging / "encoder.keras")
+        model.decoder.save(staging / "decoder.keras")
+        model.save_weights(staging / "model.weights.h5")
+        fileio.write_json(
+            staging / "config.json",
+            {
+                "name": model.config.name,
+                "architecture": model.config.architecture_name,
+                "objective": model.config.objective_name,
+                "input_shape": list(model.image_shape),
+                "code_shape": list(model.code_shape),
+                "latent_dim": model.latent_dim,
+                "parameter_count": parameter_count(model),
+                "variant": model.config.to_params(),
+                "keras_version": keras.__version__,
+            },
+        )
+        for name in SAVED_FILES:
+            os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_config(directory: str | Path) -> tuple[VariantConfig, tuple[int, int, int]]:
+    """The VariantConfig and input shape saved in ``directory/config.json``."""
+    payload = fileio.read_json(Path(directory) / "config.json")
+    config = VariantConfig.from_params(payload["name"], payload["variant"])
+    return config, tuple(int(size) for size in payload["input_shape"])
+
+
+def load_autoencoder(directory: str | Path) -> Autoencoder:
+    """Rebuild the autoencoder saved by ``save_autoencoder`` and load its weights."""
+    directory = Path(directory)
+    missing = [name for name in SAVED_FILES if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} lacks {missing}: train the variant first (dvc repro train@<variant>)."
+        )
+    config, input_shape = load_config(directory)
+    model = build_autoencoder(config, input_shape)
+    model.load_weights(directory / "model.weights.h5")
+    return model

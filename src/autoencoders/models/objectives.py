@@ -1,0 +1,190 @@
+"""Objective registry: typed configs, reconstruction losses and the objectives' penalties.
+
+Every objective has ``loss: mse | bce`` (per pixel, averaged over pixels and the batch).
+- ``plain``: reconstruction only.
+- ``denoising``: reconstruction of the clean image from a noisy one; the noise is made by the
+  input pipeline (``data.make_dataset(noise_std=...)``), so the model itself is plain.
+- ``sparse``: ``weight`` times an L1 activity penalty on the code (sum over units, mean over the
+  batch), or KL sparsity towards ``target`` (``kind: kl``; needs a code in (0, 1)).
+- ``contractive``: ``lambda`` times the squared Frobenius norm of d code / d input, mean over the
+  batch. The params key is ``lambda``; the dataclass field is ``lambda_`` (a Python keyword).
+- ``variational``: KL(q(z|x) || N(0, I)) summed over latent dims, mean over the batch, weighted by
+  ``beta``. In the total loss it is divided by the pixel count, so that with the per-pixel
+  reconstruction loss the optimum equals that of the usual per-image sum (keras-io VAE example).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, NamedTuple
+
+import tensorflow as tf
+from keras import ops
+
+from autoencoders.config import ConfigError
+
+LossName = Literal["mse", "bce"]
+_EPSILON = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainConfig:
+    """Reconstruction loss only."""
+
+    loss: LossName = "bce"
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoisingConfig:
+    """Gaussian input noise (std ``noise_std``, clipped to [0, 1]) made by the input pipeline."""
+
+    loss: LossName = "bce"
+    noise_std: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_std <= 1.0:
+            raise ConfigError(f"objective.noise_std must be in [0, 1], got {self.noise_std}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseConfig:
+    """L1 activity penalty on the code, or KL sparsity towards ``target`` mean activation."""
+
+    loss: LossName = "bce"
+    kind: Literal["l1", "kl"] = "l1"
+    weight: float = 1e-5
+    target: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"objective.weight must be >= 0, got {self.weight}.")
+        if not 0.0 < self.target < 1.0:
+            raise ConfigError(f"objective.target must be in (0, 1), got {self.target}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractiveConfig:
+    """Squared Frobenius norm of the encoder Jacobian times ``lambda`` (field ``lambda_``)."""
+
+    loss: LossName = "bce"
+    lambda_: float = dataclasses.field(default=1e-4, metadata={"key": "lambda"})
+
+    def __post_init__(self) -> None:
+        if self.lambda_ < 0:
+            raise ConfigError(f"objective.lambda must be >= 0, got {self.lambda_}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class VariationalConfig:
+    """Mean/log-variance heads, reparameterised sampling, ``beta`` times the KL."""
+
+    loss: LossName = "bce"
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.beta < 0:
+            raise ConfigError(f"objective.beta must be >= 0, got {self.beta}.")
+
+
+class Objective(NamedTuple):
+    config_class: type
+    metric: str | None  # name of the logged extra metric: "penalty", "kl_loss" or none
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "plain": Objective(PlainConfig, None),
+    "denoising": Objective(DenoisingConfig, None),
+    "sparse": Objective(SparseConfig, "penalty"),
+    "contractive": Objective(ContractiveConfig, "penalty"),
+    "variational": Objective(VariationalConfig, "kl_loss"),
+}
+
+
+def objective_name(config: Any) -> str:
+    """The registry name of an objective config instance."""
+    for name, entry in OBJECTIVES.items():
+        if type(config) is entry.config_class:
+            return name
+    raise ValueError(f"{type(config).__name__} is not a registered objective config.")
+
+
+def lookup(name: Any) -> Objective:
+    """The registry entry for ``name``; an unknown name raises ConfigError listing the valid."""
+    if name not in OBJECTIVES:
+        raise ConfigError(
+            f"unknown objective {name!r}; valid objectives are {sorted(OBJECTIVES)}."
+        )
+    return OBJECTIVES[name]
+
+
+def reconstruction_loss(targets: Any, outputs: Any, loss: str) -> Any:
+    """Per-pixel ``mse`` or ``bce`` averaged over pixels and the batch (a scalar)."""
+    targets = ops.cast(targets, outputs.dtype)
+    if loss == "mse":
+        per_pixel = ops.square(targets - outputs)
+    elif loss == "bce":
+        probabilities = ops.clip(outputs, _EPSILON, 1.0 - _EPSILON)
+        per_pixel = -(
+            targets * ops.log(probabilities) + (1.0 - targets) * ops.log(1.0 - probabilities)
+        )
+    else:
+        raise ConfigError(f"unknown loss {loss!r}; valid losses are ['bce', 'mse'].")
+    return ops.mean(per_pixel)
+
+
+def kl_divergence(mean: Any, log_var: Any) -> Any:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per sample, summed over latent dims: (batch,)."""
+    return -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
+
+
+def sparse_penalty(code: Any, kind: str = "l1", weight: float = 1e-5, target: float = 0.05) -> Any:
+    """``weight`` times the L1 activity (sum over code units, mean over the batch), or times the
+    KL sparsity sum_j KL(target || mean activation of unit j over the batch)."""
+    flat = ops.reshape(code, (ops.shape(code)[0], -1))
+    if kind == "l1":
+        return weight * ops.mean(ops.sum(ops.abs(flat), axis=-1))
+    if kind == "kl":
+        activation = ops.clip(ops.mean(flat, axis=0), _EPSILON, 1.0 - _EPSILON)
+        divergence = target * ops.log(target / activation) + (1.0 - target) * ops.log(
+            (1.0 - target) / (1.0 - activation)
+        )
+        return weight * ops.sum(divergence)
+    raise ConfigError(f"unknown sparsity kind {kind!r}; valid kinds are ['kl', 'l1'].")
+
+
+def code_and_jacobian_norm(encoder: Any, inputs: Any, training: bool = False) -> tuple[Any, Any]:
+    """The code and the squared Frobenius norm of d code / d input per sample: (batch,).
+
+    Differentiable with respect to the encoder's weights when called under an outer tape.
+    """
+    inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        code = encoder(inputs, training=training)
+        flat = tf.reshape(code, (tf.shape(code)[0], -1))  # (batch, latent)
+    jacobian = tape.batch_jacobian(flat, inputs)  # (batch, latent, H, W, C)
+    squared_norm = tf.reduce_sum(tf.square(jacobian), axis=tf.range(1, tf.rank(jacobian)))
+    return code, squared_norm
+
+
+def contractive_penalty(encoder: Any, inputs: Any, weight: float = 1e-4) -> Any:
+    """``weight`` times the batch mean of ||d encoder(x) / dx||_F^2 (a scalar)."""
+    _, squared_norm = code_and_jacobian_norm(encoder, inputs)
+    return weight * tf.reduce_mean(squared_norm)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "ContractiveConfig",
+    "DenoisingConfig",
+    "PlainConfig",
+    "SparseConfig",
+    "VariationalConfig",
+    "code_and_jacobian_norm",
+    "contractive_penalty",
+    "kl_divergence",
+    "lookup",
+    "objective_name",
+    "reconstruction_loss",
+    "sparse_penalty",
+]

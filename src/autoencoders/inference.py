@@ -65,8 +65,9 @@ def _nvidia_driver_reason() -> str | None:
     return None
 
 
-def cuda_usable(model_bytes: bytes | None = None) -> tuple[bool, str]:
-    """Whether a session really gets the CUDA provider here, and why (probed once per process)."""
+def cuda_usable(model_bytes: bytes) -> tuple[bool, str]:
+    """Whether a session for ``model_bytes`` (a valid ONNX model) really gets the CUDA provider
+    here, and why; decided once per process."""
     global _cuda_decision
     if _cuda_decision is not None:
         return _cuda_decision
@@ -75,8 +76,6 @@ def cuda_usable(model_bytes: bytes | None = None) -> tuple[bool, str]:
         decision = (False, f"onnxruntime {ort.__version__} has no {CUDA} (providers: {available})")
     elif (reason := _nvidia_driver_reason()) is not None:
         decision = (False, f"{CUDA} is listed but {reason}")
-    elif model_bytes is None:
-        return False, "not probed yet"
     else:
         try:
             session = ort.InferenceSession(model_bytes, providers=[CUDA, CPU])
@@ -92,9 +91,7 @@ def cuda_usable(model_bytes: bytes | None = None) -> tuple[bool, str]:
                     "(CUDA/cuDNN libraries missing or no GPU)",
                 )
     _cuda_decision = decision
-    logger.info(
-        "ONNX Runtime provider: %s (%s)", CUDA if decision[0] else CPU, decision[1]
-    )
+    logger.info("ONNX Runtime provider: %s (%s)", CUDA if decision[0] else CPU, decision[1])
     return decision
 
 
@@ -146,6 +143,15 @@ class OnnxModel:
         self.batch_size = batch_size
         model_bytes = self.path.read_bytes()
         options = _session_options(intra_op_num_threads)
+        # Load on the CPU first: a bad file then fails here, naming the path, and never counts
+        # as "CUDA unusable" in the once-per-process provider probe.
+        try:
+            cpu_session = ort.InferenceSession(model_bytes, options, providers=[CPU])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises pybind11 exception types
+            raise ModelLoadError(
+                f"{self.path} could not be loaded by onnxruntime (truncated or not an ONNX "
+                f"model?): {error}. Re-export it with `dvc repro --force export@<variant>`."
+            ) from error
         use_cuda, reason = cuda_usable(model_bytes)
         if require_gpu and not use_cuda:
             raise GPUUnavailableError(
@@ -153,14 +159,11 @@ class OnnxModel:
                 "cuDNN versions onnxruntime-gpu needs on a machine with an NVIDIA GPU, or pass "
                 "require_gpu=False to run on the CPU."
             )
-        providers = [CUDA, CPU] if use_cuda else [CPU]
-        try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=providers)
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises pybind11 exception types
-            raise ModelLoadError(
-                f"{self.path} could not be loaded by onnxruntime (truncated or not an ONNX "
-                f"model?): {error}. Re-export it with `dvc repro --force export@<variant>`."
-            ) from error
+        self.session = (
+            ort.InferenceSession(model_bytes, options, providers=[CUDA, CPU])
+            if use_cuda
+            else cpu_session
+        )
         self.provider = self.session.get_providers()[0]
         if require_gpu and self.provider != CUDA:
             raise GPUUnavailableError(

@@ -1,0 +1,67 @@
+"""DVC stage `export@<variant>`: models/<v> -> exports/<v>/{encoder,decoder}.onnx + model card.
+
+python pipeline/export.py --variant conv      # what `dvc repro export@conv` runs
+
+Converts with tf2onnx, checks, compares ONNX Runtime with Keras on test images at each of
+``export.parity_batch_sizes`` (fails above ``export.tolerance``, keeping the previous export),
+writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run,
+registering the encoder as ``<v>-encoder``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from autoencoders import config, data, export, fileio, tracking
+
+PROCESSED_DIR = "data/processed"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = config.load_params(args.params)
+    variants = config.section(params, "variants")
+    if args.variant not in variants:
+        sys.exit(
+            f"export failed: unknown variant {args.variant!r}; params.yaml has {list(variants)}."
+        )
+    settings = config.from_mapping(
+        export.ExportConfig, config.section(params, "export"), where="export"
+    )
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    model_dir, export_dir = f"models/{args.variant}", f"exports/{args.variant}"
+    started = time.monotonic()
+    x_test, _ = data.load_split(PROCESSED_DIR, "test")
+    try:
+        card = export.export_variant(
+            model_dir,
+            export_dir,
+            variant=args.variant,
+            opset=settings.opset,
+            tolerance=settings.tolerance,
+            parity_images=x_test[: max(settings.parity_batch_sizes)],
+            parity_batch_sizes=settings.parity_batch_sizes,
+        )
+    except export.ExportError as error:
+        sys.exit(f"export failed: {error}")
+    metrics = export.parity_metrics(card)
+    fileio.write_json(f"metrics/export/{args.variant}.json", metrics)
+    print(
+        f"[export] {args.variant}: max |ONNX Runtime - Keras| encoder "
+        f"{metrics['encoder']['max_abs_diff']:.2e}, decoder "
+        f"{metrics['decoder']['max_abs_diff']:.2e} (tolerance {settings.tolerance:g}) "
+        f"-> {export_dir}/ in {time.monotonic() - started:.1f} s"
+    )
+    with tracking.resume_run(f"{model_dir}/run.json"):
+        uris = export.log_onnx_models(export_dir, variant=args.variant, example_images=x_test[:2])
+    print(f"[export] {args.variant}: logged {uris}; registered {args.variant}-encoder")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Command line for exported models (ONNX Runtime only; imports no TensorFlow).
+
+    python -m autoencoders encode --model exports/conv --input images.npy --output codes.npy
+    python -m autoencoders decode --model exports/conv --input codes.npy --output images.npy
+
+``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``).
+Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from autoencoders import fileio, inference
+
+
+def _load_array(path: Path, key: str) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} not found.")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if key not in archive.files:
+                raise KeyError(f"{path} has no array {key!r} (it has {archive.files}); use --key.")
+            return archive[key]
+    return np.load(path, allow_pickle=False)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with fileio.atomic_path(path) as temporary, temporary.open("wb") as handle:
+        # A file handle, not a path: np.save would append ".npy" to the temporary name.
+        np.save(handle, array)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autoencoders", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, what in (("encode", "images -> codes"), ("decode", "codes -> images")):
+        command = commands.add_parser(name, help=what, description=what)
+        command.add_argument(
+            "--model", required=True, help="export directory (exports/<variant>) or .onnx file"
+        )
+        command.add_argument("--input", required=True, type=Path, help=".npy or .npz file")
+        command.add_argument("--output", required=True, type=Path, help=".npy file to write")
+        command.add_argument("--key", default="x", help="array name when --input is .npz")
+        command.add_argument("--batch-size", type=int, default=inference.DEFAULT_BATCH_SIZE)
+        command.add_argument(
+            "--require-gpu", action="store_true", help="fail instead of falling back to the CPU"
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model_class = inference.Encoder if args.command == "encode" else inference.Decoder
+    try:
+        model = model_class(args.model, require_gpu=args.require_gpu, batch_size=args.batch_size)
+        array = _load_array(args.input, args.key)
+        result = model.encode(array) if args.command == "encode" else model.decode(array)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _save_array(args.output, result)
+    print(
+        f"{args.command}: {array.shape} {array.dtype} -> {args.output} "
+        f"{result.shape} {result.dtype}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

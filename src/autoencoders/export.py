@@ -1,0 +1,401 @@
+"""ONNX export of a trained autoencoder: conversion, checks, metadata and a parity gate.
+
+``export_variant("models/conv", "exports/conv", opset=17, tolerance=1e-5,
+parity_images=x_test, parity_batch_sizes=(1, 257))`` converts the variant's Keras encoder and
+decoder with tf2onnx (dynamic batch axis; encoder "images" -> "code", decoder "code" ->
+"reconstruction"), checks them with ``onnx.checker``, stamps ONNX metadata, compares ONNX Runtime
+with Keras at each batch size and writes ``encoder.onnx``, ``decoder.onnx`` and
+``model_card.json`` into the export directory atomically: when a check or the parity gate fails,
+the previous export stays as it was. Run as a DVC stage by ``pipeline/export.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoencoders import fileio, tracking
+from autoencoders.inference import SCALING
+
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+CARD_FILE = "model_card.json"
+ENCODER_INPUT = "images"
+ENCODER_OUTPUT = "code"
+DECODER_INPUT = "code"
+DECODER_OUTPUT = "reconstruction"
+BATCH_AXIS = "batch"
+# The parity gate runs ONNX Runtime on the CPU: the reference provider every machine has.
+PARITY_PROVIDER = "CPUExecutionProvider"
+
+
+class ExportError(RuntimeError):
+    """Conversion or the ONNX checker failed; the message names the model."""
+
+
+class ParityError(ExportError):
+    """ONNX Runtime and Keras disagree by more than the tolerance; names the model and figures."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """params.yaml ``export:``."""
+
+    opset: int = 17
+    tolerance: float = 1.0e-5
+    parity_batch_sizes: tuple[int, ...] = (1, 257)
+
+    def __post_init__(self) -> None:
+        if not 13 <= self.opset <= 18:
+            raise ValueError(
+                f"opset must be in 13..18 (what tf2onnx 1.17 writes), got {self.opset}"
+            )
+        if not self.tolerance >= 0.0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+        if not self.parity_batch_sizes or any(size < 1 for size in self.parity_batch_sizes):
+            raise ValueError(
+                f"parity_batch_sizes must be positive integers, got {self.parity_batch_sizes}"
+            )
+
+
+def _static_dims(shape: Sequence[Any], what: str) -> list[int]:
+    dims = list(shape[1:])
+    if not all(isinstance(dim, int) for dim in dims):
+        raise ExportError(f"{what} has a dynamic non-batch axis {list(shape)}; cannot export.")
+    return dims
+
+
+def convert_keras_model(model: Any, *, input_name: str, output_name: str, opset: int) -> Any:
+    """Convert a single-input, single-output Keras model to an ``onnx.ModelProto``.
+
+    The model is traced as a ``tf.function`` (not ``tf2onnx.convert.from_keras``, which does not
+    understand Keras 3) with a dynamic batch axis named ``batch`` on the input and the output.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    dims = _static_dims(model.inputs[0].shape, f"{model.name} input")
+    spec = (tf.TensorSpec((None, *dims), tf.float32, name=input_name),)
+
+    def call(inputs: Any) -> dict[str, Any]:
+        # A dict output names the ONNX graph output.
+        return {output_name: model(inputs, training=False)}
+
+    function = tf.function(call, input_signature=spec)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
+    except Exception as error:  # noqa: BLE001 - tf2onnx raises many types; name the model
+        raise ExportError(f"tf2onnx could not convert {model.name!r}: {error}") from error
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    return proto
+
+
+def set_metadata(proto: Any, properties: Mapping[str, Any]) -> None:
+    """Replace the model's metadata_props with ``properties`` (values stored as strings)."""
+    import onnx
+
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(
+        proto,
+        {
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in properties.items()
+        },
+    )
+
+
+def _cycle(array: np.ndarray, size: int) -> np.ndarray:
+    """The first ``size`` rows of ``array``, repeating it when it has fewer."""
+    return np.ascontiguousarray(np.take(array, np.arange(size) % len(array), axis=0))
+
+
+def parity(
+    onnx_path: str | Path, keras_model: Any, inputs: np.ndarray, batch_sizes: Sequence[int]
+) -> dict[str, Any]:
+    """Max |ONNX Runtime - Keras| over the first ``b`` inputs, for each batch size ``b``.
+
+    ``scaled_diff`` divides each difference by max(1, max |Keras output|): the same number for
+    outputs within [-1, 1] (images, most codes), and float32-meaningful for a large linear code
+    (a deep_dense code near 50 is already 4e-6 between neighbouring float32 values).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=[PARITY_PROVIDER])
+    input_name = session.get_inputs()[0].name
+    by_batch_size, scaled, largest = {}, [], 0.0
+    for size in batch_sizes:
+        batch = _cycle(np.asarray(inputs, dtype=np.float32), size)
+        expected = np.asarray(keras_model(batch, training=False))
+        (actual,) = session.run(None, {input_name: batch})
+        if actual.shape != expected.shape:
+            raise ParityError(
+                f"{keras_model.name}: ONNX output shape {actual.shape} != Keras {expected.shape} "
+                f"at batch size {size}."
+            )
+        difference = float(np.max(np.abs(actual - expected)))
+        scale = float(np.max(np.abs(expected), initial=0.0))
+        by_batch_size[str(size)] = difference
+        scaled.append(difference / max(1.0, scale))
+        largest = max(largest, scale)
+    return {
+        "max_abs_diff": max(by_batch_size.values()),
+        "scaled_diff": max(scaled),
+        "max_abs_reference": largest,
+        "by_batch_size": by_batch_size,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_models(
+    encoder: Any,
+    decoder: Any,
+    out_dir: str | Path,
+    *,
+    variant: str,
+    opset: int,
+    tolerance: float,
+    parity_images: np.ndarray,
+    parity_batch_sizes: Sequence[int],
+    source_run_id: str | None = None,
+    resolved_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export a Keras encoder and decoder to ``out_dir`` and return the model card.
+
+    Nothing is written to ``out_dir`` unless both models convert, pass ``onnx.checker`` and the
+    parity gate (max |ONNX Runtime - Keras| / max(1, max |Keras|) <= ``tolerance`` at every
+    batch size, see :func:`parity`); otherwise
+    :class:`ExportError` / :class:`ParityError` is raised and a previous export stays intact.
+    """
+    import onnx
+    import tensorflow as tf
+
+    config = ExportConfig(
+        opset=opset, tolerance=float(tolerance), parity_batch_sizes=tuple(parity_batch_sizes)
+    )
+    # TF32 matmuls on recent NVIDIA GPUs would make Keras itself miss a 1e-5 parity gate.
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    images = np.asarray(parity_images, dtype=np.float32)
+    input_dims = _static_dims(encoder.inputs[0].shape, "encoder input")
+    if images.ndim != 1 + len(input_dims) or list(images.shape[1:]) != input_dims:
+        raise ExportError(
+            f"parity images have shape {images.shape}; the encoder expects (N, {input_dims})."
+        )
+    if len(images) == 0:
+        raise ExportError("no parity images: pass at least one test image.")
+    code_dims = _static_dims(encoder.outputs[0].shape, "encoder output")
+    latent_dim = int(np.prod(code_dims))
+    git_commit = tracking.git_commit()
+    common = {
+        "variant": variant,
+        "opset": opset,
+        "input_dtype": "float32",
+        "pixel_scaling": SCALING,
+        "code_shape": code_dims,
+        "latent_dim": latent_dim,
+        "image_shape": input_dims,
+        "source_run_id": source_run_id or "unknown",
+        "git_commit": git_commit,
+    }
+    specs = {
+        "encoder": (encoder, ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT, input_dims, code_dims),
+        "decoder": (decoder, DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT, code_dims, input_dims),
+    }
+    card_files: dict[str, Any] = {}
+    parity_figures: dict[str, Any] = {}
+    with fileio.atomic_directory(out_dir) as staging:
+        codes = np.asarray(encoder(_cycle(images, max(config.parity_batch_sizes))))
+        parity_inputs = {"encoder": images, "decoder": codes}
+        for role, (model, filename, in_name, out_name, in_dims, out_dims) in specs.items():
+            proto = convert_keras_model(
+                model, input_name=in_name, output_name=out_name, opset=opset
+            )
+            set_metadata(
+                proto,
+                {
+                    **common,
+                    "model": role,
+                    "input_name": in_name,
+                    "input_shape": [BATCH_AXIS, *in_dims],
+                    "output_name": out_name,
+                    "output_shape": [BATCH_AXIS, *out_dims],
+                },
+            )
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except onnx.checker.ValidationError as error:
+                raise ExportError(
+                    f"{variant} {role}: onnx.checker rejected it: {error}"
+                ) from error
+            path = staging / filename
+            onnx.save_model(proto, str(path))
+            figures = parity(path, model, parity_inputs[role], config.parity_batch_sizes)
+            if figures["scaled_diff"] > config.tolerance:
+                raise ParityError(
+                    f"{variant} {role}: max |ONNX Runtime - Keras| = "
+                    f"{figures['max_abs_diff']:.3g} (outputs up to "
+                    f"{figures['max_abs_reference']:.3g}; scaled {figures['scaled_diff']:.3g}) > "
+                    f"tolerance {config.tolerance:g}, by batch size {figures['by_batch_size']}; "
+                    f"the previous export in {out_dir} is kept."
+                )
+            parity_figures[role] = figures
+            card_files[role] = {
+                "path": filename,
+                "sha256": fileio.sha256_file(path),
+                "input": {"name": in_name, "shape": [None, *in_dims], "dtype": "float32"},
+                "output": {"name": out_name, "shape": [None, *out_dims], "dtype": "float32"},
+            }
+        card = {
+            "variant": variant,
+            "format": "onnx",
+            "opset": opset,
+            "input": {
+                "name": ENCODER_INPUT,
+                "shape": [None, *input_dims],
+                "dtype": "float32",
+                "scaling": SCALING,
+            },
+            "latent_dim": latent_dim,
+            "code_shape": code_dims,
+            "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
+            "files": card_files,
+            "source_run_id": source_run_id,
+            "git_commit": git_commit,
+            "parity": {
+                "provider": PARITY_PROVIDER,
+                "tolerance": config.tolerance,
+                "batch_sizes": list(config.parity_batch_sizes),
+                **parity_figures,
+            },
+            "config": dict(resolved_config or {}),
+            "versions": _versions(),
+        }
+        fileio.write_json(staging / CARD_FILE, card)
+    return card
+
+
+def _is_variational(resolved_config: Mapping[str, Any] | None) -> bool:
+    # models/<v>/config.json stores the objective's name; a params block stores a mapping.
+    objective = (resolved_config or {}).get("objective")
+    if isinstance(objective, Mapping):
+        objective = objective.get("name")
+    return objective == "variational"
+
+
+def export_variant(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    opset: int,
+    tolerance: float,
+    parity_images: np.ndarray,
+    parity_batch_sizes: Sequence[int],
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Load ``models/<variant>`` (``models.load_autoencoder``) and :func:`export_models` it.
+
+    The source MLflow run comes from ``run.json``; the resolved config from ``config.json``
+    (with the training hyperparameters of ``training.json`` under ``"training"`` when present).
+    """
+    from autoencoders import models
+
+    model_dir = Path(model_dir)
+    autoencoder = models.load_autoencoder(model_dir)
+    run_ref = model_dir / "run.json"
+    source_run_id = fileio.read_json(run_ref)["run_id"] if run_ref.exists() else None
+    config_path = model_dir / "config.json"
+    resolved_config = fileio.read_json(config_path) if config_path.exists() else {}
+    training_path = model_dir / "training.json"
+    if training_path.exists():
+        resolved_config["training"] = fileio.read_json(training_path).get("params", {})
+    return export_models(
+        autoencoder.encoder,
+        autoencoder.decoder,
+        out_dir,
+        variant=variant or resolved_config.get("name") or model_dir.name,
+        opset=opset,
+        tolerance=tolerance,
+        parity_images=parity_images,
+        parity_batch_sizes=parity_batch_sizes,
+        source_run_id=source_run_id,
+        resolved_config=resolved_config,
+    )
+
+
+def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The DVC metric (``metrics/export/<variant>.json``) of a model card's parity figures."""
+    figures = card["parity"]
+    return {
+        "tolerance": figures["tolerance"],
+        **{
+            role: {
+                "max_abs_diff": figures[role]["max_abs_diff"],
+                "scaled_diff": figures[role]["scaled_diff"],
+                **{f"batch_{b}": d for b, d in figures[role]["by_batch_size"].items()},
+            }
+            for role in ("encoder", "decoder")
+        },
+    }
+
+
+def log_onnx_models(
+    export_dir: str | Path, *, variant: str, example_images: np.ndarray
+) -> dict[str, Any]:
+    """Log the exported encoder and decoder to the active MLflow run, with signatures, and
+    register the encoder as ``<variant>-encoder``; also log the model card and parity metrics.
+
+    Call inside ``tracking.resume_run("models/<variant>/run.json")``.
+    """
+    import mlflow
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    export_dir = Path(export_dir)
+    card = fileio.read_json(export_dir / CARD_FILE)
+    example = _cycle(np.asarray(example_images, dtype=np.float32), 2)
+    outputs = {}
+    for role, filename, in_name, out_name in (
+        ("encoder", ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT),
+        ("decoder", DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT),
+    ):
+        session = ort.InferenceSession(str(export_dir / filename), providers=[PARITY_PROVIDER])
+        (result,) = session.run(None, {in_name: example})
+        signature = infer_signature({in_name: example}, {out_name: result})
+        info = mlflow.onnx.log_model(
+            onnx.load(str(export_dir / filename)),
+            name=f"{role}_onnx",
+            signature=signature,
+            registered_model_name=f"{variant}-encoder" if role == "encoder" else None,
+            save_as_external_data=False,
+            metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
+        )
+        outputs[role] = info.model_uri
+        example = result
+    mlflow.log_metrics(
+        {f"export_{key}": value for key, value in tracking.flatten(parity_metrics(card)).items()}
+    )
+    mlflow.log_artifact(str(export_dir / CARD_FILE), artifact_path="export")
+    return outputs

@@ -1,0 +1,283 @@
+"""autoencoders.inference and the CLI: ONNX Runtime only, clear errors on bad input or files.
+
+The models are tiny functional Keras models exported with ``export.export_models``, so these
+tests do not depend on the model zoo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from autoencoders import __main__ as cli
+from autoencoders import export, inference
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SHAPE = (8, 8, 1)
+
+
+def _tiny_conv_models() -> tuple[keras.Model, keras.Model]:
+    images = keras.Input(IMAGE_SHAPE)
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(images)
+    code = keras.layers.MaxPooling2D()(features)  # (batch, 4, 4, 4)
+    encoder = keras.Model(images, code, name="encoder")
+    code_input = keras.Input((4, 4, 4))
+    upsampled = keras.layers.UpSampling2D()(code_input)
+    output = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(upsampled)
+    return encoder, keras.Model(code_input, output, name="decoder")
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).random((40, *IMAGE_SHAPE), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, images) -> dict:
+    keras.utils.set_random_seed(0)
+    encoder, decoder = _tiny_conv_models()
+    directory = tmp_path_factory.mktemp("exports") / "tiny"
+    export.export_models(
+        encoder,
+        decoder,
+        directory,
+        variant="tiny",
+        opset=17,
+        tolerance=1e-5,
+        parity_images=images,
+        parity_batch_sizes=(1, 7),
+    )
+    return {"dir": directory, "encoder": encoder, "decoder": decoder}
+
+
+def test_encode_decode_match_keras_and_accept_every_layout(exported, images):
+    encoder = inference.Encoder(exported["dir"], batch_size=16)  # 40 images: 3 chunks
+    decoder = inference.Decoder(exported["dir"] / "decoder.onnx")
+    assert encoder.provider == "CPUExecutionProvider" or encoder.provider.startswith("CUDA")
+    assert (encoder.input_name, encoder.output_name) == ("images", "code")
+    assert (decoder.input_name, decoder.output_name) == ("code", "reconstruction")
+    assert encoder.code_shape == decoder.code_shape == (4, 4, 4)
+    assert encoder.metadata["variant"] == "tiny"
+
+    codes = encoder.encode(images)
+    expected = np.asarray(exported["encoder"](images))
+    assert codes.shape == (40, 4, 4, 4) and codes.dtype == np.float32
+    np.testing.assert_allclose(codes, expected, atol=1e-5)
+    # (N, H, W) when C == 1, one image (H, W, C) or (H, W), and uint8 scaled by 1/255.
+    np.testing.assert_allclose(encoder.encode(images[..., 0]), codes, atol=1e-6)
+    np.testing.assert_allclose(encoder.encode(images[3]), codes[3], atol=1e-6)
+    np.testing.assert_allclose(encoder.encode(images[3, ..., 0]), codes[3], atol=1e-6)
+    as_bytes = np.round(images * 255).astype(np.uint8)
+    np.testing.assert_allclose(
+        encoder(as_bytes), encoder(as_bytes.astype(np.float64) / 255.0), atol=1e-6
+    )
+
+    reconstructions = decoder.decode(codes)
+    assert reconstructions.shape == (40, *IMAGE_SHAPE)
+    assert reconstructions.min() >= 0.0 and reconstructions.max() <= 1.0
+    np.testing.assert_allclose(reconstructions, np.asarray(exported["decoder"](codes)), atol=1e-5)
+    np.testing.assert_allclose(decoder(codes.reshape(40, -1)), reconstructions, atol=1e-6)
+    assert decoder.decode(codes[0]).shape == IMAGE_SHAPE
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda x: x[np.newaxis], "wrong rank"),
+        (lambda x: x[0, 0, :, 0], "wrong rank"),
+        (lambda x: np.zeros((4, 9, 9, 1), np.float32), "size mismatch"),
+        (lambda x: np.zeros((4, 8, 8, 3), np.float32), "size mismatch"),
+        (lambda x: np.where(x > 0.5, np.nan, x), "NaN or infinite"),
+        (lambda x: np.where(x > 0.5, np.inf, x), "NaN or infinite"),
+        (lambda x: x * 255.0, "uint8 semantics? pass uint8 or divide by 255"),
+        (lambda x: x - 0.5, "must lie in [0, 1]"),
+        (lambda x: x[:0], "empty batch"),
+        (lambda x: (x * 255).astype(np.int64), "dtype int64"),
+    ],
+    ids=[
+        "rank5",
+        "rank1",
+        "size",
+        "channels",
+        "nan",
+        "inf",
+        "float_over_1",
+        "negative",
+        "empty",
+        "int64",
+    ],
+)
+def test_bad_images_raise_clear_errors(exported, images, make_input, message):
+    encoder = inference.Encoder(exported["dir"])
+    with pytest.raises(inference.InferenceInputError) as raised:
+        encoder.encode(make_input(images))
+    assert message in str(raised.value)
+
+
+def test_bad_codes_raise_clear_errors(exported):
+    decoder = inference.Decoder(exported["dir"])
+    with pytest.raises(inference.InferenceInputError, match="size mismatch"):
+        decoder.decode(np.zeros((3, 4, 4, 5), np.float32))
+    with pytest.raises(inference.InferenceInputError, match="NaN or infinite"):
+        decoder.decode(np.full((3, 4, 4, 4), np.nan, np.float32))
+    with pytest.raises(inference.InferenceInputError, match="empty batch"):
+        decoder.decode(np.zeros((0, 64), np.float32))
+
+
+def test_missing_and_truncated_onnx_name_the_path(exported, tmp_path):
+    with pytest.raises(inference.ModelLoadError, match=str(tmp_path / "encoder.onnx")):
+        inference.Encoder(tmp_path)
+    truncated = tmp_path / "encoder.onnx"
+    payload = (exported["dir"] / "encoder.onnx").read_bytes()
+    truncated.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(inference.ModelLoadError, match="could not be loaded") as raised:
+        inference.Encoder(tmp_path)
+    assert str(truncated) in str(raised.value)
+
+
+def test_require_gpu_without_a_gpu_fails_clearly(exported):
+    usable, reason = inference.cuda_usable((exported["dir"] / "encoder.onnx").read_bytes())
+    if usable:
+        encoder = inference.Encoder(exported["dir"], require_gpu=True)
+        assert encoder.provider == "CUDAExecutionProvider"
+        return
+    with pytest.raises(inference.GPUUnavailableError) as raised:
+        inference.Encoder(exported["dir"], require_gpu=True)
+    assert "require_gpu=True" in str(raised.value) and reason in str(raised.value)
+
+
+def test_cpu_fallback_is_logged_once_with_its_reason(exported, monkeypatch, caplog):
+    monkeypatch.setattr(inference, "_cuda_decision", None)
+    with caplog.at_level(logging.INFO, logger="autoencoders.inference"):
+        first = inference.Encoder(exported["dir"])
+        inference.Decoder(exported["dir"])
+    messages = [r.getMessage() for r in caplog.records if "provider" in r.getMessage()]
+    assert len(messages) == 1 and first.provider in messages[0] and "(" in messages[0]
+
+
+def test_batch_size_must_be_positive(exported):
+    with pytest.raises(ValueError, match="batch_size"):
+        inference.Encoder(exported["dir"], batch_size=0)
+
+
+def test_cli_encode_then_decode(exported, images, tmp_path):
+    np.save(tmp_path / "images.npy", np.round(images * 255).astype(np.uint8))
+    assert (
+        cli.main(
+            [
+                "encode",
+                "--model",
+                str(exported["dir"]),
+                "--input",
+                str(tmp_path / "images.npy"),
+                "--output",
+                str(tmp_path / "codes.npy"),
+            ]
+        )
+        == 0
+    )
+    codes = np.load(tmp_path / "codes.npy")
+    expected = inference.Encoder(exported["dir"]).encode(np.load(tmp_path / "images.npy"))
+    np.testing.assert_array_equal(codes, expected)
+    assert (
+        cli.main(
+            [
+                "decode",
+                "--model",
+                str(exported["dir"]),
+                "--input",
+                str(tmp_path / "codes.npy"),
+                "--output",
+                str(tmp_path / "out.npy"),
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "out.npy").shape == (40, *IMAGE_SHAPE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy", "images.npy", "out.npy"]
+
+
+def test_cli_reports_bad_input_without_traceback(exported, tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.full((2, 8, 8), 200.0, np.float32))
+    status = cli.main(
+        [
+            "encode",
+            "--model",
+            str(exported["dir"]),
+            "--input",
+            str(tmp_path / "bad.npy"),
+            "--output",
+            str(tmp_path / "codes.npy"),
+        ]
+    )
+    assert status == 2
+    assert "divide by 255" in capsys.readouterr().err
+    assert not (tmp_path / "codes.npy").exists()
+
+
+def _python_without_tensorflow(tmp_path: Path) -> dict[str, str]:
+    """An environment where `import tensorflow` (and keras) fails."""
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        package = tmp_path / "blocked" / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), str(REPO / "src")])
+    return environment
+
+
+def test_inference_and_cli_import_no_tensorflow(tmp_path):
+    code = (
+        "import sys, autoencoders.inference, autoencoders.__main__\n"
+        "heavy = {'tensorflow', 'keras', 'tf2onnx'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], env=_python_without_tensorflow(tmp_path), check=True
+    )
+
+
+def test_downstream_example_and_cli_run_without_tensorflow(exported, images, tmp_path):
+    environment = _python_without_tensorflow(tmp_path)
+    np.save(tmp_path / "images.npy", np.round(images[:5, ..., 0] * 255).astype(np.uint8))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "downstream.py"),
+            str(exported["dir"]),
+            str(tmp_path / "images.npy"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        "codes (5, 4, 4, 4)" in result.stdout and "reconstructions (5, 8, 8, 1)" in result.stdout
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoencoders",
+            "encode",
+            "--model",
+            str(exported["dir"]),
+            "--input",
+            str(tmp_path / "images.npy"),
+            "--output",
+            str(tmp_path / "codes.npy"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert np.load(tmp_path / "codes.npy").shape == (5, 4, 4, 4)

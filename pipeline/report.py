@@ -1,0 +1,109 @@
+"""DVC stage `report`: every variant side by side, with live baselines.
+
+python pipeline/report.py       # what `dvc repro report` runs
+
+Reads metrics/<V>.json for every variant in params.yaml (plus models/<V>/training.json and
+config.json where the metrics file lacks size or training time, and metrics/export/<V>.json
+for ONNX parity when present), computes the baselines in this run (k-means on the raw pixels
+of the test split; PCA fitted on the training split at each variant's code size), and writes
+reports/summary.md, reports/summary.json and reports/comparison.png. A variant without
+metrics is reported as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from autoencoders import config, data, evaluation, fileio, plots
+
+PROCESSED_DIR = "data/processed"
+REPORT_DIR = Path("reports")
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    return fileio.read_json(path) if path.exists() else None
+
+
+def collect_variant(name: str) -> tuple[dict[str, Any] | None, dict[str, Any], Any]:
+    """(metrics or None, training facts, export parity or None) of one variant from disk."""
+    metrics = _read_optional(Path("metrics") / f"{name}.json")
+    model_dir = Path("models") / name
+    training = dict(_read_optional(model_dir / "training.json") or {})
+    saved = _read_optional(model_dir / "config.json") or {}
+    for key in ("parameter_count", "latent_dim"):
+        if training.get(key) is None and saved.get(key) is not None:
+            training[key] = saved[key]
+    parity = _read_optional(Path("metrics") / "export" / f"{name}.json")
+    return metrics, training, parity
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = config.load_params(args.params)
+    names = list(config.section(params, "variants"))
+    settings = config.from_mapping(
+        evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
+    )
+    seed = int(config.section(params, "seed"))
+    started = time.monotonic()
+
+    collected = {name: collect_variant(name) for name in names}
+    code_sizes = set()
+    for metrics, training, _ in collected.values():
+        size = (metrics or {}).get("latent_dim") or training.get("latent_dim")
+        if size:
+            code_sizes.add(int(size))
+    x_train, _ = data.load_split(PROCESSED_DIR, "train")
+    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
+    print(
+        f"[report] baselines on {len(x_test)} test images: k-means on pixels, PCA at code sizes "
+        f"{sorted(code_sizes)}"
+    )
+    baselines = evaluation.pixel_baselines(
+        x_train=x_train,
+        x_test=x_test,
+        y_test=y_test,
+        code_sizes=code_sizes or [2],
+        seed=seed,
+        kmeans_n_init=settings.kmeans_n_init,
+    )
+    rows = [
+        evaluation.summary_row(name, metrics, training, parity, pca=baselines["pca"])
+        for name, (metrics, training, parity) in collected.items()
+    ]
+    summary = evaluation.build_summary(rows, baselines, data.load_card(PROCESSED_DIR))
+
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_path(REPORT_DIR / "summary.md") as temporary:
+        temporary.write_text(evaluation.render_summary_markdown(summary))
+    fileio.write_json(REPORT_DIR / "summary.json", summary)
+    kmeans = baselines.get("kmeans_pixels") or {}
+    plots.plot_comparison(
+        rows,
+        REPORT_DIR / "comparison.png",
+        kmeans_pixels_accuracy=kmeans.get("cluster_accuracy"),
+        cluster_bar=summary["quality"]["cluster_accuracy_bar"],
+    )
+
+    quality = summary["quality"]
+    missing = quality["missing"]
+    print(
+        f"[report] {len(rows) - len(missing)} of {len(rows)} variants"
+        + (f" (missing: {', '.join(missing)})" if missing else "")
+        + f"; quality bar {'PASS' if quality['passed'] else 'FAIL'}"
+        f" (not beating PCA: {', '.join(quality['not_beating_pca']) or 'none'}; "
+        f"best cluster acc {quality['best_cluster_accuracy']})"
+    )
+    print(
+        f"[report] wrote {REPORT_DIR}/summary.md, summary.json, comparison.png in "
+        f"{time.monotonic() - started:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,3 +54,64 @@ def processed_dir(tmp_path_factory) -> str:
     data.fetch("mnist5k", root / "raw")
     data.preprocess(root / "raw", root / "processed", val_fraction=0.1, seed=0)
     return str(root / "processed")
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1, started for the test session and stopped after.
+
+    Uses the Debian ``postgresql`` package (``.ci/run`` installs it when missing); the cluster
+    lives in a temporary directory owned by the ``postgres`` user, with trust authentication.
+    """
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    # Not under pytest's tmp dir: its 0700 parents would lock the postgres user out.
+    root = Path(tempfile.mkdtemp(prefix="autoencoders-pg-"))
+    cluster = root / "cluster"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        [*as_postgres, str(bin_dir / "initdb"), "-D", str(cluster), "-A", "trust", "-U", "optuna"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_postgres, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-w", "-l",
+            str(root / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            [
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "optuna",
+                "studies",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg://optuna@127.0.0.1:{port}/studies"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""DVC stage `train@<variant>`: data/processed + tuning/<variant>/best.json -> models/<variant>/.
+
+python pipeline/train.py --variant conv     # what `dvc repro train@conv` runs
+
+Hyperparameters: params.yaml `train`, then `variants.<variant>.train`, then best.json's params.
+Writes the model files, history.json, training.json and run.json (its MLflow run) atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autoencoders import config, training
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = config.load_params(args.params)
+    variants = config.section(params, "variants")
+    if args.variant not in variants:
+        sys.exit(f"train: unknown variant {args.variant!r}; params.yaml has {sorted(variants)}.")
+    try:
+        training.train_and_save(
+            variant=args.variant,
+            variant_block=variants[args.variant],
+            train_section=config.section(params, "train"),
+            seed=int(config.section(params, "seed")),
+            processed_dir="data/processed",
+            best_path=f"tuning/{args.variant}/best.json",
+            output_dir=f"models/{args.variant}",
+        )
+    except (config.ConfigError, training.TrainingDivergedError) as error:
+        sys.exit(f"train@{args.variant} failed: {error}")
+
+
+if __name__ == "__main__":
+    main()

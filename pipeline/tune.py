@@ -1,0 +1,99 @@
+"""Optuna search: DVC stage `tune@<variant>`, and `make tune` (a larger, parallel search).
+
+python pipeline/tune.py --variant conv          # what `dvc repro tune@conv` runs
+python pipeline/tune.py --variants conv,vae --trials 50 --workers 2 [--timeout S] [--storage URL]
+python pipeline/tune.py --variants all ...      # every variant in params.yaml
+
+Each variant's study (storage: params.yaml `tune.storage`, a path or an RDB URL) is topped up to
+n_trials finished trials (resumes, never repeats) and tuning/<variant>/best.json is rewritten.
+With --variants the stage's record is then updated (`dvc commit -f tune@<variant>`), so the next
+`dvc repro` trains with the new best parameters without searching again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from autoencoders import config, tuning
+
+
+def dvc_commit(variant: str) -> None:
+    """Record the new best.json as tune@<variant>'s output in dvc.lock."""
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    result = subprocess.run([dvc, "commit", "-f", f"tune@{variant}"], text=True)
+    if result.returncode != 0:
+        print(
+            f"[tune {variant}] `dvc commit -f tune@{variant}` failed: the next `dvc repro` "
+            f"will re-run tune@{variant}, which only re-reads the study (no new trials).",
+            file=sys.stderr,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--variant", help="one variant, as the DVC stage tune@<variant> runs it")
+    target.add_argument("--variants", help="comma-separated variants or `all` (make tune)")
+    parser.add_argument("--trials", type=int, help="finished trials each study should hold")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing each study")
+    parser.add_argument("--timeout", type=float, help="seconds per variant (0 for none)")
+    parser.add_argument("--storage", help="a path (SQLite) or an RDB URL; default tune.storage")
+    parser.add_argument("--no-commit", action="store_true", help="skip `dvc commit` (--variants)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+
+    params = config.load_params(args.params)
+    variants = config.section(params, "variants")
+    if args.variant is not None:
+        names = [args.variant]
+    elif args.variants.strip() == "all":
+        names = list(variants)
+    else:
+        names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = [name for name in names if name not in variants]
+    if unknown or not names:
+        sys.exit(f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}.")
+
+    processed_dir = "data/processed"
+    try:
+        if args.workers < 1:
+            raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
+        # Validate every variant's search (and the tune section) before the first trial of any.
+        for name in names:
+            tuning.plan_search(
+                variant=name,
+                variant_block=variants[name],
+                train_section=config.section(params, "train"),
+                tune_section=config.section(params, "tune"),
+                seed=int(config.section(params, "seed")),
+                data_checksum="not-read-yet",
+                n_trials=args.trials,
+                timeout_s=args.timeout,
+                storage=args.storage,
+            )
+        for name in names:
+            tuning.tune(
+                variant=name,
+                variant_block=variants[name],
+                train_section=config.section(params, "train"),
+                tune_section=config.section(params, "tune"),
+                seed=int(config.section(params, "seed")),
+                processed_dir=processed_dir,
+                best_path=f"tuning/{name}/best.json",
+                n_trials=args.trials,
+                timeout_s=args.timeout,
+                storage=args.storage,
+                workers=args.workers,
+            )
+            if args.variants is not None and not args.no_commit:
+                dvc_commit(name)
+    except (config.ConfigError, FileNotFoundError) as error:
+        sys.exit(f"tune failed: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""Fit one autoencoder variant: input pipelines, callbacks, the best checkpoint, throughput.
+
+``train_variant(config, x_train, x_val, ...)`` builds the model from its variant config, trains it
+on ``tf.data`` pipelines (cached, seeded shuffle, prefetched; Gaussian input noise for the
+denoising objective) with early stopping on the validation loss, and returns the model holding
+the weights of its best epoch, its history and a few facts about the run (seconds, images per
+second, best epoch). ``resolve_hyperparameters`` layers params.yaml's ``train`` section, the
+variant's own ``train:`` overrides and ``tuning/<variant>/best.json``. Used by
+``pipeline/train.py`` and by every Optuna trial (``autoencoders.tuning``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoencoders import config as config_module
+from autoencoders import data, fileio, models
+from autoencoders.config import ConfigError
+
+# The training hyperparameters an Optuna search may set, besides architecture.*/objective.*.
+SEARCHABLE_HYPERPARAMETERS = ("learning_rate", "batch_size")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """params.yaml ``train`` (then a variant's ``train:``): the final training's knobs."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 3
+    shuffle_buffer: int = 10000
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            "early_stopping_patience": self.early_stopping_patience >= 0,
+            "shuffle_buffer": self.shuffle_buffer >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                minimum = ">= 0" if name == "early_stopping_patience" else "> 0"
+                raise ConfigError(
+                    f"train.{name} must be {minimum}, got {getattr(self, name)!r}: "
+                    "fix it in params.yaml (train or variants.<name>.train)."
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """The final hyperparameters of one variant and where each layer came from."""
+
+    config: Any  # models.VariantConfig with best.json's architecture/objective values applied
+    settings: TrainSettings
+    tuned: dict[str, Any]  # best.json "params" (empty when there is none)
+    tuning_source: str  # "study", "defaults" or "none"
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat, JSON-ready hyperparameters, as written to training.json and MLflow."""
+        flat = dataclasses.asdict(self.settings)
+        flat.update({key: value for key, value in self.tuned.items() if "." in key})
+        return flat
+
+
+def resolve_hyperparameters(
+    train_section: Mapping[str, Any] | None,
+    variant_config: Any,
+    best: Mapping[str, Any] | None = None,
+    where: str = "train",
+) -> Resolved:
+    """Final hyperparameters: params.yaml ``train``, then the variant's ``train:``, then ``best``.
+
+    ``best`` is the content of ``tuning/<variant>/best.json`` (or None): its ``params`` set
+    ``learning_rate``, ``batch_size`` and ``architecture.*``/``objective.*`` fields.
+    """
+    base = dict(train_section or {})
+    overrides = dict(getattr(variant_config, "train", None) or {})
+    valid = {field.name for field in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ConfigError(
+            f"variants.{variant_config.name}.train: unknown key(s) {unknown}; "
+            f"valid keys are {sorted(valid)}."
+        )
+    merged = {**base, **overrides}
+    tuned: dict[str, Any] = {}
+    source = "none"
+    if best is not None:
+        tuned = dict(best.get("params") or {})
+        source = str(best.get("source", "study"))
+        bad = sorted(
+            key
+            for key in tuned
+            if key not in SEARCHABLE_HYPERPARAMETERS
+            and not key.startswith(("architecture.", "objective."))
+        )
+        if bad:
+            raise ConfigError(
+                f"tuning/{variant_config.name}/best.json sets unknown hyperparameter(s) {bad}: "
+                "re-run its search (dvc repro --force tune@<variant>) or delete the file."
+            )
+        merged.update({key: tuned[key] for key in SEARCHABLE_HYPERPARAMETERS if key in tuned})
+    settings = config_module.from_mapping(TrainSettings, merged, where)
+    field_overrides = {key: value for key, value in tuned.items() if "." in key}
+    resolved_config = (
+        variant_config.with_overrides(field_overrides) if field_overrides else variant_config
+    )
+    return Resolved(config=resolved_config, settings=settings, tuned=tuned, tuning_source=source)
+
+
+def read_best(path: str | Path) -> dict[str, Any] | None:
+    """``tuning/<variant>/best.json`` as a dict, or None when there is no such file."""
+    path = Path(path)
+    return fileio.read_json(path) if path.exists() else None
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch (epoch, loss, val_loss, seconds, images/s) and the timings behind it.
+
+    Training throughput counts the training steps only: the clock stops at the epoch's last
+    training batch, before the validation pass.
+    """
+
+    def __init__(self, n_train: int, epochs: int, verbose: bool = True, prefix: str = "") -> None:
+        super().__init__()
+        self.n_train = n_train
+        self.epochs = epochs
+        self.verbose = verbose
+        self.prefix = prefix
+        self.epoch_seconds: list[float] = []
+        self.train_seconds: list[float] = []
+        self._epoch_start = 0.0
+        self._last_batch_end = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        now = time.perf_counter()
+        train_time = max(self._last_batch_end - self._epoch_start, 1e-9)
+        self.epoch_seconds.append(now - self._epoch_start)
+        self.train_seconds.append(train_time)
+        if self.verbose:
+            width = len(str(self.epochs))
+            print(
+                f"{self.prefix}epoch {epoch + 1:>{width}}/{self.epochs}  "
+                f"loss {float(logs.get('loss', math.nan)):.5f}  "
+                f"val_loss {float(logs.get('val_loss', math.nan)):.5f}  "
+                f"{now - self._epoch_start:6.1f}s  {self.n_train / train_time:8,.0f} img/s",
+                flush=True,
+            )
+
+    def images_per_second(self) -> float:
+        """Steady-state training throughput: the first epoch (tracing, cache fill) is left out
+        when there are later ones."""
+        seconds = self.train_seconds[1:] or self.train_seconds
+        if not seconds:
+            return 0.0
+        return self.n_train / statistics.median(seconds)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Log every epoch's metrics (step = epoch) into one MLflow run by its id.
+
+    Uses an explicit ``MlflowClient`` and run id, not the global active run, so that concurrent
+    processes and nested trial runs never log into each other's runs.
+    """
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        super().__init__()
+        self.client = client
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key=name, value=float(value), timestamp=stamp, step=epoch)
+            for name, value in (logs or {}).items()
+            if np.ndim(value) == 0
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+
+def _check_arrays(x_train: np.ndarray, x_val: np.ndarray) -> None:
+    for name, array in (("x_train", x_train), ("x_val", x_val)):
+        if not isinstance(array, np.ndarray) or array.ndim != 4 or len(array) == 0:
+            raise ValueError(
+                f"{name} must be a non-empty float array (N, H, W, C), got "
+                f"{getattr(array, 'shape', type(array))}: load it with data.load_split."
+            )
+    if x_train.shape[1:] != x_val.shape[1:]:
+        raise ValueError(
+            f"x_train images are {x_train.shape[1:]} but x_val images are {x_val.shape[1:]}: "
+            "both must come from the same preprocessed data."
+        )
+
+
+def train_variant(
+    config: Any,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    patience: int,
+    shuffle_buffer: int = 10000,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: bool = True,
+) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train ``config``'s autoencoder; return (model at its best epoch, history, info).
+
+    The model keeps the weights of the epoch with the lowest validation loss, whether training
+    stopped early (``patience`` epochs without improvement) or ran all ``epochs``. A NaN or
+    infinite loss stops training and raises TrainingDivergedError. ``callbacks`` run after the
+    built-in ones (an Optuna pruning callback, an MLflow logger). ``info`` holds
+    ``train_seconds``, ``epochs_run``, ``best_epoch`` (1-based), ``best_val_loss``,
+    ``images_per_second``, ``epoch_seconds`` and ``parameter_count``.
+    """
+    _check_arrays(x_train, x_val)
+    keras.utils.set_random_seed(seed)
+    noise_std = config.noise_std
+    train_data = data.make_dataset(
+        x_train,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        noise_std=noise_std,
+        shuffle_buffer=shuffle_buffer,
+    )
+    # The denoising objective is judged on noisy inputs too, so val_loss measures what it learns.
+    val_data = data.make_dataset(x_val, batch_size=batch_size, seed=seed + 1, noise_std=noise_std)
+
+    input_shape = tuple(int(size) for size in x_train.shape[1:])
+    model = models.build_autoencoder(config, input_shape=input_shape, seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
+
+    progress = EpochProgress(n_train=len(x_train), epochs=epochs, verbose=verbose)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, mode="min"
+    )
+    start = time.perf_counter()
+    fitted = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN(), progress, early_stopping, *callbacks],
+    )
+    train_seconds = time.perf_counter() - start
+    history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
+
+    losses = history.get("loss", []) + history.get("val_loss", [])
+    if not losses or not all(math.isfinite(value) for value in losses):
+        bad_epoch = next(
+            (
+                i + 1
+                for i in range(len(history.get("loss", [])))
+                if not math.isfinite(history["loss"][i])
+                or not math.isfinite(history.get("val_loss", [0.0] * (i + 1))[i])
+            ),
+            len(history.get("loss", [])),
+        )
+        raise TrainingDivergedError(
+            f"variant {config.name!r}: the loss became NaN or infinite in epoch {bad_epoch} "
+            f"(learning_rate={learning_rate:g}, batch_size={batch_size}); lower the learning "
+            "rate (train.learning_rate or the variant's search range) or check the data scaling."
+        )
+
+    val_losses = history["val_loss"]
+    best_index = int(np.argmin(val_losses))
+    info = {
+        "train_seconds": round(train_seconds, 3),
+        "epochs_run": len(val_losses),
+        "best_epoch": best_index + 1,
+        "best_val_loss": val_losses[best_index],
+        "stopped_early": len(val_losses) < epochs,
+        "images_per_second": round(progress.images_per_second(), 1),
+        "epoch_seconds": [round(seconds, 3) for seconds in progress.epoch_seconds],
+        "parameter_count": models.parameter_count(model),
+        "train_images": len(x_train),
+        "val_images": len(x_val),
+    }
+    return model, history, info
+
+
+def train_and_save(
+    variant: str,
+    variant_block: Mapping[str, Any],
+    train_section: Mapping[str, Any] | None,
+    seed: int,
+    processed_dir: str | Path,
+    best_path: str | Path,
+    output_dir: str | Path,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The train@<variant> stage: resolve hyperparameters, train, save ``output_dir`` atomically.
+
+    ``output_dir`` receives the model files (``models.save_autoencoder``), history.json,
+    training.json and run.json (the MLflow run this training logged to: params, per-epoch
+    metrics, final metrics, history.json and config.json as artifacts). Returns training.json.
+    """
+    import mlflow
+
+    from autoencoders import tracking
+
+    variant_config = models.VariantConfig.from_params(variant, variant_block)
+    best = read_best(best_path)
+    resolved = resolve_hyperparameters(
+        train_section, variant_config, best, where=f"train (with variants.{variant}.train)"
+    )
+    settings = resolved.settings
+    card = data.load_card(processed_dir)
+    x_train, _ = data.load_split(processed_dir, "train")
+    x_val, _ = data.load_split(processed_dir, "val")
+    hyperparameters = {**resolved.as_params(), "seed": int(seed)}
+    if verbose:
+        print(
+            f"[train {variant}] {len(x_train):,} train / {len(x_val):,} val images "
+            f"{list(x_train.shape[1:])}; {hyperparameters} (tuning: {resolved.tuning_source})",
+            flush=True,
+        )
+
+    experiment_id = tracking.setup()
+    tags = {
+        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
+        "kind": "final",
+        "tuning_source": resolved.tuning_source,
+    }
+    if best is not None and best.get("study_name"):
+        tags["optuna.study_name"] = str(best["study_name"])
+    with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
+        run_id = run.info.run_id
+        config_params = tracking.flatten(
+            {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
+        )
+        mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
+        if best is not None:
+            mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
+        model, history, info = train_variant(
+            resolved.config,
+            x_train,
+            x_val,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            seed=int(seed),
+            patience=settings.early_stopping_patience,
+            shuffle_buffer=settings.shuffle_buffer,
+            callbacks=[MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
+            verbose=verbose,
+        )
+        record = {
+            "variant": variant,
+            "train_seconds": info["train_seconds"],
+            "epochs_run": info["epochs_run"],
+            "best_epoch": info["best_epoch"],
+            "best_val_loss": info["best_val_loss"],
+            "stopped_early": info["stopped_early"],
+            "images_per_second": info["images_per_second"],
+            "epoch_seconds": info["epoch_seconds"],
+            "parameter_count": info["parameter_count"],
+            "params": hyperparameters,
+            "tuning": {
+                "source": resolved.tuning_source,
+                "params": resolved.tuned,
+                "study_name": (best or {}).get("study_name"),
+                "value": (best or {}).get("value"),
+            },
+            "data_checksum": card["checksum"],
+            "train_images": info["train_images"],
+            "val_images": info["val_images"],
+            "mlflow_run_id": run_id,
+        }
+        with fileio.atomic_directory(output_dir) as staging:
+            models.save_autoencoder(model, staging)
+            fileio.write_json(staging / "history.json", history)
+            fileio.write_json(staging / "training.json", record)
+            tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
+            mlflow.log_metrics(
+                {
+                    "best_val_loss": info["best_val_loss"],
+                    "final_loss": history["loss"][-1],
+                    "epochs_run": info["epochs_run"],
+                    "best_epoch": info["best_epoch"],
+                    "train_seconds": info["train_seconds"],
+                    "images_per_second": info["images_per_second"],
+                    "parameter_count": info["parameter_count"],
+                }
+            )
+            mlflow.log_artifact(str(staging / "history.json"))
+            mlflow.log_artifact(str(staging / "config.json"))
+            mlflow.log_artifact(str(staging / "training.json"))
+    if verbose:
+        print(
+            f"[train {variant}] best val_loss {info['best_val_loss']:.5f} at epoch "
+            f"{info['best_epoch']}/{info['epochs_run']}, {info['train_seconds']:.1f} s, "
+            f"{info['images_per_second']:,.0f} img/s -> {output_dir}/ (MLflow run {run_id})",
+            flush=True,
+        )
+    return record

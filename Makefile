@@ -48,6 +48,7 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff check --fix src pipeline tests
 
 tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=conv,vae [STORAGE=url]
+	$(BIN)/dvc repro preprocess
 	$(BIN)/python pipeline/tune.py --variants $(VARIANTS) --trials $(TRIALS) --workers $(WORKERS) \
 		--timeout $(TIMEOUT) $(if $(STORAGE),--storage $(STORAGE))
 

@@ -11,7 +11,6 @@ plots/<V>/*.png atomically, and logs both into the variant's final MLflow run
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -76,11 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
-    variants = config.section(params, "variants")
-    if args.variant not in variants:
-        sys.exit(
-            f"evaluate: unknown variant {args.variant!r}; params.yaml lists {sorted(variants)}."
-        )
+    config.variant_block(params, args.variant, stage="evaluate")
     settings = config.from_mapping(
         evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
     )

@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
-    variants = config.section(params, "variants")
-    if args.variant not in variants:
-        sys.exit(
-            f"export failed: unknown variant {args.variant!r}; params.yaml has {list(variants)}."
-        )
+    config.variant_block(params, args.variant, stage="export")
     settings = config.from_mapping(
         export.ExportConfig, config.section(params, "export"), where="export"
     )

@@ -20,13 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
-    variants = config.section(params, "variants")
-    if args.variant not in variants:
-        sys.exit(f"train: unknown variant {args.variant!r}; params.yaml has {sorted(variants)}.")
+    variant_block = config.variant_block(params, args.variant, stage="train")
     try:
         training.train_and_save(
             variant=args.variant,
-            variant_block=variants[args.variant],
+            variant_block=variant_block,
             train_section=config.section(params, "train"),
             seed=int(config.section(params, "seed")),
             processed_dir="data/processed",

@@ -141,3 +141,13 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (nested) config dataclass."""
     return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def variant_block(params: Mapping[str, Any], variant: str, stage: str) -> dict[str, Any]:
+    """``params['variants'][variant]``; exits naming the stage and the valid variants if absent."""
+    variants = section(params, "variants")
+    if variant not in variants:
+        raise SystemExit(
+            f"{stage}: unknown variant {variant!r}; params.yaml lists {sorted(variants)}."
+        )
+    return variants[variant]

@@ -14,59 +14,10 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from autoencoders import config, data, evaluation, fileio, plots, tracking
 
 PROCESSED_DIR = "data/processed"
-
-
-def write_plots(
-    *,
-    directory: Path,
-    model: Any,
-    outputs: dict[str, Any],
-    x_test: Any,
-    y_test: Any,
-    history: dict[str, Any] | None,
-    variant: str,
-    n_examples: int,
-    seed: int,
-    noise_std: float,
-) -> list[str]:
-    """Every figure of one variant into ``directory``; returns the file names."""
-    written = []
-    shown = plots.example_indices(len(x_test), n_examples, y_test, seed)
-    plots.plot_reconstructions(
-        x_test[shown],
-        outputs["test_reconstructions"][shown],
-        directory / "reconstructions.png",
-        n=n_examples,
-        title=f"{variant}: test images (top) and reconstructions (bottom)",
-    )
-    written.append("reconstructions.png")
-    plots.plot_code_space(
-        outputs["test_codes"], y_test, directory / "code_space.png", seed=seed, title=variant
-    )
-    written.append("code_space.png")
-    if history:
-        plots.plot_training_curves(history, directory / "training_curves.png", title=variant)
-        written.append("training_curves.png")
-    if "denoised_test" in outputs:
-        plots.plot_denoising(
-            outputs["noisy_test"][shown],
-            outputs["denoised_test"][shown],
-            x_test[shown],
-            directory / "denoising.png",
-            n=n_examples,
-            noise_std=noise_std,
-        )
-        written.append("denoising.png")
-    if getattr(model, "posterior", None) is not None:
-        samples = evaluation.prior_samples(model, n=32, seed=seed)
-        plots.plot_prior_samples(samples, directory / "prior_samples.png")
-        written.append("prior_samples.png")
-    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,9 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         f"[evaluate] {variant}: code {model.code_shape} ({model.latent_dim}), "
         f"{len(x_train)} train / {len(x_test)} test images"
     )
-    noise_std = evaluation.noise_std_of(model)
-    outputs = evaluation.model_outputs(model, x_train, x_test, seed=seed, noise_std=noise_std)
-    metrics = evaluation.evaluate_arrays(
+    metrics, outputs = evaluation.evaluate_autoencoder(
+        model,
         x_train=x_train,
         x_test=x_test,
         y_train=y_train,
@@ -106,10 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         silhouette_sample=settings.silhouette_sample,
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
-        **outputs,
     )
-    if noise_std > 0:
-        metrics["noise_std"] = noise_std
     training_path = model_dir / "training.json"
     training = fileio.read_json(training_path) if training_path.exists() else {}
     metrics["parameter_count"] = int(
@@ -122,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     history = fileio.read_json(history_path) if history_path.exists() else None
 
     with fileio.atomic_directory(plots_dir) as staging:
-        figures = write_plots(
+        figures = plots.plot_variant(
             directory=staging,
             model=model,
             outputs=outputs,
@@ -132,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             variant=variant,
             n_examples=settings.n_examples,
             seed=seed,
-            noise_std=noise_std,
+            noise_std=metrics.get("noise_std", 0.0),
         )
     fileio.write_json(metrics_path, metrics)
 

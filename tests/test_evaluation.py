@@ -267,7 +267,7 @@ def test_evaluate_autoencoder_end_to_end_on_an_untrained_model(mnist_small):
     }
     config = models.VariantConfig.from_params("tiny_vae", block)
     model = models.build_autoencoder(config, input_shape=(28, 28, 1))
-    metrics = evaluation.evaluate_autoencoder(
+    metrics, outputs = evaluation.evaluate_autoencoder(
         model,
         x_train=d["x_train"],
         y_train=d["y_train"],
@@ -288,6 +288,7 @@ def test_evaluate_autoencoder_end_to_end_on_an_untrained_model(mnist_small):
     for key in ("cluster_accuracy", "nmi", "probe_accuracy"):
         assert 0 <= metrics[key] <= 1, key
     assert metrics["kl"] >= 0
+    assert outputs["test_codes"].shape == (len(d["x_test"]), 2)
     # An untrained model reconstructs worse than PCA with as many components.
     assert metrics["mse"] > metrics["pca_mse"]
     samples = evaluation.prior_samples(model, n=4, seed=0)

@@ -584,10 +584,11 @@ def evaluate_autoencoder(
     silhouette_sample: int = 2000,
     probe_max_iter: int = 1000,
     kmeans_n_init: int = 10,
-) -> dict[str, float]:
-    """Every metric of a model on the test split (``model_outputs`` then ``evaluate_arrays``)."""
-    outputs = model_outputs(model, x_train, x_test, seed=seed)
-    return evaluate_arrays(
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every metric of a model on the test split, and the ``model_outputs`` they came from."""
+    noise_std = noise_std_of(model)
+    outputs = model_outputs(model, x_train, x_test, seed=seed, noise_std=noise_std)
+    metrics = evaluate_arrays(
         x_train=x_train,
         x_test=x_test,
         y_train=y_train,
@@ -598,9 +599,9 @@ def evaluate_autoencoder(
         kmeans_n_init=kmeans_n_init,
         **outputs,
     )
-
-
-# --------------------------------------------------------------------------- baselines, report
+    if noise_std > 0:
+        metrics["noise_std"] = noise_std
+    return metrics, outputs
 
 
 def pixel_baselines(

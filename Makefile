@@ -40,12 +40,12 @@ test-fast: $(STAMP) ## Run the tests that train nothing for real (-m 'not slow')
 	$(BIN)/python -m pytest -m 'not slow' $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check src pipeline tests
-	$(BIN)/ruff format --check src pipeline tests
+	$(BIN)/ruff check src pipeline tests examples
+	$(BIN)/ruff format --check src pipeline tests examples
 
 format: $(STAMP) ## ruff format and autofix
-	$(BIN)/ruff format src pipeline tests
-	$(BIN)/ruff check --fix src pipeline tests
+	$(BIN)/ruff format src pipeline tests examples
+	$(BIN)/ruff check --fix src pipeline tests examples
 
 tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=conv,vae [STORAGE=url]
 	$(BIN)/dvc repro preprocess

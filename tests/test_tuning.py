@@ -315,7 +315,10 @@ def test_study_resumes_to_n_trials_without_repeating(
     assert len(set(learning_rates)) == 5  # a resumed sampler draws new values
     assert all(t.state.is_finished() for t in study.trials)
 
+    best_file = tmp_path / "tuning" / "dense" / "best.json"
+    before = best_file.read_bytes()
     third = run_tune(tmp_path, processed_dir, n_trials=5)  # already full: nothing to run
+    assert best_file.read_bytes() == before  # byte-identical, so DVC does not retrain
     assert len(load(tmp_path, first["study_name"]).trials) == 5
     assert third["n_trials"] == 5 and third["params"] == second["params"]
     assert third["value"] == min(t.value for t in study.trials if t.value is not None)

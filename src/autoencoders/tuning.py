@@ -920,13 +920,15 @@ def tune(
                     f"tuning worker(s) {crashed} of {variant} exited with an error (see above); "
                     f"the study keeps their finished trials: re-run `{command}` to top it up."
                 )
+    # best.json holds only what the study determines (no timings): when tune@V re-runs without
+    # adding trials, the file is byte-identical and DVC does not retrain the variant.
     payload = best_payload(plan, url, rerun_command=command)
-    payload["seconds"] = round(time.perf_counter() - started, 1)
     fileio.write_json(best_path, payload)
     if verbose:
         print(
             f"[tune {variant}] {payload['counts']} -> best {payload['value']} "
-            f"({payload['source']}) {payload['params']} -> {best_path}",
+            f"({payload['source']}) {payload['params']} -> {best_path} "
+            f"in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
     return payload

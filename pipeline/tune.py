@@ -58,36 +58,30 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or not names:
         sys.exit(f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}.")
 
-    processed_dir = "data/processed"
+    shared = {
+        "train_section": config.section(params, "train"),
+        "tune_section": config.section(params, "tune"),
+        "seed": int(config.section(params, "seed")),
+        "n_trials": args.trials,
+        "timeout_s": args.timeout,
+        "storage": args.storage,
+    }
     try:
         if args.workers < 1:
             raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
         # Validate every variant's search (and the tune section) before the first trial of any.
         for name in names:
             tuning.plan_search(
-                variant=name,
-                variant_block=variants[name],
-                train_section=config.section(params, "train"),
-                tune_section=config.section(params, "tune"),
-                seed=int(config.section(params, "seed")),
-                data_checksum="not-read-yet",
-                n_trials=args.trials,
-                timeout_s=args.timeout,
-                storage=args.storage,
+                variant=name, variant_block=variants[name], data_checksum="not-read-yet", **shared
             )
         for name in names:
             tuning.tune(
                 variant=name,
                 variant_block=variants[name],
-                train_section=config.section(params, "train"),
-                tune_section=config.section(params, "tune"),
-                seed=int(config.section(params, "seed")),
-                processed_dir=processed_dir,
+                processed_dir="data/processed",
                 best_path=f"tuning/{name}/best.json",
-                n_trials=args.trials,
-                timeout_s=args.timeout,
-                storage=args.storage,
                 workers=args.workers,
+                **shared,
             )
             if args.variants is not None and not args.no_commit:
                 dvc_commit(name)

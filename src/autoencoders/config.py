@@ -151,3 +151,18 @@ def variant_block(params: Mapping[str, Any], variant: str, stage: str) -> dict[s
             f"{stage}: unknown variant {variant!r}; params.yaml lists {sorted(variants)}."
         )
     return variants[variant]
+
+
+def lookup(registry: Mapping[str, T], name: Any, kind: str) -> T:
+    """``registry[name]``; an unknown name raises ConfigError listing the valid ones."""
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r}; valid {kind}s are {sorted(registry)}.")
+    return registry[name]
+
+
+def registered_name(registry: Mapping[str, Any], config: Any, kind: str) -> str:
+    """The name under which ``type(config)`` is the ``config_class`` of a registry entry."""
+    for name, entry in registry.items():
+        if type(config) is entry.config_class:
+            return name
+    raise ValueError(f"{type(config).__name__} is not a registered {kind} config.")

@@ -26,7 +26,8 @@ from typing import Any, ClassVar, NamedTuple
 
 from keras import layers
 
-from autoencoders.config import ConfigError
+from autoencoders.config import ConfigError, registered_name
+from autoencoders.config import lookup as config_lookup
 
 Shape = tuple[int, int, int]
 
@@ -335,19 +336,12 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def architecture_name(config: Any) -> str:
     """The registry name of an architecture config instance."""
-    for name, entry in ARCHITECTURES.items():
-        if type(config) is entry.config_class:
-            return name
-    raise ValueError(f"{type(config).__name__} is not a registered architecture config.")
+    return registered_name(ARCHITECTURES, config, "architecture")
 
 
 def lookup(name: Any) -> Architecture:
     """The registry entry for ``name``; an unknown name raises ConfigError listing the valid."""
-    if name not in ARCHITECTURES:
-        raise ConfigError(
-            f"unknown architecture {name!r}; valid architectures are {sorted(ARCHITECTURES)}."
-        )
-    return ARCHITECTURES[name]
+    return config_lookup(ARCHITECTURES, name, "architecture")
 
 
 def make_builder(config: Any, input_shape: Any) -> Any:

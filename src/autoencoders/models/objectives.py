@@ -21,7 +21,8 @@ from typing import Any, Literal, NamedTuple
 import tensorflow as tf
 from keras import ops
 
-from autoencoders.config import ConfigError
+from autoencoders.config import ConfigError, registered_name
+from autoencoders.config import lookup as config_lookup
 
 LossName = Literal["mse", "bce"]
 _EPSILON = 1e-7
@@ -102,19 +103,12 @@ OBJECTIVES: dict[str, Objective] = {
 
 def objective_name(config: Any) -> str:
     """The registry name of an objective config instance."""
-    for name, entry in OBJECTIVES.items():
-        if type(config) is entry.config_class:
-            return name
-    raise ValueError(f"{type(config).__name__} is not a registered objective config.")
+    return registered_name(OBJECTIVES, config, "objective")
 
 
 def lookup(name: Any) -> Objective:
     """The registry entry for ``name``; an unknown name raises ConfigError listing the valid."""
-    if name not in OBJECTIVES:
-        raise ConfigError(
-            f"unknown objective {name!r}; valid objectives are {sorted(OBJECTIVES)}."
-        )
-    return OBJECTIVES[name]
+    return config_lookup(OBJECTIVES, name, "objective")
 
 
 def reconstruction_loss(targets: Any, outputs: Any, loss: str) -> Any:

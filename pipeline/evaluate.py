@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
     )
+    if hasattr(model, "assign"):  # IDEC: its clusters are its own assignments, not k-means's
+        from autoencoders import clustering
+
+        metrics = clustering.own_assignment_metrics(model, metrics, x_test, y_test)
     training_path = model_dir / "training.json"
     training = fileio.read_json(training_path) if training_path.exists() else {}
     metrics["parameter_count"] = int(

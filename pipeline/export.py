@@ -5,7 +5,9 @@ python pipeline/export.py --variant conv      # what `dvc repro export@conv` run
 Converts with tf2onnx, checks, compares ONNX Runtime with Keras on test images at each of
 ``export.parity_batch_sizes`` (fails above ``export.tolerance``, keeping the previous export),
 writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run,
-registering the encoder as ``<v>-encoder``.
+registering the encoder as ``<v>-encoder``. An IDEC export also holds clusters.onnx; its
+assignments of the whole test split by ONNX Runtime alone are scored into the same metrics file
+(``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     model_dir, export_dir = f"models/{args.variant}", f"exports/{args.variant}"
     started = time.monotonic()
-    x_test, _ = data.load_split(PROCESSED_DIR, "test")
+    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
     try:
         card = export.export_variant(
             model_dir,
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     except export.ExportError as error:
         sys.exit(f"export failed: {error}")
     metrics = export.parity_metrics(card)
+    if "clusters" in card["files"]:
+        from autoencoders import clustering
+
+        metrics["clusters_onnx"] = clustering.score_clusters_onnx(export_dir, x_test, y_test)
+        print(f"[export] {args.variant}: clusters.onnx on test: {metrics['clusters_onnx']}")
     fileio.write_json(f"metrics/export/{args.variant}.json", metrics)
     print(
         f"[export] {args.variant}: max |ONNX Runtime - Keras| encoder "

@@ -7,7 +7,8 @@ config.json where the metrics file lacks size or training time, and metrics/expo
 for ONNX parity when present), computes the baselines in this run (k-means on the raw pixels
 of the test split; PCA fitted on the training split at each variant's code size), and writes
 reports/summary.md, reports/summary.json and reports/comparison.png. A variant without
-metrics is reported as missing.
+metrics is reported as missing. The clustering head's figures (metrics/cluster/<V>.json and
+metrics/cluster/pixels.json, from cluster@V and cluster_pixels) get their own section.
 """
 
 from __future__ import annotations
@@ -38,6 +39,30 @@ def collect_variant(name: str) -> tuple[dict[str, Any] | None, dict[str, Any], A
             training[key] = saved[key]
     parity = _read_optional(Path("metrics") / "export" / f"{name}.json")
     return metrics, training, parity
+
+
+def _clustering_head(
+    names: list[str], collected: dict[str, Any], baselines: dict[str, Any], summary: dict
+) -> str:
+    """Add the clustering head's rows to ``summary`` and return its markdown section."""
+    from autoencoders import clustering
+
+    heads = {name: _read_optional(Path("metrics") / "cluster" / f"{name}.json") for name in names}
+    pixels = _read_optional(Path("metrics") / "cluster" / "pixels.json")
+    rows = clustering.head_rows(
+        names,
+        heads,
+        {name: value[0] for name, value in collected.items()},
+        {name: value[2] for name, value in collected.items()},
+    )
+    quality = clustering.head_quality(rows, pixels)
+    summary["clustering"] = {
+        "variants": {row["variant"]: row for row in rows},
+        "pixels": {key: value for key, value in (pixels or {}).items() if "sizes" not in key},
+        "published": dict(clustering.N2D_PUBLISHED),
+        "quality": quality,
+    }
+    return clustering.render_head_section(rows, pixels, baselines.get("kmeans_pixels"), quality)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,10 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         for name, (metrics, training, parity) in collected.items()
     ]
     summary = evaluation.build_summary(rows, baselines, data.load_card(PROCESSED_DIR))
+    head_section = _clustering_head(names, collected, baselines, summary)
 
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     with fileio.atomic_path(REPORT_DIR / "summary.md") as temporary:
-        temporary.write_text(evaluation.render_summary_markdown(summary))
+        temporary.write_text(evaluation.render_summary_markdown(summary) + "\n" + head_section)
     fileio.write_json(REPORT_DIR / "summary.json", summary)
     kmeans = baselines.get("kmeans_pixels") or {}
     plots.plot_comparison(

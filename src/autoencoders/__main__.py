@@ -2,9 +2,12 @@
 
     python -m autoencoders encode --model exports/conv --input images.npy --output codes.npy
     python -m autoencoders decode --model exports/conv --input codes.npy --output images.npy
+    python -m autoencoders cluster --model exports/idec --input images.npy --output clusters.npz
 
 ``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``).
-Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically.
+Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically. ``cluster``
+(an export with ``clusters.onnx``) writes an ``.npz`` holding ``assignments`` (N,) and
+``probabilities`` (N, n_clusters).
 """
 
 from __future__ import annotations
@@ -41,13 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m autoencoders", description=__doc__.split("\n\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, what in (("encode", "images -> codes"), ("decode", "codes -> images")):
+    for name, what in (
+        ("encode", "images -> codes"),
+        ("decode", "codes -> images"),
+        ("cluster", "images -> cluster assignments and probabilities (.npz)"),
+    ):
         command = commands.add_parser(name, help=what, description=what)
         command.add_argument(
             "--model", required=True, help="export directory (exports/<variant>) or .onnx file"
         )
         command.add_argument("--input", required=True, type=Path, help=".npy or .npz file")
-        command.add_argument("--output", required=True, type=Path, help=".npy file to write")
+        command.add_argument(
+            "--output", required=True, type=Path, help="file to write (.npy; cluster: .npz)"
+        )
         command.add_argument("--key", default="x", help="array name when --input is .npz")
         command.add_argument("--batch-size", type=int, default=inference.DEFAULT_BATCH_SIZE)
         command.add_argument(
@@ -59,14 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model_class = inference.Encoder if args.command == "encode" else inference.Decoder
+    model_class = {
+        "encode": inference.Encoder,
+        "decode": inference.Decoder,
+        "cluster": inference.Clusterer,
+    }[args.command]
     try:
         model = model_class(args.model, require_gpu=args.require_gpu, batch_size=args.batch_size)
         array = _load_array(args.input, args.key)
-        result = model.encode(array) if args.command == "encode" else model.decode(array)
+        if args.command == "cluster":
+            assignments, probabilities = model.cluster(array)
+        else:
+            result = model.encode(array) if args.command == "encode" else model.decode(array)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.command == "cluster":
+        with fileio.atomic_path(args.output) as temporary, temporary.open("wb") as handle:
+            np.savez(handle, assignments=assignments, probabilities=probabilities)
+        sizes = np.bincount(np.ravel(assignments), minlength=model.n_clusters).tolist()
+        print(
+            f"cluster: {array.shape} {array.dtype} -> {args.output} (assignments "
+            f"{assignments.shape}, probabilities {probabilities.shape}); cluster sizes {sizes}"
+        )
+        return 0
     _save_array(args.output, result)
     print(
         f"{args.command}: {array.shape} {array.dtype} -> {args.output} "

@@ -7,6 +7,9 @@ decoder with tf2onnx (dynamic batch axis; encoder "images" -> "code", decoder "c
 with Keras at each batch size and writes ``encoder.onnx``, ``decoder.onnx`` and
 ``model_card.json`` into the export directory atomically: when a check or the parity gate fails,
 the previous export stays as it was. Run as a DVC stage by ``pipeline/export.py``.
+
+A model with cluster centres (the ``clustering`` objective, IDEC) adds a third model,
+``clusters.onnx`` ("images" -> "probabilities", the soft assignments Q), under the same gate.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from autoencoders.inference import SCALING
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
+CLUSTERS_FILE = "clusters.onnx"
+CLUSTERS_OUTPUT = "probabilities"
 CARD_FILE = "model_card.json"
 ENCODER_INPUT = "images"
 ENCODER_OUTPUT = "code"
@@ -181,8 +186,12 @@ def export_models(
     parity_batch_sizes: Sequence[int],
     source_run_id: str | None = None,
     resolved_config: Mapping[str, Any] | None = None,
+    clusters: Any | None = None,
 ) -> dict[str, Any]:
     """Export a Keras encoder and decoder to ``out_dir`` and return the model card.
+
+    ``clusters`` (images -> cluster probabilities, an IDEC model's ``assigner``) is exported
+    too, as ``clusters.onnx``, under the same checks and parity gate.
 
     Nothing is written to ``out_dir`` unless both models convert, pass ``onnx.checker`` and the
     parity gate (max |ONNX Runtime - Keras| / max(1, max |Keras|) <= ``tolerance`` at every
@@ -223,11 +232,21 @@ def export_models(
         "encoder": (encoder, ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT, input_dims, code_dims),
         "decoder": (decoder, DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT, code_dims, input_dims),
     }
+    if clusters is not None:
+        cluster_dims = _static_dims(clusters.outputs[0].shape, "clusters output")
+        specs["clusters"] = (
+            clusters,
+            CLUSTERS_FILE,
+            ENCODER_INPUT,
+            CLUSTERS_OUTPUT,
+            input_dims,
+            cluster_dims,
+        )
     card_files: dict[str, Any] = {}
     parity_figures: dict[str, Any] = {}
     with fileio.atomic_directory(out_dir) as staging:
         codes = np.asarray(encoder(_cycle(images, max(config.parity_batch_sizes))))
-        parity_inputs = {"encoder": images, "decoder": codes}
+        parity_inputs = {"encoder": images, "decoder": codes, "clusters": images}
         for role, (model, filename, in_name, out_name, in_dims, out_dims) in specs.items():
             proto = convert_keras_model(
                 model, input_name=in_name, output_name=out_name, opset=opset
@@ -341,6 +360,7 @@ def export_variant(
         parity_batch_sizes=parity_batch_sizes,
         source_run_id=source_run_id,
         resolved_config=resolved_config,
+        clusters=getattr(autoencoder, "assigner", None),
     )
 
 
@@ -355,7 +375,8 @@ def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
                 "scaled_diff": figures[role]["scaled_diff"],
                 **{f"batch_{b}": d for b, d in figures[role]["by_batch_size"].items()},
             }
-            for role in ("encoder", "decoder")
+            for role in ("encoder", "decoder", "clusters")
+            if role in figures
         },
     }
 
@@ -377,10 +398,16 @@ def log_onnx_models(
     card = fileio.read_json(export_dir / CARD_FILE)
     example = _cycle(np.asarray(example_images, dtype=np.float32), 2)
     outputs = {}
-    for role, filename, in_name, out_name in (
+    roles = [
         ("encoder", ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT),
         ("decoder", DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT),
-    ):
+    ]
+    if "clusters" in card["files"]:
+        roles.append(("clusters", CLUSTERS_FILE, ENCODER_INPUT, CLUSTERS_OUTPUT))
+    images = example
+    for role, filename, in_name, out_name in roles:
+        if role == "clusters":
+            example = images
         session = ort.InferenceSession(str(export_dir / filename), providers=[PARITY_PROVIDER])
         (result,) = session.run(None, {in_name: example})
         signature = infer_signature({in_name: example}, {out_name: result})

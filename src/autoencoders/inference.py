@@ -10,6 +10,11 @@ images or decode codes with nothing but numpy and onnxruntime::
     decoder = Decoder("exports/conv")
     reconstructions = decoder.decode(codes)    # (N, H, W, C) float32 in [0, 1]
 
+An IDEC export (objective ``clustering``) also holds ``clusters.onnx``; ``Clusterer`` gives each
+image's cluster and the probabilities behind it, with the same input checks as ``Encoder``::
+
+    assignments, probabilities = Clusterer("exports/idec").cluster(images)
+
 Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
 The CUDA execution provider is used only when a session really gets it (the onnxruntime-gpu wheel
 lists it even on machines without a GPU); otherwise the CPU provider, and the choice is logged
@@ -309,3 +314,30 @@ class Decoder(OnnxModel):
         return images[0] if single else images
 
     __call__ = decode
+
+
+class Clusterer(OnnxModel):
+    """Images -> cluster assignments with an exported ``clusters.onnx`` (input "images", output
+    "probabilities": the soft assignments Q of an IDEC model, rows summing to 1)."""
+
+    default_name = "clusters.onnx"
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.output_shape[-1])
+
+    def probabilities(self, images: Any) -> np.ndarray:
+        """Cluster probabilities (N, n_clusters) float32, or (n_clusters,) for one image; the
+        images are checked exactly as ``Encoder.encode`` checks them."""
+        array = _as_float_images(images)
+        batch, single = self._batched(array, "images")
+        probabilities = self._run(np.ascontiguousarray(batch))
+        return probabilities[0] if single else probabilities
+
+    def cluster(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(assignments (N,) int64, probabilities (N, n_clusters)); one image gives a scalar
+        assignment and a (n_clusters,) vector."""
+        probabilities = self.probabilities(images)
+        return np.argmax(probabilities, axis=-1).astype(np.int64), probabilities
+
+    __call__ = cluster

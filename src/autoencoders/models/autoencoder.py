@@ -213,6 +213,10 @@ def build_autoencoder(
     encoder = keras.Model(inputs, code, name="encoder")
     code_input = keras.Input(shape=tuple(code.shape[1:]), name="code")
     decoder = keras.Model(code_input, builder.decode(code_input), name="decoder")
+    if config.objective_name == "clustering":
+        from autoencoders.models.idec import ClusteringAutoencoder  # imports this module
+
+        return ClusteringAutoencoder(encoder, decoder, config, image_shape)
     return Autoencoder(encoder, decoder, config, image_shape)
 
 

@@ -87,6 +87,36 @@ class VariationalConfig:
             raise ConfigError(f"objective.beta must be >= 0, got {self.beta}.")
 
 
+@dataclasses.dataclass(frozen=True)
+class ClusteringConfig:
+    """IDEC: reconstruction + ``gamma`` x KL(P || Q) after a plain pretraining (models/idec.py)."""
+
+    loss: LossName = "bce"
+    n_clusters: int = 10
+    gamma: float = 0.1
+    alpha: float = 1.0
+    update_interval: int = 140  # batches between target-distribution refreshes
+    tol: float = 0.001  # stop when fewer than this share of assignments change
+    max_iterations: int = 2000  # clustering-phase batches at most
+    kmeans_n_init: int = 20  # seeded k-means restarts that place the initial centres
+    cluster_learning_rate: float = 1.0e-3  # Adam, clustering phase
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_clusters": self.n_clusters >= 2,
+            "gamma": self.gamma >= 0,
+            "alpha": self.alpha > 0,
+            "update_interval": self.update_interval >= 1,
+            "tol": 0.0 <= self.tol < 1.0,
+            "max_iterations": self.max_iterations >= 0,
+            "kmeans_n_init": self.kmeans_n_init >= 1,
+            "cluster_learning_rate": self.cluster_learning_rate > 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"objective.{key} is out of range: {getattr(self, key)!r}.")
+
+
 class Objective(NamedTuple):
     config_class: type
     metric: str | None  # name of the logged extra metric: "penalty", "kl_loss" or none
@@ -98,6 +128,7 @@ OBJECTIVES: dict[str, Objective] = {
     "sparse": Objective(SparseConfig, "penalty"),
     "contractive": Objective(ContractiveConfig, "penalty"),
     "variational": Objective(VariationalConfig, "kl_loss"),
+    "clustering": Objective(ClusteringConfig, None),
 }
 
 
@@ -169,6 +200,7 @@ def contractive_penalty(encoder: Any, inputs: Any, weight: float = 1e-4) -> Any:
 
 __all__ = [
     "OBJECTIVES",
+    "ClusteringConfig",
     "ContractiveConfig",
     "DenoisingConfig",
     "PlainConfig",

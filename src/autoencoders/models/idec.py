@@ -1,0 +1,216 @@
+"""IDEC (Improved Deep Embedded Clustering, Guo et al. 2017) for any architecture of the zoo.
+
+The ``clustering`` objective trains in two phases:
+
+1. pretraining: the autoencoder alone, reconstruction loss only (``train_variant``'s ``fit``);
+2. clustering (:meth:`ClusteringAutoencoder.fit_clusters`): cluster centres initialised by
+   k-means on the pretrained codes; then, batch by batch, reconstruction +
+   ``gamma`` x KL(P || Q), where Q is the Student-t soft assignment of each code to the
+   trainable centres and P the sharpened target distribution, recomputed on the whole training
+   set every ``update_interval`` batches; training stops when fewer than ``tol`` of the
+   assignments changed between two updates (or after ``max_iterations`` batches).
+
+    q_ij = (1 + |z_i - mu_j|^2 / alpha)^(-(alpha + 1) / 2) / sum_j' (same for j')
+    p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j'),   f_j = sum_i q_ij
+
+``soft_assignment`` and ``target_distribution`` are the same formulas in numpy (the tests check
+them against a hand-computed example). The model's ``assigner`` (images -> Q) is what
+``exports/<variant>/clusters.onnx`` holds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from autoencoders.models import objectives
+from autoencoders.models.autoencoder import Autoencoder
+
+ASSIGNER_NAME = "clusters"
+
+
+def soft_assignment(codes: np.ndarray, centres: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Student-t soft assignment Q (N, K) of flat codes (N, D) to centres (K, D), rows sum to 1."""
+    codes = np.asarray(codes, dtype=np.float64).reshape(len(codes), -1)
+    centres = np.asarray(centres, dtype=np.float64)
+    squared = np.sum((codes[:, None, :] - centres[None, :, :]) ** 2, axis=-1)  # (N, K)
+    kernel = (1.0 + squared / alpha) ** (-(alpha + 1.0) / 2.0)
+    return kernel / kernel.sum(axis=1, keepdims=True)
+
+
+def target_distribution(q: np.ndarray) -> np.ndarray:
+    """DEC's target P: q^2 divided by the cluster frequency f_j = sum_i q_ij, rows renormalised."""
+    q = np.asarray(q, dtype=np.float64)
+    weight = q**2 / q.sum(axis=0)
+    return weight / weight.sum(axis=1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="autoencoders")
+class ClusteringLayer(layers.Layer):
+    """Codes (batch, ...) -> Student-t soft assignments (batch, n_clusters) to the centres."""
+
+    def __init__(self, n_clusters: int, alpha: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_clusters = int(n_clusters)
+        self.alpha = float(alpha)
+
+    def build(self, input_shape: Any) -> None:
+        dims = math.prod(int(size) for size in input_shape[1:])
+        self.centres = self.add_weight(
+            shape=(self.n_clusters, dims), initializer="glorot_uniform", name="centres"
+        )
+
+    def call(self, codes: Any) -> Any:
+        flat = ops.reshape(codes, (ops.shape(codes)[0], -1))  # (batch, D)
+        difference = ops.expand_dims(flat, 1) - ops.expand_dims(self.centres, 0)  # (batch, K, D)
+        squared = ops.sum(ops.square(difference), axis=-1)  # (batch, K)
+        kernel = ops.power(1.0 + squared / self.alpha, -(self.alpha + 1.0) / 2.0)
+        return kernel / ops.sum(kernel, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
+        return (input_shape[0], self.n_clusters)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_clusters": self.n_clusters, "alpha": self.alpha}
+
+
+def kl_divergence(p: Any, q: Any) -> Any:
+    """KL(P || Q) summed over clusters, mean over the batch (a scalar)."""
+    p = ops.clip(p, 1e-12, 1.0)
+    q = ops.clip(q, 1e-12, 1.0)
+    return ops.mean(ops.sum(p * ops.log(p / q), axis=-1))
+
+
+class ClusteringAutoencoder(Autoencoder):
+    """An autoencoder with trainable cluster centres on its code (the ``clustering`` objective).
+
+    Pretraining is the plain autoencoder (``compute_losses`` is inherited); ``fit_clusters``
+    runs IDEC's second phase. ``assigner`` maps images to Q and is exported as clusters.onnx.
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        config: Any,
+        image_shape: tuple[int, int, int],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, decoder, config, image_shape, **kwargs)
+        objective = config.objective
+        self.clusters = ClusteringLayer(objective.n_clusters, objective.alpha, name="centres")
+        self.assigner = keras.Model(
+            encoder.inputs, self.clusters(encoder.outputs[0]), name=ASSIGNER_NAME
+        )
+        # Pretraining does not touch the centres; fit_clusters makes them trainable.
+        self.clusters.trainable = False
+
+    def assign(self, x: Any, batch_size: int = 1024) -> np.ndarray:
+        """Soft assignments Q (N, n_clusters) of images ``x`` (N, H, W, C)."""
+        return self._batched(lambda batch: self.assigner(batch, training=False), x, batch_size)
+
+    def fit_clusters(
+        self,
+        x: np.ndarray,
+        *,
+        batch_size: int,
+        seed: int,
+        verbose: bool = True,
+    ) -> dict[str, Any]:
+        """IDEC's clustering phase on images ``x``; returns what happened (JSON-ready).
+
+        Centres start at k-means (``kmeans_n_init`` seeded restarts) on the pretrained codes;
+        labels are never used.
+        """
+        from sklearn.cluster import KMeans
+
+        objective = self.config.objective
+        started = time.perf_counter()
+        x = np.asarray(x, dtype=np.float32)
+        codes = self.encode(x, batch_size=1024).reshape(len(x), -1)
+        kmeans = KMeans(
+            n_clusters=objective.n_clusters, n_init=objective.kmeans_n_init, random_state=seed
+        ).fit(codes.astype(np.float64))
+        self.clusters.centres.assign(kmeans.cluster_centers_.astype(np.float32))
+        previous = kmeans.labels_.astype(np.int64)
+        kmeans_seconds = time.perf_counter() - started
+
+        self.clusters.trainable = True
+        optimizer = keras.optimizers.Adam(learning_rate=objective.cluster_learning_rate)
+        weights = self.encoder.trainable_weights + self.decoder.trainable_weights
+        weights = weights + self.clusters.trainable_weights
+        gamma = float(objective.gamma)
+        loss_name = objective.loss
+
+        @tf.function(reduce_retracing=True)
+        def step(images: Any, target: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                code = self.encoder(images, training=True)
+                reconstruction = objectives.reconstruction_loss(
+                    images, self.decoder(code, training=True), loss_name
+                )
+                divergence = kl_divergence(target, self.clusters(code))
+                loss = reconstruction + gamma * divergence
+            gradients = tape.gradient(loss, weights)
+            optimizer.apply_gradients(zip(gradients, weights, strict=True))
+            return reconstruction, divergence
+
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(x))
+        position = 0
+        target = None
+        changes: list[float] = []
+        stopped_by = "max_iterations"
+        iteration = 0
+        reconstruction = divergence = float("nan")
+        for iteration in range(objective.max_iterations + 1):
+            if iteration % objective.update_interval == 0:
+                q = self.assign(x)
+                target = target_distribution(q).astype(np.float32)
+                labels = q.argmax(axis=1)
+                changed = float(np.mean(labels != previous))
+                previous = labels
+                if iteration > 0:
+                    changes.append(changed)
+                    if verbose:
+                        print(
+                            f"[idec] iteration {iteration}: {changed:.4f} of assignments "
+                            f"changed, reconstruction {float(reconstruction):.5f}, "
+                            f"KL {float(divergence):.5f}",
+                            flush=True,
+                        )
+                    if changed < objective.tol:
+                        stopped_by = "tol"
+                        break
+            if iteration == objective.max_iterations:
+                break
+            if position + batch_size > len(x):
+                order, position = rng.permutation(len(x)), 0
+            index = np.sort(order[position : position + batch_size])
+            position += batch_size
+            reconstruction, divergence = step(x[index], target[index])
+        return {
+            "iterations": int(iteration),
+            "stopped_by": stopped_by,
+            "assignment_changes": [round(value, 6) for value in changes],
+            "final_reconstruction_loss": float(reconstruction),
+            "final_kl": float(divergence),
+            "kmeans_seconds": round(kmeans_seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+
+__all__ = [
+    "ASSIGNER_NAME",
+    "ClusteringAutoencoder",
+    "ClusteringLayer",
+    "kl_divergence",
+    "soft_assignment",
+    "target_distribution",
+]

@@ -106,7 +106,7 @@ class ClusteringAutoencoder(Autoencoder):
         objective = config.objective
         self.clusters = ClusteringLayer(objective.n_clusters, objective.alpha, name="centres")
         self.assigner = keras.Model(
-            encoder.inputs, self.clusters(encoder.outputs[0]), name=ASSIGNER_NAME
+            encoder.input, self.clusters(encoder.output), name=ASSIGNER_NAME
         )
         # Pretraining does not touch the centres; fit_clusters makes them trainable.
         self.clusters.trainable = False

@@ -1,0 +1,297 @@
+"""The clustering head (UMAP + Gaussian mixture) and IDEC: known answers, export parity, inputs.
+
+Fast by default; the test that trains IDEC for real is marked slow.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from autoencoders import __main__ as cli
+from autoencoders import clustering, data, export, inference, models
+from autoencoders.config import ConfigError
+from autoencoders.models import idec
+
+IMAGE_SHAPE = (8, 8, 1)
+IDEC_BLOCK = {
+    "architecture": {"name": "dense", "latent_dim": 3, "hidden_units": [16]},
+    "objective": {"name": "clustering", "n_clusters": 4, "update_interval": 5, "tol": 0.0},
+}
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """10 well-separated Gaussian blobs in 50-d (unit spread, centres ~N(0, 10^2))."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0.0, 10.0, size=(10, 50))
+    labels = np.random.default_rng(seed).integers(0, 10, size=n)
+    points = centres[labels] + np.random.default_rng(seed + 1).normal(size=(n, 50))
+    return points.astype(np.float32), labels
+
+
+# --------------------------------------------------------------------------- the head
+
+
+def test_head_recovers_gaussian_blobs_in_50d_both_protocols():
+    test_codes, test_labels = _blobs(1200, seed=1)
+    train_codes, _ = _blobs(1500, seed=2)
+    params = clustering.HeadParams(inductive_subsample=1000, silhouette_sample=500)
+    metrics, arrays = clustering.score_head(
+        test_codes, test_labels, params=params, seed=0, train_codes=train_codes
+    )
+    assert metrics["head_accuracy"] >= 0.99
+    assert metrics["head_nmi"] >= 0.97
+    assert metrics["head_inductive_accuracy"] >= 0.99
+    assert metrics["head_inductive_codes"] == 1000
+    assert arrays["embedding"].shape == (1200, 10)
+    assert sorted(np.unique(arrays["assignments"])) == list(range(10))
+    assert sum(metrics["head_cluster_sizes"]) == 1200
+
+
+def test_unlabeled_npz_runs_through_the_head(tmp_path):
+    """An npz without y: fetch + preprocess keep y absent, the head reports label-free figures."""
+    points, _ = _blobs(900, seed=3)
+    # Blobs as 'images' (N, 5, 10) in [0, 1]: the head does not care where codes come from.
+    scaled = (points - points.min()) / (points.max() - points.min())
+    np.savez(tmp_path / "mine.npz", x=scaled.reshape(900, 5, 10))
+    data.fetch("npz", tmp_path / "raw", npz_path=tmp_path / "mine.npz")
+    data.preprocess(tmp_path / "raw", tmp_path / "processed", val_fraction=0.1, seed=0)
+    x_test, y_test = data.load_split(tmp_path / "processed", "test")
+    x_train, _ = data.load_split(tmp_path / "processed", "train")
+    assert y_test is None
+    params = clustering.HeadParams(inductive_subsample=300, silhouette_sample=200)
+    metrics, arrays = clustering.score_head(
+        x_test, None, params=params, seed=0, train_codes=x_train
+    )
+    assert not any(key.endswith(("accuracy", "nmi", "ari")) for key in metrics)
+    assert metrics["labelled"] is False
+    assert metrics["head_silhouette"] > 0.5  # the blobs are found without labels
+    assert sum(metrics["head_cluster_sizes"]) == len(x_test)
+    assert sum(metrics["head_inductive_cluster_sizes"]) == len(x_test)
+    rows = clustering.head_rows(["mine"], {"mine": metrics}, {"mine": None})
+    section = clustering.render_head_section(rows, None, None, clustering.head_quality(rows))
+    assert "No labels" in section and "silhouette" in section
+
+
+def test_head_params_reject_bad_values():
+    with pytest.raises(ConfigError, match="cluster.min_dist"):
+        clustering.HeadParams(min_dist=-0.1)
+    with pytest.raises(ConfigError, match="covariance_type"):
+        clustering.HeadParams(covariance_type="banana")
+
+
+def test_seed_summary_is_mean_and_sample_std():
+    summary = clustering.summarise_seeds(
+        [{"head_accuracy": 0.9}, {"head_accuracy": 0.95}, {"head_accuracy": 1.0}],
+        ["head_accuracy"],
+    )
+    assert summary["head_accuracy"]["mean"] == pytest.approx(0.95)
+    assert summary["head_accuracy"]["std"] == pytest.approx(0.05)
+
+
+# --------------------------------------------------------------------------- IDEC formulas
+
+# Three 1-d codes z = 0, 1, 3 and two centres mu = 0, 2, alpha = 1:
+# kernel 1 / (1 + d^2): z=0 -> (1, 1/5), z=1 -> (1/2, 1/2), z=3 -> (1/10, 1/2); rows normalised.
+HAND_Q = np.array([[5 / 6, 1 / 6], [1 / 2, 1 / 2], [1 / 6, 5 / 6]])
+# f = column sums = (3/2, 3/2); p ~ q^2 / f, rows normalised: (25/36, 1/36) -> (25/26, 1/26).
+HAND_P = np.array([[25 / 26, 1 / 26], [1 / 2, 1 / 2], [1 / 26, 25 / 26]])
+CODES = np.array([[0.0], [1.0], [3.0]])
+CENTRES = np.array([[0.0], [2.0]])
+
+
+def test_soft_assignment_and_target_match_the_hand_computed_example():
+    q = idec.soft_assignment(CODES, CENTRES, alpha=1.0)
+    np.testing.assert_allclose(q, HAND_Q, rtol=1e-12)
+    np.testing.assert_allclose(idec.target_distribution(q), HAND_P, rtol=1e-12)
+
+
+def test_clustering_layer_and_kl_match_numpy():
+    layer = idec.ClusteringLayer(2, alpha=1.0)
+    layer.build((None, 1))
+    layer.centres.assign(CENTRES.astype(np.float32))
+    q = np.asarray(layer(CODES.astype(np.float32)))
+    np.testing.assert_allclose(q, HAND_Q, atol=1e-6)
+    expected = np.mean(np.sum(HAND_P * np.log(HAND_P / HAND_Q), axis=1))
+    kl = float(idec.kl_divergence(HAND_P.astype(np.float32), q))
+    assert kl == pytest.approx(expected, rel=1e-5)
+    # alpha changes the tails: the formula, not a hard-coded Cauchy kernel.
+    wide = idec.ClusteringLayer(2, alpha=3.0)
+    wide.build((None, 1))
+    wide.centres.assign(CENTRES.astype(np.float32))
+    np.testing.assert_allclose(
+        np.asarray(wide(CODES.astype(np.float32))),
+        idec.soft_assignment(CODES, CENTRES, alpha=3.0),
+        atol=1e-6,
+    )
+
+
+def test_clustering_objective_config_is_checked():
+    config = models.VariantConfig.from_params("idec", IDEC_BLOCK)
+    assert config.objective_name == "clustering"
+    with pytest.raises(ConfigError, match="objective.tol"):
+        models.VariantConfig.from_params(
+            "idec", {**IDEC_BLOCK, "objective": {"name": "clustering", "tol": 1.5}}
+        )
+    with pytest.raises(ConfigError, match="unknown key"):
+        models.VariantConfig.from_params(
+            "idec", {**IDEC_BLOCK, "objective": {"name": "clustering", "k": 3}}
+        )
+
+
+# --------------------------------------------------------------------------- export, inference
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).random((40, *IMAGE_SHAPE), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def idec_export(tmp_path_factory, images) -> dict:
+    keras.utils.set_random_seed(0)
+    config = models.VariantConfig.from_params("idec", IDEC_BLOCK)
+    model = models.build_autoencoder(config, IMAGE_SHAPE)
+    codes = model.encode(images)
+    model.clusters.centres.assign(codes[:4])  # distinct centres: a non-trivial Q
+    directory = tmp_path_factory.mktemp("exports") / "idec"
+    card = export.export_models(
+        model.encoder,
+        model.decoder,
+        directory,
+        variant="idec",
+        opset=17,
+        tolerance=1e-5,
+        parity_images=images,
+        parity_batch_sizes=(1, 7),
+        clusters=model.assigner,
+    )
+    return {"dir": directory, "model": model, "card": card}
+
+
+def test_clusters_onnx_matches_keras_within_tolerance(idec_export, images):
+    card = idec_export["card"]
+    assert card["files"]["clusters"]["output"]["name"] == "probabilities"
+    assert card["parity"]["clusters"]["scaled_diff"] <= 1e-5
+    assert "clusters" in export.parity_metrics(card)
+    clusterer = inference.Clusterer(idec_export["dir"])
+    assignments, probabilities = clusterer.cluster(images)
+    expected = idec_export["model"].assign(images)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(assignments, expected.argmax(axis=1))
+    assert clusterer.n_clusters == 4
+    # uint8 and channel-less layouts are accepted as by the Encoder; one image gives a scalar.
+    as_uint8 = np.round(images[:, :, :, 0] * 255).astype(np.uint8)
+    assert clusterer.cluster(as_uint8)[0].shape == (40,)
+    single, single_probabilities = clusterer.cluster(images[0])
+    assert np.ndim(single) == 0 and single_probabilities.shape == (4,)
+
+
+BAD_IMAGES = [
+    lambda x: x[None],  # rank 5
+    lambda x: x.reshape(-1),  # rank 1
+    lambda x: x[:, :6, :6],  # size
+    lambda x: np.concatenate([x, x], axis=-1),  # channels
+    lambda x: np.where(np.arange(x.size).reshape(x.shape) == 3, np.nan, x),  # NaN
+    lambda x: x + 0.5,  # float over 1
+    lambda x: x - 0.5,  # negative
+    lambda x: x[:0],  # empty
+    lambda x: (x * 255).astype(np.int64),  # int64
+]
+
+
+@pytest.mark.parametrize("make_input", BAD_IMAGES)
+def test_cluster_rejects_the_same_bad_arrays_as_encode(idec_export, images, make_input):
+    encoder = inference.Encoder(idec_export["dir"])
+    clusterer = inference.Clusterer(idec_export["dir"])
+    bad = make_input(images)
+    with pytest.raises(inference.InferenceInputError) as from_encode:
+        encoder.encode(bad)
+    with pytest.raises(inference.InferenceInputError) as from_cluster:
+        clusterer.cluster(bad)
+    # The same check, the same words (only the model file's name differs).
+    assert str(from_cluster.value).replace("clusters.onnx", "encoder.onnx") == str(
+        from_encode.value
+    )
+
+
+def test_cli_cluster_writes_assignments_and_probabilities(idec_export, images, tmp_path):
+    np.save(tmp_path / "images.npy", np.round(images * 255).astype(np.uint8))
+    output = tmp_path / "clusters.npz"
+    code = cli.main(
+        [
+            "cluster",
+            "--model",
+            str(idec_export["dir"]),
+            "--input",
+            str(tmp_path / "images.npy"),
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    with np.load(output) as result:
+        assert result["assignments"].shape == (40,)
+        assert result["probabilities"].shape == (40, 4)
+        assert np.array_equal(result["assignments"], result["probabilities"].argmax(axis=1))
+    np.save(tmp_path / "bad.npy", images - 0.5)
+    assert cli.main(["cluster", "--model", str(idec_export["dir"]), "--input",
+                     str(tmp_path / "bad.npy"), "--output", str(output)]) == 2  # fmt: skip
+
+
+def test_onnx_scoring_of_an_idec_export(idec_export, images):
+    assignments, _ = inference.Clusterer(idec_export["dir"]).cluster(images)
+    scored = clustering.score_clusters_onnx(idec_export["dir"], images, assignments)
+    assert scored["cluster_accuracy"] == 1.0 and scored["nmi"] == pytest.approx(1.0)
+    unlabeled = clustering.score_clusters_onnx(idec_export["dir"], images, None)
+    assert "cluster_accuracy" not in unlabeled and sum(unlabeled["cluster_sizes"]) == 40
+
+
+def test_save_load_round_trip_keeps_the_centres(idec_export, images, tmp_path):
+    model = idec_export["model"]
+    models.save_autoencoder(model, tmp_path / "idec")
+    loaded = models.load_autoencoder(tmp_path / "idec")
+    np.testing.assert_array_equal(
+        np.asarray(loaded.clusters.centres), np.asarray(model.clusters.centres)
+    )
+    np.testing.assert_allclose(loaded.assign(images), model.assign(images), atol=1e-7)
+
+
+# --------------------------------------------------------------------------- IDEC training
+
+
+@pytest.mark.slow
+def test_idec_training_moves_centres_and_sharpens_assignments(digits_small):
+    from autoencoders import evaluation, training
+
+    block = {
+        "architecture": {"name": "dense", "latent_dim": 10, "hidden_units": [64]},
+        "objective": {
+            "name": "clustering",
+            "n_clusters": 10,
+            "update_interval": 20,
+            "max_iterations": 200,
+        },
+    }
+    config = models.VariantConfig.from_params("idec", block)
+    model, _, _ = training.train_variant(
+        config,
+        digits_small["x_train"],
+        digits_small["x_val"],
+        epochs=30,
+        batch_size=32,
+        learning_rate=3e-3,
+        seed=0,
+        patience=5,
+        verbose=False,
+    )
+    before = model.assign(digits_small["x_test"])  # random centres: nearly uniform
+    info = model.fit_clusters(digits_small["x_train"], batch_size=32, seed=0, verbose=False)
+    after = model.assign(digits_small["x_test"])
+    assert info["iterations"] >= 20 and info["stopped_by"] in ("tol", "max_iterations")
+    assert after.max(axis=1).mean() > before.max(axis=1).mean()
+    np.testing.assert_allclose(after.sum(axis=1), 1.0, atol=1e-5)
+    accuracy = evaluation.clustering_accuracy(digits_small["y_test"], after.argmax(axis=1))
+    assert accuracy > 0.5  # chance is ~0.1; labels were never used

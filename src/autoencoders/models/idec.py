@@ -125,21 +125,44 @@ class ClusteringAutoencoder(Autoencoder):
     ) -> dict[str, Any]:
         """IDEC's clustering phase on images ``x``; returns what happened (JSON-ready).
 
-        Centres start at k-means (``kmeans_n_init`` seeded restarts) on the pretrained codes;
-        labels are never used.
+        ``init: kmeans`` (the IDEC paper): centres at k-means (``kmeans_n_init`` seeded
+        restarts) on the pretrained codes. ``init: manifold``: the N2D head (UMAP + Gaussian
+        mixture, ``autoencoders.clustering``) partitions the pretrained codes of a seeded
+        subsample of ``init_subsample`` images; the centres start at each part's mean code, and
+        the first ``update_interval`` batches (drawn from that subsample) take the mixture's
+        posteriors as their target P before Q takes over. Labels are never used.
         """
-        from sklearn.cluster import KMeans
-
         objective = self.config.objective
         started = time.perf_counter()
         x = np.asarray(x, dtype=np.float32)
         codes = self.encode(x, batch_size=1024).reshape(len(x), -1)
-        kmeans = KMeans(
-            n_clusters=objective.n_clusters, n_init=objective.kmeans_n_init, random_state=seed
-        ).fit(codes.astype(np.float64))
-        self.clusters.centres.assign(kmeans.cluster_centers_.astype(np.float32))
-        previous = kmeans.labels_.astype(np.int64)
-        kmeans_seconds = time.perf_counter() - started
+        rng = np.random.default_rng(seed)
+        pool, pool_target, previous = None, None, None
+        if objective.init == "manifold":
+            from autoencoders import clustering
+
+            pool = np.sort(rng.choice(len(x), min(objective.init_subsample, len(x)), False))
+            head = clustering.fit_head(codes[pool], n_clusters=objective.n_clusters, seed=seed)
+            pool_target = head.mixture.predict_proba(head.embedding).astype(np.float32)
+            centres = np.stack(
+                [
+                    codes[pool][head.assignments == j].mean(axis=0)
+                    if np.any(head.assignments == j)
+                    else codes[pool][rng.integers(len(pool))]
+                    for j in range(objective.n_clusters)
+                ]
+            )
+        else:
+            from sklearn.cluster import KMeans
+
+            kmeans = KMeans(
+                n_clusters=objective.n_clusters, n_init=objective.kmeans_n_init, random_state=seed
+            ).fit(codes.astype(np.float64))
+            centres = kmeans.cluster_centers_
+            previous = kmeans.labels_.astype(np.int64)
+        self.clusters.centres.assign(centres.astype(np.float32))
+        init_seconds = time.perf_counter() - started
+        distil = objective.update_interval if pool is not None else 0
 
         self.clusters.trainable = True
         optimizer = keras.optimizers.Adam(learning_rate=objective.cluster_learning_rate)
@@ -161,7 +184,6 @@ class ClusteringAutoencoder(Autoencoder):
             optimizer.apply_gradients(zip(gradients, weights, strict=True))
             return reconstruction, divergence
 
-        rng = np.random.default_rng(seed)
         order = rng.permutation(len(x))
         position = 0
         target = None
@@ -170,13 +192,12 @@ class ClusteringAutoencoder(Autoencoder):
         iteration = 0
         reconstruction = divergence = float("nan")
         for iteration in range(objective.max_iterations + 1):
-            if iteration % objective.update_interval == 0:
+            if iteration >= distil and (iteration - distil) % objective.update_interval == 0:
                 q = self.assign(x)
                 target = target_distribution(q).astype(np.float32)
                 labels = q.argmax(axis=1)
-                changed = float(np.mean(labels != previous))
-                previous = labels
-                if iteration > 0:
+                if previous is not None and iteration > distil:
+                    changed = float(np.mean(labels != previous))
                     changes.append(changed)
                     if verbose:
                         print(
@@ -188,8 +209,13 @@ class ClusteringAutoencoder(Autoencoder):
                     if changed < objective.tol:
                         stopped_by = "tol"
                         break
+                previous = labels
             if iteration == objective.max_iterations:
                 break
+            if iteration < distil:  # the manifold's partition is the target at first
+                index = np.sort(rng.choice(len(pool), batch_size, replace=False))
+                reconstruction, divergence = step(x[pool[index]], pool_target[index])
+                continue
             if position + batch_size > len(x):
                 order, position = rng.permutation(len(x)), 0
             index = np.sort(order[position : position + batch_size])
@@ -201,7 +227,8 @@ class ClusteringAutoencoder(Autoencoder):
             "assignment_changes": [round(value, 6) for value in changes],
             "final_reconstruction_loss": float(reconstruction),
             "final_kl": float(divergence),
-            "kmeans_seconds": round(kmeans_seconds, 3),
+            "init": objective.init,
+            "init_seconds": round(init_seconds, 3),
             "seconds": round(time.perf_counter() - started, 3),
         }
 

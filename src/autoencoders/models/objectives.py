@@ -98,7 +98,9 @@ class ClusteringConfig:
     update_interval: int = 140  # batches between target-distribution refreshes
     tol: float = 0.001  # stop when fewer than this share of assignments change
     max_iterations: int = 2000  # clustering-phase batches at most
-    kmeans_n_init: int = 20  # seeded k-means restarts that place the initial centres
+    init: Literal["kmeans", "manifold"] = "kmeans"  # initial centres (see models/idec.py)
+    init_subsample: int = 10000  # init: manifold: images whose codes the N2D head partitions
+    kmeans_n_init: int = 20  # init: kmeans: seeded k-means restarts that place the centres
     cluster_learning_rate: float = 1.0e-3  # Adam, clustering phase
 
     def __post_init__(self) -> None:
@@ -110,6 +112,7 @@ class ClusteringConfig:
             "tol": 0.0 <= self.tol < 1.0,
             "max_iterations": self.max_iterations >= 0,
             "kmeans_n_init": self.kmeans_n_init >= 1,
+            "init_subsample": self.init_subsample >= self.n_clusters,
             "cluster_learning_rate": self.cluster_learning_rate > 0,
         }
         for key, ok in checks.items():

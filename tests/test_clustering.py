@@ -263,7 +263,8 @@ def test_save_load_round_trip_keeps_the_centres(idec_export, images, tmp_path):
 
 
 @pytest.mark.slow
-def test_idec_training_moves_centres_and_sharpens_assignments(digits_small):
+@pytest.mark.parametrize("init", ["kmeans", "manifold"])
+def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init):
     from autoencoders import evaluation, training
 
     block = {
@@ -273,6 +274,8 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small):
             "n_clusters": 10,
             "update_interval": 20,
             "max_iterations": 200,
+            "init": init,
+            "init_subsample": 200,
         },
     }
     config = models.VariantConfig.from_params("idec", block)
@@ -291,6 +294,7 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small):
     info = model.fit_clusters(digits_small["x_train"], batch_size=32, seed=0, verbose=False)
     after = model.assign(digits_small["x_test"])
     assert info["iterations"] >= 20 and info["stopped_by"] in ("tol", "max_iterations")
+    assert info["init"] == init
     assert after.max(axis=1).mean() > before.max(axis=1).mean()
     np.testing.assert_allclose(after.sum(axis=1), 1.0, atol=1e-5)
     accuracy = evaluation.clustering_accuracy(digits_small["y_test"], after.argmax(axis=1))

@@ -45,8 +45,9 @@ def conv_export(tmp_path_factory, mnist_small) -> dict:
     return {"dir": directory, "card": card, "model": model}
 
 
-def test_params_list_nine_variants():
-    assert len(VARIANTS) == 9
+def test_params_list_ten_variants():
+    # The nine autoencoders plus idec (issue 10), whose export adds clusters.onnx.
+    assert len(VARIANTS) == 10 and "idec" in VARIANTS
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -17,7 +17,7 @@ from autoencoders import data, models
 from autoencoders.models import objectives
 
 PARAMS = config_module.load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-# The nine variants of params.yaml, plus one made by params alone (a convolutional VAE).
+# The ten variants of params.yaml (nine autoencoders and idec), plus one made by params alone (a convolutional VAE).
 VARIANT_BLOCKS = {
     **PARAMS["variants"],
     "conv_vae": {"architecture": {"name": "conv"}, "objective": {"name": "variational"}},
@@ -43,8 +43,9 @@ def trainable_values(model: keras.Model) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- every variant
 
 
-def test_params_yaml_has_nine_variants_and_all_build():
-    assert len(PARAMS["variants"]) == 9
+def test_params_yaml_has_ten_variants_and_all_build():
+    # The nine autoencoders plus idec (issue 10).
+    assert len(PARAMS["variants"]) == 10
     for name in VARIANT_BLOCKS:
         assert variant(name).name == name
 

@@ -263,6 +263,7 @@ def test_vae_loss_combines_reconstruction_and_scaled_kl(mnist_small):
 def test_registries_name_every_architecture_and_objective():
     assert sorted(models.ARCHITECTURES) == ["conv", "deep_conv", "deep_dense", "dense", "seq2seq"]
     assert sorted(models.OBJECTIVES) == [
+        "clustering",
         "contractive",
         "denoising",
         "plain",

@@ -17,7 +17,8 @@ from autoencoders import data, models
 from autoencoders.models import objectives
 
 PARAMS = config_module.load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-# The ten variants of params.yaml (nine autoencoders and idec), plus one made by params alone (a convolutional VAE).
+# The ten variants of params.yaml (nine autoencoders and idec), plus one made by params alone
+# (a convolutional VAE).
 VARIANT_BLOCKS = {
     **PARAMS["variants"],
     "conv_vae": {"architecture": {"name": "conv"}, "objective": {"name": "variational"}},

@@ -17,7 +17,7 @@ VARIANTS ?= all
 TIMEOUT ?= 0
 STORAGE ?=
 
-.PHONY: help venv repro test test-fast lint format tune ui dashboard bench clean
+.PHONY: help venv repro test test-fast lint format tune ui dashboard bench bench-train clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 for the study s
 
 bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder -> reports/bench.md
 	$(BIN)/python pipeline/bench.py
+
+bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
+	$(BIN)/dvc repro preprocess
+	$(BIN)/python pipeline/bench_train.py
 
 clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db and Optuna storage)
 	rm -rf .pytest_cache .ruff_cache data models tuning metrics plots exports/*/ reports/bench.json

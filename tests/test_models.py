@@ -107,18 +107,63 @@ def test_variant_save_load_round_trip(name, mnist_small, tmp_path):
 # ---------------------------------------------------------------------- architectures, shapes
 
 
+def reference(architecture: dict) -> models.VariantConfig:
+    """A seed article's design, reachable from params.yaml by naming its architecture alone."""
+    return models.VariantConfig.from_params(
+        "reference", {"architecture": architecture, "objective": {"name": "plain"}}
+    )
+
+
 @pytest.mark.parametrize(
-    ("name", "count"),
-    [("dense", 50_992), ("deep_dense", 170_536), ("conv", 4_385), ("sparse", 50_992)],
+    ("architecture", "count"),
+    [
+        ({"name": "dense", "latent_dim": 32}, 50_992),
+        ({"name": "deep_dense"}, 170_536),
+        ({"name": "conv"}, 4_385),
+        ({"name": "deep_conv"}, 13_207_681),
+    ],
 )
-def test_reference_parameter_counts_on_mnist(name, count):
-    model = models.build_autoencoder(variant(name), (28, 28, 1))
+def test_reference_parameter_counts_on_mnist(architecture, count):
+    model = models.build_autoencoder(reference(architecture), (28, 28, 1))
     assert models.parameter_count(model) == count
     assert model.count_params() == count
 
 
+# Hand-computed: Dense(a -> b) has a*b + b weights, Conv2D(3x3, a -> b) 9*a*b + b,
+# LSTM(a -> u) 4*(a*u + u*u + u).
+BOTTLENECK_COUNTS = {
+    # conv trunk 16-8-8 and decoder (4,385) + Dense(128 -> 16) + Dense(16 -> 128)
+    "conv": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
+    "denoising": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
+    # LSTM(28 -> 64), Dense(64 -> 16), LSTM(16 -> 64), Dense(64 -> 28)
+    "seq2seq": (
+        (16,),
+        4 * (28 * 64 + 64 * 64 + 64) + (64 * 16 + 16) + 4 * (16 * 64 + 64 * 64 + 64) + 64 * 28 + 28,
+    ),
+    # 784 -> 256 -> 32 -> 256 -> 784
+    "dense": ((32,), (784 * 256 + 256) + (256 * 32 + 32) + (32 * 256 + 256) + (256 * 784 + 784)),
+    # convs 1-8-16-32-64 (stride 2: 28 -> 14 -> 7 -> 4 -> 2), Dense(256 -> 32), Dense(32 -> 256),
+    # transposed convs 64 -> 64 -> 32 -> 16 -> 1
+    "deep_conv": (
+        (32,),
+        (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64)
+        + (256 * 32 + 32) + (32 * 256 + 256)
+        + (9 * 64 * 64 + 64) + (9 * 64 * 32 + 32) + (9 * 32 * 16 + 16) + (9 * 16 * 1 + 1),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BOTTLENECK_COUNTS))
+def test_default_bottlenecks_have_the_stated_code_and_weights(name):
+    code_shape, count = BOTTLENECK_COUNTS[name]
+    model = models.build_autoencoder(variant(name), (28, 28, 1))
+    assert model.code_shape == code_shape
+    assert models.parameter_count(model) == count
+    assert model.decoder.output.shape[1:] == (28, 28, 1)
+
+
 def test_conv_reproduces_the_reference_design_on_28x28():
-    model = models.build_autoencoder(variant("conv"), (28, 28, 1))
+    model = models.build_autoencoder(reference({"name": "conv"}), (28, 28, 1))
     assert model.code_shape == (4, 4, 8)  # 28 -> 14 -> 7 -> 4
     assert not any(isinstance(layer, keras.layers.Cropping2D) for layer in model.decoder.layers)
     paddings = [layer.padding for layer in model.decoder.layers if "conv" in layer.name]
@@ -141,7 +186,8 @@ def test_vae_encoder_is_the_deterministic_mean(mnist_small):
     model = models.build_autoencoder(variant("vae"), (28, 28, 1))
     mean, log_var = model.posterior(images)
     np.testing.assert_allclose(model.encode(images), np.asarray(mean), rtol=1e-6)
-    assert log_var.shape == (8, 2) and model.code_shape == (2,)
+    latent_dim = variant("vae").architecture.latent_dim
+    assert log_var.shape == (8, latent_dim) and model.code_shape == (latent_dim,)
     np.testing.assert_array_equal(model.reconstruct(images), model.reconstruct(images))
     assert [layer.name for layer in model.encoder.layers][-1] == "mean"
 

@@ -183,7 +183,7 @@ def run_train_bench(
     tuning_dir: str = "tuning",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Seed ``fit`` vs project trainer for each seed model, conv's op profile, variants' images/s."""
+    """Seed ``fit`` vs the trainer per seed model, conv's op profile, every variant's img/s."""
     import keras
 
     x = x_train[: settings.images] if settings.images else x_train

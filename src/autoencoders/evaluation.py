@@ -690,6 +690,11 @@ def summary_row(
     for key in ("parameter_count", "epochs_run"):
         if row.get(key) is None and training.get(key) is not None:
             row[key] = training[key]
+    tuning = training.get("tuning") or {}
+    if tuning.get("value") is not None:
+        # The search's best validation loss at its cheap fidelity, beside the final test figures.
+        row["search_best_value"] = tuning["value"]
+        row["search_params"] = dict(tuning.get("params") or {})
     size = row.get("latent_dim")
     if pca is not None and size is not None and int(size) in pca:
         row["pca_mse"] = pca[int(size)]["mse"]
@@ -857,6 +862,24 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"| PCA, {size} components{capped} | {size} | {result['mse']:.5f} | – | – | – |"
         )
+    tuned = [row for row in rows if row.get("search_best_value") is not None]
+    if tuned:
+        lines += [
+            "",
+            "## Tuning: the search's fidelity against the final run",
+            "",
+            "| variant | best val loss in the search | chosen | final test MSE | final test BCE |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for row in tuned:
+            chosen = ", ".join(
+                f"{k}={_format(v, '{:.3g}')}" for k, v in row["search_params"].items()
+            )
+            lines.append(
+                f"| `{row['variant']}` | {_format(row['search_best_value'], '{:.4f}')} | "
+                f"{chosen or '–'} | {_format(row.get('mse'), '{:.5f}')} | "
+                f"{_format(row.get('bce'), '{:.4f}')} |"
+            )
     lines += ["", "## Quality bar", ""]
     verdict = "PASS" if quality["passed"] else "FAIL"
     bar = quality.get("pca_ratio_bar", PCA_RATIO_BAR)

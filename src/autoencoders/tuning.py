@@ -604,6 +604,8 @@ def make_objective(
                 shuffle_buffer=plan.base.shuffle_buffer,
                 callbacks=callbacks,
                 verbose=verbose,
+                steps_per_execution=plan.base.steps_per_execution,
+                jit_compile=plan.base.jit_compile,
             )
         except optuna.TrialPruned as pruned:
             if verbose:

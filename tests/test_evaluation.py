@@ -403,7 +403,9 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
         stage.main(["--variant", name])
     vae = fileio.read_json(tmp_path / "metrics" / "vae.json")
     denoising = fileio.read_json(tmp_path / "metrics" / "denoising.json")
-    assert vae["latent_dim"] == 2 and vae["kl"] >= 0 and vae["train_seconds"] == 1.5
+    assert vae["latent_dim"] == variants["vae"]["architecture"]["latent_dim"] and vae["kl"] >= 0
+    # Seconds differ per machine: they stay out of git-tracked metrics (reports/timings.json).
+    assert vae["epochs_run"] == 2 and "train_seconds" not in vae
     assert vae["parameter_count"] == models.parameter_count(models.load_autoencoder("models/vae"))
     assert denoising["noise_std"] == pytest.approx(0.2) and "psnr_gain" in denoising
     assert sorted(p.name for p in (tmp_path / "plots" / "vae").iterdir()) == [

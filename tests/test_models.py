@@ -323,7 +323,7 @@ def test_registries_name_every_architecture_and_objective():
         ({"architecture": {"name": "resnet"}, "objective": {"name": "plain"}}, "deep_conv"),
         ({"architecture": {"name": "conv"}, "objective": {"name": "gan"}}, "variational"),
         (
-            {"architecture": {"name": "conv", "latent_dim": 3}, "objective": {"name": "plain"}},
+            {"architecture": {"name": "conv", "units": 3}, "objective": {"name": "plain"}},
             "kernel_size",
         ),
         (
@@ -367,9 +367,12 @@ def test_contractive_lambda_key_maps_to_the_lambda_field():
 
 def test_with_overrides_returns_a_new_checked_config():
     config = variant("vae")
-    changed = config.with_overrides({"architecture.latent_dim": 16, "objective.beta": 0.5})
-    assert (changed.architecture.latent_dim, changed.objective.beta) == (16, 0.5)
-    assert (config.architecture.latent_dim, config.objective.beta) == (2, 1.0)
+    original = config.architecture.latent_dim
+    changed = config.with_overrides(
+        {"architecture.latent_dim": original + 4, "objective.beta": 0.5}
+    )
+    assert (changed.architecture.latent_dim, changed.objective.beta) == (original + 4, 0.5)
+    assert (config.architecture.latent_dim, config.objective.beta) == (original, 1.0)
     assert changed.search == config.search and changed.name == "vae"
     with pytest.raises(models.ConfigError, match="objective.beta"):
         config.with_overrides({"objective.lambda": 1.0})
@@ -396,3 +399,28 @@ def test_tunable_fields_and_params_round_trip():
         for key in config.search:
             if key.startswith(("architecture.", "objective.")):
                 assert key in models.tunable_fields(config)
+
+
+def test_single_channel_conv_is_conv2d_with_the_same_weights_and_gradients():
+    import tensorflow as tf
+
+    from autoencoders.models.architectures import SingleChannelConv2D
+
+    x = tf.constant(np.random.default_rng(0).random((4, 9, 7, 5), dtype=np.float32))
+    reference = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    fast = SingleChannelConv2D(1, 3, padding="same", activation="sigmoid")
+    reference.build(x.shape)
+    fast.build(x.shape)
+    fast.set_weights(reference.get_weights())
+    assert [w.shape for w in fast.weights] == [(3, 3, 5, 1), (1,)]
+    gradients = []
+    for layer in (reference, fast):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            output = layer(x)
+            loss = tf.reduce_sum(output * output)
+        gradients.append([output, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    for expected, actual in zip(*gradients, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    wide = SingleChannelConv2D(3, 3, padding="valid")  # more than one channel: a plain Conv2D
+    assert wide(x).shape == (4, 7, 5, 3)

@@ -605,7 +605,9 @@ def make_objective(
                 callbacks=callbacks,
                 verbose=verbose,
                 steps_per_execution=plan.base.steps_per_execution,
-                jit_compile=plan.base.jit_compile,
+                # No XLA in trials: its compile (seconds) costs more than it saves on a trial's
+                # few thousand images; the final training uses the variant's setting.
+                jit_compile=False,
             )
         except optuna.TrialPruned as pruned:
             if verbose:

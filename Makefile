@@ -17,7 +17,7 @@ VARIANTS ?= all
 TIMEOUT ?= 0
 STORAGE ?=
 
-.PHONY: help venv repro test test-fast lint format tune ui dashboard bench clean cluster-seeds
+.PHONY: help venv repro test test-fast lint format tune ui dashboard bench bench-train clean cluster-seeds
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder ->
 SEEDS ?= 0,1,2
 cluster-seeds: $(STAMP) ## Best variant's clustering head over SEEDS=0,1,2: mean ± std (after repro)
 	$(BIN)/python pipeline/cluster.py $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
+
+bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
+	$(BIN)/dvc repro preprocess
+	$(BIN)/python pipeline/bench_train.py
 
 clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db and Optuna storage)
 	rm -rf .pytest_cache .ruff_cache data models tuning metrics plots exports/*/ reports/bench.json

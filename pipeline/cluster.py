@@ -15,6 +15,7 @@ when models/<V>/run.json exists. Labels only score (see autoencoders.clustering)
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import clustering, config, data, fileio, plots
+from autoencoders import clustering, config, data, fileio, plots, timing
 
 PROCESSED_DIR = "data/processed"
 METRICS_DIR = Path("metrics") / "cluster"
@@ -189,4 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if any(argument.startswith("--seeds") for argument in sys.argv):
+        main()  # make cluster-seeds: not a pipeline stage, no stage timing
+    else:
+        timing.run_stage("cluster_pixels" if "--pixels" in sys.argv else "cluster", main)

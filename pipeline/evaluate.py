@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoencoders import config, data, evaluation, fileio, plots, tracking
+from autoencoders import config, data, evaluation, fileio, plots, timing, tracking
 
 PROCESSED_DIR = "data/processed"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics["parameter_count"] = int(
         training.get("parameter_count") or models.parameter_count(model)
     )
-    for key in ("train_seconds", "epochs_run"):
+    for key in ("epochs_run",):  # seconds differ per machine: reports/timings.json holds them
         if training.get(key) is not None:
             metrics[key] = training[key]
     history_path = model_dir / "history.json"
@@ -121,4 +121,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("evaluate", main)

@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 
-from autoencoders import config, data, export, fileio, tracking
+from autoencoders import config, data, export, fileio, timing, tracking
 
 PROCESSED_DIR = "data/processed"
 
@@ -67,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("export", main)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoencoders import config, data
+from autoencoders import config, data, timing
 
 RAW_DIR = "data/raw"
 
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("fetch", main)

@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from autoencoders import config, data
+from autoencoders import config, data, timing
 
 RAW_DIR = "data/raw"
 PROCESSED_DIR = "data/processed"
@@ -37,4 +37,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("preprocess", main)

@@ -9,6 +9,8 @@ of the test split; PCA fitted on the training split at each variant's code size)
 reports/summary.md, reports/summary.json and reports/comparison.png. A variant without
 metrics is reported as missing. The clustering head's figures (metrics/cluster/<V>.json and
 metrics/cluster/pixels.json, from cluster@V and cluster_pixels) get their own section.
+reports/timings.json (git-ignored) gathers every stage's wall seconds from timings/
+(autoencoders.timing) and their sum, pipeline_seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders import config, data, evaluation, fileio, plots
+from autoencoders import config, data, evaluation, fileio, plots, timing
 
 PROCESSED_DIR = "data/processed"
 REPORT_DIR = Path("reports")
@@ -116,6 +118,16 @@ def main(argv: list[str] | None = None) -> None:
         cluster_bar=summary["quality"]["cluster_accuracy_bar"],
     )
 
+    stages = ["fetch", "preprocess", "cluster_pixels"] + [
+        f"{kind}@{name}"
+        for name in names
+        for kind in ("tune", "train", "evaluate", "export", "cluster")
+    ]
+    timings = timing.collect(stages)
+    timings["stages"]["report"] = round(time.time() - timing.process_started_at(), 2)
+    timings["pipeline_seconds"] = round(sum(timings["stages"].values()), 1)
+    fileio.write_json(REPORT_DIR / "timings.json", timings)
+
     quality = summary["quality"]
     missing = quality["missing"]
     print(
@@ -127,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"[report] wrote {REPORT_DIR}/summary.md, summary.json, comparison.png in "
-        f"{time.monotonic() - started:.1f} s"
+        f"{time.monotonic() - started:.1f} s; pipeline_seconds {timings['pipeline_seconds']:.0f}"
+        f" over {len(timings['stages'])} stage(s) in {REPORT_DIR}/timings.json"
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoencoders import config, training
+from autoencoders import config, timing, training
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,4 +36,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("train", main)

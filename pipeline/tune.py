@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autoencoders import config, tuning
+from autoencoders import config, timing, tuning
 
 
 def dvc_commit(variant: str) -> None:
@@ -90,4 +90,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    timing.run_stage("tune", main)

@@ -322,11 +322,11 @@ def test_summary_reports_missing_variants_and_the_quality_bar():
     worse = {"mse": 0.03, "pca_mse": 0.02, "latent_dim": 2, "cluster_accuracy": 0.5}
     pca = {32: {"mse": 0.02, "n_components": 32}, 2: {"mse": 0.05, "n_components": 2}}
     rows = [
-        evaluation.summary_row("good", good, {"train_seconds": 12.0, "parameter_count": 100}),
+        evaluation.summary_row("good", good, {"epochs_run": 12, "parameter_count": 100}),
         evaluation.summary_row("worse", worse, pca=pca),  # live PCA at size 2: 0.05
         evaluation.summary_row("absent", None),
     ]
-    assert rows[0]["beats_pca"] is True and rows[0]["train_seconds"] == 12.0
+    assert rows[0]["beats_pca"] is True and rows[0]["epochs_run"] == 12
     assert rows[1]["pca_mse"] == 0.05 and rows[1]["beats_pca"] is True
     assert rows[2]["status"] == "missing"
     baselines = {"pca": pca, "kmeans_pixels": {"cluster_accuracy": 0.5, "nmi": 0.4, "ari": 0.3}}
@@ -336,7 +336,7 @@ def test_summary_reports_missing_variants_and_the_quality_bar():
     assert quality["best_cluster_accuracy"] == 0.9 and quality["cluster_bar_met"]
     assert not quality["passed"]
     markdown = evaluation.render_summary_markdown(summary)
-    assert "| `good` | 100 | 32 | 0.01000 | 0.02000 | yes |" in markdown
+    assert "| `good` | 100 | 32 | 0.01000 | 0.02000 | 0.50 | yes |" in markdown
     assert "**missing**" in markdown and "**FAIL**" in markdown
     assert "k-means on raw pixels" in markdown and "PCA, 32 components" in markdown
 
@@ -403,7 +403,9 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
         stage.main(["--variant", name])
     vae = fileio.read_json(tmp_path / "metrics" / "vae.json")
     denoising = fileio.read_json(tmp_path / "metrics" / "denoising.json")
-    assert vae["latent_dim"] == 2 and vae["kl"] >= 0 and vae["train_seconds"] == 1.5
+    assert vae["latent_dim"] == variants["vae"]["architecture"]["latent_dim"] and vae["kl"] >= 0
+    # Seconds differ per machine: they stay out of git-tracked metrics (reports/timings.json).
+    assert vae["epochs_run"] == 2 and "train_seconds" not in vae
     assert vae["parameter_count"] == models.parameter_count(models.load_autoencoder("models/vae"))
     assert denoising["noise_std"] == pytest.approx(0.2) and "psnr_gain" in denoising
     assert sorted(p.name for p in (tmp_path / "plots" / "vae").iterdir()) == [
@@ -428,3 +430,19 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
     markdown = (tmp_path / "reports" / "summary.md").read_text()
     assert "| `vae` | " in markdown and "run `dvc repro evaluate@conv`" in markdown
     assert (tmp_path / "reports" / "comparison.png").stat().st_size > 1000
+
+
+def test_quality_bar_is_seventy_percent_of_pca_and_the_seed_anchors():
+    pca = {2: {"mse": 0.05}, 32: {"mse": 0.02}}
+    # 0.7 x 0.02 = 0.014: 0.0139 passes, 0.0141 does not (the bar, not "any margin").
+    assert evaluation.summary_row("a", {"mse": 0.0139, "latent_dim": 32}, pca=pca)["beats_pca"]
+    assert not evaluation.summary_row("b", {"mse": 0.0141, "latent_dim": 32}, pca=pca)["beats_pca"]
+    rows = [
+        evaluation.summary_row("deep_dense", {"mse": 0.0345, "latent_dim": 2}, pca=pca),
+        evaluation.summary_row("dense", {"mse": 0.008, "bce": 0.089, "latent_dim": 32}, pca=pca),
+    ]
+    quality = evaluation.quality_check(rows)
+    assert quality["all_beat_pca"]
+    met = {anchor["variant"]: anchor["met"] for anchor in quality["anchors"]}
+    assert met == {"deep_dense": True, "dense": False}  # 0.0345 <= 0.037; 0.089 > 0.088
+    assert not quality["reconstruction_passed"]

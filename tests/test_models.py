@@ -109,18 +109,64 @@ def test_variant_save_load_round_trip(name, mnist_small, tmp_path):
 # ---------------------------------------------------------------------- architectures, shapes
 
 
+def reference(architecture: dict) -> models.VariantConfig:
+    """A seed article's design, reachable from params.yaml by naming its architecture alone."""
+    return models.VariantConfig.from_params(
+        "reference", {"architecture": architecture, "objective": {"name": "plain"}}
+    )
+
+
 @pytest.mark.parametrize(
-    ("name", "count"),
-    [("dense", 50_992), ("deep_dense", 170_536), ("conv", 4_385), ("sparse", 50_992)],
+    ("architecture", "count"),
+    [
+        ({"name": "dense", "latent_dim": 32}, 50_992),
+        ({"name": "deep_dense"}, 170_536),
+        ({"name": "conv"}, 4_385),
+        ({"name": "deep_conv"}, 13_207_681),
+    ],
 )
-def test_reference_parameter_counts_on_mnist(name, count):
-    model = models.build_autoencoder(variant(name), (28, 28, 1))
+def test_reference_parameter_counts_on_mnist(architecture, count):
+    model = models.build_autoencoder(reference(architecture), (28, 28, 1))
     assert models.parameter_count(model) == count
     assert model.count_params() == count
 
 
+# Hand-computed: Dense(a -> b) has a*b + b weights, Conv2D(3x3, a -> b) 9*a*b + b,
+# LSTM(a -> u) 4*(a*u + u*u + u).
+BOTTLENECK_COUNTS = {
+    # conv trunk 16-8-8 and decoder (4,385) + Dense(128 -> 16) + Dense(16 -> 128)
+    "conv": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
+    "denoising": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
+    # LSTM(28 -> 64), Dense(64 -> 16), LSTM(16 -> 64), Dense(64 -> 28)
+    "seq2seq": (
+        (16,),
+        4 * (28 * 64 + 64 * 64 + 64) + (64 * 16 + 16)
+        + 4 * (16 * 64 + 64 * 64 + 64) + (64 * 28 + 28),
+    ),
+    # 784 -> 256 -> 32 -> 256 -> 784
+    "dense": ((32,), (784 * 256 + 256) + (256 * 32 + 32) + (32 * 256 + 256) + (256 * 784 + 784)),
+    # convs 1-8-16-32-64 (stride 2: 28 -> 14 -> 7 -> 4 -> 2), Dense(256 -> 32), Dense(32 -> 256),
+    # transposed convs 64 -> 64 -> 32 -> 16 -> 1
+    "deep_conv": (
+        (32,),
+        (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64)
+        + (256 * 32 + 32) + (32 * 256 + 256)
+        + (9 * 64 * 64 + 64) + (9 * 64 * 32 + 32) + (9 * 32 * 16 + 16) + (9 * 16 * 1 + 1),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BOTTLENECK_COUNTS))
+def test_default_bottlenecks_have_the_stated_code_and_weights(name):
+    code_shape, count = BOTTLENECK_COUNTS[name]
+    model = models.build_autoencoder(variant(name), (28, 28, 1))
+    assert model.code_shape == code_shape
+    assert models.parameter_count(model) == count
+    assert model.decoder.output.shape[1:] == (28, 28, 1)
+
+
 def test_conv_reproduces_the_reference_design_on_28x28():
-    model = models.build_autoencoder(variant("conv"), (28, 28, 1))
+    model = models.build_autoencoder(reference({"name": "conv"}), (28, 28, 1))
     assert model.code_shape == (4, 4, 8)  # 28 -> 14 -> 7 -> 4
     assert not any(isinstance(layer, keras.layers.Cropping2D) for layer in model.decoder.layers)
     paddings = [layer.padding for layer in model.decoder.layers if "conv" in layer.name]
@@ -143,7 +189,8 @@ def test_vae_encoder_is_the_deterministic_mean(mnist_small):
     model = models.build_autoencoder(variant("vae"), (28, 28, 1))
     mean, log_var = model.posterior(images)
     np.testing.assert_allclose(model.encode(images), np.asarray(mean), rtol=1e-6)
-    assert log_var.shape == (8, 2) and model.code_shape == (2,)
+    latent_dim = variant("vae").architecture.latent_dim
+    assert log_var.shape == (8, latent_dim) and model.code_shape == (latent_dim,)
     np.testing.assert_array_equal(model.reconstruct(images), model.reconstruct(images))
     assert [layer.name for layer in model.encoder.layers][-1] == "mean"
 
@@ -279,7 +326,7 @@ def test_registries_name_every_architecture_and_objective():
         ({"architecture": {"name": "resnet"}, "objective": {"name": "plain"}}, "deep_conv"),
         ({"architecture": {"name": "conv"}, "objective": {"name": "gan"}}, "variational"),
         (
-            {"architecture": {"name": "conv", "latent_dim": 3}, "objective": {"name": "plain"}},
+            {"architecture": {"name": "conv", "units": 3}, "objective": {"name": "plain"}},
             "kernel_size",
         ),
         (
@@ -323,9 +370,12 @@ def test_contractive_lambda_key_maps_to_the_lambda_field():
 
 def test_with_overrides_returns_a_new_checked_config():
     config = variant("vae")
-    changed = config.with_overrides({"architecture.latent_dim": 16, "objective.beta": 0.5})
-    assert (changed.architecture.latent_dim, changed.objective.beta) == (16, 0.5)
-    assert (config.architecture.latent_dim, config.objective.beta) == (2, 1.0)
+    original = config.architecture.latent_dim
+    changed = config.with_overrides(
+        {"architecture.latent_dim": original + 4, "objective.beta": 0.5}
+    )
+    assert (changed.architecture.latent_dim, changed.objective.beta) == (original + 4, 0.5)
+    assert (config.architecture.latent_dim, config.objective.beta) == (original, 1.0)
     assert changed.search == config.search and changed.name == "vae"
     with pytest.raises(models.ConfigError, match="objective.beta"):
         config.with_overrides({"objective.lambda": 1.0})
@@ -352,3 +402,28 @@ def test_tunable_fields_and_params_round_trip():
         for key in config.search:
             if key.startswith(("architecture.", "objective.")):
                 assert key in models.tunable_fields(config)
+
+
+def test_single_channel_conv_is_conv2d_with_the_same_weights_and_gradients():
+    import tensorflow as tf
+
+    from autoencoders.models.architectures import SingleChannelConv2D
+
+    x = tf.constant(np.random.default_rng(0).random((4, 9, 7, 5), dtype=np.float32))
+    reference = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    fast = SingleChannelConv2D(1, 3, padding="same", activation="sigmoid")
+    reference.build(x.shape)
+    fast.build(x.shape)
+    fast.set_weights(reference.get_weights())
+    assert [w.shape for w in fast.weights] == [(3, 3, 5, 1), (1,)]
+    gradients = []
+    for layer in (reference, fast):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            output = layer(x)
+            loss = tf.reduce_sum(output * output)
+        gradients.append([output, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    for expected, actual in zip(*gradients, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    wide = SingleChannelConv2D(3, 3, padding="valid")  # more than one channel: a plain Conv2D
+    assert wide(x).shape == (4, 7, 5, 3)

@@ -269,3 +269,57 @@ def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, proce
     assert [m.value for m in curve] == pytest.approx(history["val_loss"])
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"history.json", "config.json"} <= artifacts
+
+
+def test_steps_per_execution_gives_the_same_weights_as_one(digits_small):
+    weights = []
+    for steps in (1, 4):
+        model, _, _ = training.train_variant(
+            dense_config(),
+            digits_small["x_train"][:256],
+            digits_small["x_val"][:64],
+            epochs=2,
+            batch_size=32,
+            learning_rate=1e-2,
+            seed=3,
+            patience=5,
+            verbose=False,
+            steps_per_execution=steps,
+        )
+        weights.append([np.asarray(weight) for weight in model.weights])
+    for one, many in zip(*weights, strict=True):
+        np.testing.assert_allclose(one, many, rtol=0, atol=1e-6)
+    before = models.build_autoencoder(dense_config(), digits_small["x_train"].shape[1:], seed=3)
+    assert any(  # and training moved them: the comparison is not between two untrained nets
+        not np.allclose(np.asarray(a), np.asarray(b))
+        for a, b in zip(before.weights, model.weights, strict=True)
+    )
+
+
+def test_dataset_is_a_seeded_full_permutation_each_epoch():
+    x = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)  # image i holds the number i
+    dataset = data.make_dataset(x, batch_size=16, shuffle=True, seed=7)
+
+    def epoch_order(ds):
+        order = []
+        for inputs, targets in ds:
+            np.testing.assert_array_equal(inputs.numpy(), targets.numpy())
+            order += inputs.numpy().ravel().astype(int).tolist()
+        return order
+
+    first, second = epoch_order(dataset), epoch_order(dataset)
+    assert sorted(first) == list(range(100)) and sorted(second) == list(range(100))
+    assert first != second  # reshuffled every epoch
+    assert first != list(range(100))
+    again = data.make_dataset(x, batch_size=16, shuffle=True, seed=7)
+    assert epoch_order(again) == first  # seeded
+    batches = [len(inputs) for inputs, _ in data.make_dataset(x, batch_size=16)]
+    assert batches == [16] * 6 + [4]
+    assert epoch_order(data.make_dataset(x, batch_size=16)) == list(range(100))  # no shuffle
+
+
+def test_compile_settings_are_validated():
+    with pytest.raises(ConfigError, match="steps_per_execution"):
+        training.TrainSettings(steps_per_execution=0)
+    with pytest.raises(ConfigError, match="jit_compile"):
+        training.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())

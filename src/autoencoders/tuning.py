@@ -604,6 +604,10 @@ def make_objective(
                 shuffle_buffer=plan.base.shuffle_buffer,
                 callbacks=callbacks,
                 verbose=verbose,
+                steps_per_execution=plan.base.steps_per_execution,
+                # No XLA in trials: its compile (seconds) costs more than it saves on a trial's
+                # few thousand images; the final training uses the variant's setting.
+                jit_compile=False,
             )
         except optuna.TrialPruned as pruned:
             if verbose:

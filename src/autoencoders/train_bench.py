@@ -1,0 +1,320 @@
+"""Training throughput: the seed code's plain ``model.fit`` against the project's trainer.
+
+In one process, on the same images (the processed training split), the same model, batch size
+and number of epochs, each after one untimed warm-up epoch:
+
+- ``seed``: the seed articles' code as written, a Sequential-style Keras model compiled with
+  ``optimizer="adam"`` and a built-in loss, trained by ``model.fit(x, x, batch_size, epochs,
+  shuffle=True)`` on numpy arrays;
+- ``project``: ``training.build_and_compile`` plus ``data.make_dataset``, with the settings the
+  pipeline trains that architecture with (params.yaml ``train`` and the variant's ``train:``):
+  ``steps_per_execution``, ``jit_compile``, the gathered tf.data pipeline.
+
+Two seed models: the Keras blog's simple autoencoder (784-32-784, relu code, sigmoid output, BCE)
+and its convolutional one (the 4,385-weight design). For the convolutional pair, a per-op profile
+of the project's training steps (TensorFlow's profiler, summed by op type on the compute threads)
+gives the share of op time spent in convolution kernels, forward and backward: the floor no
+pipeline or dispatch change can go under. Every default variant's images/s comes last. Run by
+``make bench-train`` (``pipeline/bench_train.py``): reports/train_bench.json and .md.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from autoencoders import bench, data, models, training
+
+CONVOLUTION_OPS = (
+    "Conv2D",
+    "_FusedConv2D",
+    "Conv2DBackpropInput",
+    "Conv2DBackpropFilter",
+    "DepthwiseConv2dNative",
+)
+
+# The seed designs, written as the seed code writes them, and the project variant config that
+# trains the same model.
+SEED_MODELS = {
+    "dense": {"architecture": {"name": "dense", "latent_dim": 32}, "variant": "dense"},
+    "conv": {"architecture": {"name": "conv"}, "variant": "conv"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBenchConfig:
+    """params.yaml ``bench_train``."""
+
+    epochs: int = 2  # timed epochs, after one warm-up epoch
+    batch_size: int = 128
+    images: int = 0  # training images used (0: the whole split)
+    variant_images: int = 10000  # images per timed epoch for each default variant
+    profile_images: int = 4096  # images in the profiled epoch of the conv trainer
+
+    def __post_init__(self) -> None:
+        for field in ("epochs", "batch_size", "variant_images", "profile_images"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"bench_train.{field} must be >= 1, got {getattr(self, field)}")
+        if self.images < 0:
+            raise ValueError(f"bench_train.images must be >= 0, got {self.images}")
+
+
+def seed_model(name: str, input_shape: tuple[int, int, int]) -> Any:
+    """The seed code's model: ``dense`` (784-32-784) or ``conv`` (16-8-8, 4,385 weights)."""
+    import keras
+    from keras import layers
+
+    if name == "dense":
+        inputs = keras.Input(shape=(math.prod(input_shape),))
+        encoded = layers.Dense(32, activation="relu")(inputs)
+        decoded = layers.Dense(math.prod(input_shape), activation="sigmoid")(encoded)
+    elif name == "conv":
+        inputs = keras.Input(shape=input_shape)
+        x = layers.Conv2D(16, (3, 3), activation="relu", padding="same")(inputs)
+        x = layers.MaxPooling2D((2, 2), padding="same")(x)
+        x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D((2, 2), padding="same")(x)
+        x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+        encoded = layers.MaxPooling2D((2, 2), padding="same")(x)  # (batch, 4, 4, 8)
+        x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(encoded)
+        x = layers.UpSampling2D((2, 2))(x)
+        x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+        x = layers.UpSampling2D((2, 2))(x)
+        x = layers.Conv2D(16, (3, 3), activation="relu")(x)
+        x = layers.UpSampling2D((2, 2))(x)
+        decoded = layers.Conv2D(input_shape[2], (3, 3), activation="sigmoid", padding="same")(x)
+    else:
+        raise ValueError(f"unknown seed model {name!r}; valid: {sorted(SEED_MODELS)}")
+    model = keras.Model(inputs, decoded)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def images_per_second(fit: Callable[[int], Any], images: int, epochs: int) -> float:
+    """Run ``fit(1)`` untimed (tracing, caches), then time ``fit(epochs)``."""
+    fit(1)
+    start = time.perf_counter()
+    fit(epochs)
+    return images * epochs / (time.perf_counter() - start)
+
+
+def project_trainer(
+    config: Any, settings: training.TrainSettings, x: np.ndarray, batch_size: int, seed: int
+) -> tuple[Any, Callable[[int], Any]]:
+    """The model and a ``fit(epochs)`` that trains it as ``training.train_variant`` does."""
+    model = training.build_and_compile(
+        config,
+        tuple(x.shape[1:]),
+        settings.learning_rate,
+        seed,
+        settings.steps_per_execution,
+        settings.jit_compile,
+    )
+    dataset = data.make_dataset(
+        x, batch_size, shuffle=True, seed=seed, noise_std=config.noise_std, shuffle_buffer=0
+    )
+    return model, lambda epochs: model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
+
+
+def op_seconds(fit: Callable[[int], Any]) -> dict[str, float]:
+    """Seconds per TensorFlow op type over one ``fit(1)``, from the profiler's host trace."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory(prefix="train-bench-profile-") as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            fit(1)
+        finally:
+            tf.profiler.experimental.stop()
+        paths = glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb")
+        if not paths:
+            raise RuntimeError(f"TensorFlow's profiler wrote no trace under {logdir}.")
+        space = xplane_pb2.XSpace()
+        with open(paths[0], "rb") as handle:
+            space.ParseFromString(handle.read())
+    totals: collections.Counter[str] = collections.Counter()
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                # Op events are named "<op name>:<op type>"; executor/threadpool events are not.
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:
+                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
+    return dict(totals.most_common())
+
+
+def kernel_share(seconds_by_op: Mapping[str, float]) -> float:
+    """The share of op time spent in convolution kernels (forward and backward)."""
+    total = sum(seconds_by_op.values())
+    convolution = sum(seconds_by_op.get(op, 0.0) for op in CONVOLUTION_OPS)
+    return convolution / total if total > 0 else math.nan
+
+
+def variant_settings(
+    variant: str, block: Mapping[str, Any], train_section: Mapping[str, Any], best_path: str
+) -> tuple[Any, training.TrainSettings]:
+    """The resolved config and settings ``train@variant`` would train with."""
+    config = models.VariantConfig.from_params(variant, block)
+    resolved = training.resolve_hyperparameters(
+        train_section, config, training.read_best(best_path), where=f"variants.{variant}.train"
+    )
+    return resolved.config, resolved.settings
+
+
+def run_train_bench(
+    x_train: np.ndarray,
+    variants: Mapping[str, Mapping[str, Any]],
+    train_section: Mapping[str, Any],
+    settings: TrainBenchConfig,
+    seed: int,
+    tuning_dir: str = "tuning",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Seed ``fit`` vs the trainer per seed model, conv's op profile, every variant's img/s."""
+    import keras
+
+    x = x_train[: settings.images] if settings.images else x_train
+    report: dict[str, Any] = {
+        "machine": bench.describe_machine(),
+        "images": len(x),
+        "batch_size": settings.batch_size,
+        "epochs": settings.epochs,
+        "models": {},
+        "variants": {},
+    }
+    for name, spec in SEED_MODELS.items():
+        block = dict(variants.get(spec["variant"], {}))
+        block.update(architecture=spec["architecture"], objective={"name": "plain", "loss": "bce"})
+        block.pop("search", None)
+        config, train_settings = variant_settings(name, block, train_section, "/nonexistent")
+        keras.utils.set_random_seed(seed)
+        seed_net = seed_model(name, tuple(x.shape[1:]))
+        seed_x = x.reshape(len(x), -1) if name == "dense" else x
+        seed_rate = images_per_second(
+            lambda epochs, net=seed_net, images=seed_x: net.fit(
+                images,
+                images,
+                batch_size=settings.batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=0,
+            ),
+            len(x),
+            settings.epochs,
+        )
+        keras.utils.set_random_seed(seed)
+        model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
+        if models.parameter_count(model) != seed_net.count_params():
+            raise RuntimeError(
+                f"{name}: the project model has {models.parameter_count(model)} weights, the "
+                f"seed model {seed_net.count_params()}: they must be the same model."
+            )
+        project_rate = images_per_second(fit, len(x), settings.epochs)
+        entry = {
+            "parameters": seed_net.count_params(),
+            "seed_images_per_second": round(seed_rate, 1),
+            "project_images_per_second": round(project_rate, 1),
+            "ratio": round(project_rate / seed_rate, 3),
+            "project_settings": {
+                "steps_per_execution": train_settings.steps_per_execution,
+                "jit_compile": train_settings.jit_compile,
+            },
+        }
+        if name == "conv":
+            _, profiled = project_trainer(
+                config, train_settings, x[: settings.profile_images], settings.batch_size, seed
+            )
+            profiled(1)  # trace outside the profile
+            by_op = op_seconds(profiled)
+            entry["kernel_share"] = round(kernel_share(by_op), 4)
+            entry["op_seconds"] = {op: round(value, 4) for op, value in list(by_op.items())[:12]}
+        report["models"][name] = entry
+        log(
+            f"[bench-train] {name}: seed {seed_rate:,.0f} img/s, project {project_rate:,.0f} "
+            f"img/s, ratio {entry['ratio']:.2f}"
+            + (
+                f", conv kernel share {entry['kernel_share']:.1%}"
+                if "kernel_share" in entry
+                else ""
+            )
+        )
+    subset = x[: settings.variant_images]
+    for variant, block in variants.items():
+        config, train_settings = variant_settings(
+            variant, block, train_section, f"{tuning_dir}/{variant}/best.json"
+        )
+        keras.utils.set_random_seed(seed)
+        model, fit = project_trainer(
+            config, train_settings, subset, train_settings.batch_size, seed
+        )
+        rate = images_per_second(fit, len(subset), 1)
+        report["variants"][variant] = {
+            "images_per_second": round(rate, 1),
+            "parameters": models.parameter_count(model),
+            "batch_size": train_settings.batch_size,
+            "steps_per_execution": train_settings.steps_per_execution,
+            "jit_compile": train_settings.jit_compile,
+        }
+        log(f"[bench-train] {variant}: {rate:,.0f} img/s")
+    return report
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """reports/train_bench.md: the machine, the seed-vs-project table, conv's profile, variants."""
+    machine = report["machine"]
+    lines = [
+        "# Training throughput: seed `model.fit` vs the project's trainer",
+        "",
+        f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} usable cores; "
+        f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}. "
+        f"{report['images']:,} training images, batch {report['batch_size']}, "
+        f"{report['epochs']} timed epochs after one warm-up epoch, one process.",
+        "",
+        "| model | weights | seed `fit` img/s | project img/s | ratio | project settings |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in report["models"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in entry["project_settings"].items())
+        lines.append(
+            f"| {name} | {entry['parameters']:,} | {entry['seed_images_per_second']:,.0f} | "
+            f"{entry['project_images_per_second']:,.0f} | {entry['ratio']:.2f} | {settings} |"
+        )
+    conv = report["models"].get("conv", {})
+    if "kernel_share" in conv:
+        lines += [
+            "",
+            f"Conv trainer per-op profile: convolution kernels (forward and backward) take "
+            f"**{conv['kernel_share']:.1%}** of op time; seconds by op type over one profiled "
+            "epoch:",
+            "",
+            "| op type | seconds |",
+            "|---|---:|",
+            *(f"| {op} | {seconds:.3f} |" for op, seconds in conv["op_seconds"].items()),
+        ]
+    lines += [
+        "",
+        "Every default variant (its resolved settings, one timed epoch):",
+        "",
+        "| variant | weights | batch | steps/execution | XLA | img/s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for variant, entry in report["variants"].items():
+        lines.append(
+            f"| `{variant}` | {entry['parameters']:,} | {entry['batch_size']} | "
+            f"{entry['steps_per_execution']} | {'yes' if entry['jit_compile'] else 'no'} | "
+            f"{entry['images_per_second']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"

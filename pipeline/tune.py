@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
                 dvc_commit(name)
     except (config.ConfigError, FileNotFoundError) as error:
         sys.exit(f"tune failed: {error}")
+    except KeyboardInterrupt as interrupted:
+        # Ctrl-C: running trials were failed, queued again and their MLflow runs closed.
+        print(
+            str(interrupted) or "tune interrupted: re-run the same command to resume.",
+            file=sys.stderr,
+        )
+        sys.exit(tuning.INTERRUPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

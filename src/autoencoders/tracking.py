@@ -157,9 +157,16 @@ def setup(experiment: str = EXPERIMENT) -> str:
         artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = mlflow.create_experiment(
-            experiment, artifact_location=artifact_root.as_uri() if artifact_root else None
-        )
+        try:
+            experiment_id = mlflow.create_experiment(
+                experiment, artifact_location=artifact_root.as_uri() if artifact_root else None
+            )
+        except mlflow.exceptions.MlflowException:
+            # Another machine (or worker) created it a moment ago: use that one.
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)

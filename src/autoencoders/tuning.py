@@ -1199,6 +1199,8 @@ def tune(
         "storage": storage,
     }
     plan = plan_search(**plan_arguments)
+    if plan.space:
+        tracking.check_tracking()  # an unreachable server stops here, before any file is made
     url = storage_url(plan.settings.storage)
     command = rerun_command(variant, plan.settings.n_trials, plan.settings.storage)
     if verbose:
@@ -1211,9 +1213,8 @@ def tune(
         )
     started = time.perf_counter()
     if plan.space:
-        # Check the tracking server, then create the study and the tracking store here, before
-        # any worker races to do so; trials of dead workers are failed and queued again first.
-        tracking.check_tracking()
+        # Create the study and the tracking store here, before any worker races to do so;
+        # trials of dead workers are failed and queued again first.
         study = open_study(plan, url, rerun_command=command)
         tracking.setup()
         recover(study, verbose=verbose)

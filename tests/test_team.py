@@ -165,7 +165,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path, digits_processed, backend, reque
         request.getfixturevalue("postgres_url") if backend == "postgresql" else "tuning/optuna.db"
     )
     clone = search_clone(
-        tmp_path / "clone", digits_processed, tiny_params(storage, seed, n_trials, tune_epochs=8)
+        tmp_path / "clone", digits_processed, tiny_params(storage, seed, n_trials, tune_epochs=2)
     )
     url = tuning.storage_url(str(clone / storage) if backend == "sqlite" else storage)
     tracking_uri = f"sqlite:///{clone / 'mlflow.db'}"

@@ -593,7 +593,6 @@ def test_unusable_services_fail_in_one_line_and_touch_nothing(
             tmp_path / case, digits_processed, tiny_params("tuning/optuna.db", 0, 2)
         )
         subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
-        subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=clone, check=True)
         before[case] = snapshot(clone)
         processes[case] = subprocess.Popen(
             command,

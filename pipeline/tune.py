@@ -5,7 +5,8 @@ python pipeline/tune.py --variants conv,vae --trials 50 --workers 2 [--timeout S
 python pipeline/tune.py --variants all ...      # every variant in params.yaml
 
 Each variant's study (storage: params.yaml `tune.storage`, a path or an RDB URL) is topped up to
-n_trials finished trials (resumes, never repeats) and tuning/<variant>/best.json is rewritten.
+n_trials complete or pruned trials (resumes, never repeats; trials of killed workers are failed and
+re-run first) and tuning/<variant>/best.json is rewritten. Ctrl-C exits with status 130.
 With --variants the stage's record is then updated (`dvc commit -f tune@<variant>`), so the next
 `dvc repro` trains with the new best parameters without searching again.
 """

@@ -462,7 +462,10 @@ def test_dvc_remote_push_pull_and_get(tmp_path, mlflow_server):
     b = tmp_path / "b"
     run(["git", "clone", "-q", str(a), str(b)], tmp_path)
     assert not (b / "exports" / "dense").exists()
-    run(["make", "pull", *venv, f"DVC_REMOTE={remote_dir}"], b)
+    run(["make", "pull", *venv, f"DVC_REMOTE={remote_dir}", "ARGS=export@dense"], b)
+    assert (b / "exports" / "dense" / "encoder.onnx").is_file()  # one stage's outputs
+    assert not (b / "models" / "dense").exists()
+    run(["make", "pull", *venv], b)  # the rest; DVC_REMOTE was remembered
     status = run([str(BIN / "dvc"), "status"], b)
     assert "Data and pipelines are up to date." in status, status
 

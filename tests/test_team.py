@@ -646,3 +646,41 @@ def test_worker_alive_tells_a_dead_process_from_a_live_one():
     child.wait()
     assert tuning.worker_alive(me["host"], child.pid) is False
     assert tuning.worker_alive("another-host", me["pid"]) is None  # the heartbeat decides
+
+
+def test_trial_of_a_worker_on_another_host_is_failed_by_its_heartbeat(tmp_path, monkeypatch):
+    """Another machine's dead worker: no pid to check, so its stale heartbeat decides."""
+    monkeypatch.setattr(tuning, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(tuning, "HEARTBEAT_GRACE_S", 1)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    experiment_id = tracking.setup()
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.create_run(experiment_id, tags={"kind": "search"}).info.run_id
+    child = client.create_run(
+        experiment_id, tags={"kind": "trial", "mlflow.parentRunId": parent}
+    ).info.run_id
+
+    storage = tuning.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="elsewhere", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    attributes = {
+        "worker_host": "another-machine",
+        "worker_pid": 1,
+        "mlflow_run_id": child,
+        "mlflow_parent_run_id": parent,
+    }
+    for key, value in attributes.items():
+        trial.set_user_attr(key, value)
+    storage.record_heartbeat(trial._trial_id)
+    assert tuning.recover(study, verbose=False)["killed"] == 0  # still beating: left alone
+    time.sleep(2.5)
+    tuning.recover(study, verbose=False)
+
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].system_attrs["fixed_params"] == trials[0].params
+    assert client.get_run(child).info.status == "KILLED"
+    assert client.get_run(parent).info.status == "KILLED"

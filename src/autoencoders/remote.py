@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("action", choices=["push", "pull"])
     parser.add_argument("--url", default="", help="DVC_REMOTE: a directory or s3://... URL")
     parser.add_argument("targets", nargs="*", help="stages or outputs (default: all)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # targets may follow --url
     sys.exit(transfer(args.action, args.url or None, args.targets))
 
 

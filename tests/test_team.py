@@ -648,6 +648,7 @@ def test_worker_alive_tells_a_dead_process_from_a_live_one():
     assert tuning.worker_alive("another-host", me["pid"]) is None  # the heartbeat decides
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() with heartbeats on
 def test_trial_of_a_worker_on_another_host_is_failed_by_its_heartbeat(tmp_path, monkeypatch):
     """Another machine's dead worker: no pid to check, so its stale heartbeat decides."""
     monkeypatch.setattr(tuning, "HEARTBEAT_INTERVAL_S", 1)

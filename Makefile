@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 # DVC stages run `python ...`: make it the project's interpreter.
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -16,8 +16,17 @@ WORKERS ?= 2
 VARIANTS ?= all
 TIMEOUT ?= 0
 STORAGE ?=
+# make server: the team's MLflow tracking server (PostgreSQL backend, artifacts served by it).
+HOST ?= 127.0.0.1
+PORT ?= 5000
+BACKEND_STORE ?= postgresql+psycopg://mlflow@127.0.0.1:5432/mlflow
+ARTIFACTS ?= $(CURDIR)/mlserver/artifacts
+ALLOWED_HOSTS ?=
+# make push / pull: empty for .dvc/config's remote `shared`; a directory or s3://bucket/prefix.
+DVC_REMOTE ?=
 
-.PHONY: help venv repro test test-fast lint format tune ui dashboard bench bench-train clean cluster-seeds
+.PHONY: help venv repro test test-fast lint format tune ui server push pull dashboard bench \
+	bench-train clean cluster-seeds
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -49,11 +58,26 @@ format: $(STAMP) ## ruff format and autofix
 
 tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=conv,vae [STORAGE=url]
 	$(BIN)/dvc repro preprocess
-	$(BIN)/python pipeline/tune.py --variants $(VARIANTS) --trials $(TRIALS) --workers $(WORKERS) \
+	@# silent: STORAGE may hold a password; tune.py prints it masked
+	@$(BIN)/python pipeline/tune.py --variants $(VARIANTS) --trials $(TRIALS) --workers $(WORKERS) \
 		--timeout $(TIMEOUT) $(if $(STORAGE),--storage $(STORAGE))
 
-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (every trial and run)
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (every trial and run; a team: the server's UI)
+	@case "$(MLFLOW_TRACKING_URI)" in \
+	  http://*|https://*) echo "MLflow UI: open $(MLFLOW_TRACKING_URI) (the team's server)";; \
+	  *) $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000;; \
+	esac
+
+server: $(STAMP) ## Team MLflow server: make server [BACKEND_STORE=postgresql+psycopg://... ARTIFACTS=dir|s3://.. HOST=0.0.0.0]
+	@$(BIN)/python -m autoencoders.tracking server --backend-store '$(BACKEND_STORE)' \
+		--artifacts '$(ARTIFACTS)' --host $(HOST) --port $(PORT) \
+		$(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
+
+push: $(STAMP) ## Upload data, models and exports to the DVC remote [DVC_REMOTE=dir|s3://...]
+	$(BIN)/python -m autoencoders.remote push $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
+
+pull: $(STAMP) ## Download them from the DVC remote (a fresh clone skips retraining)
+	$(BIN)/python -m autoencoders.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
 
 dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 for the study storage
 	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///tuning/optuna.db) --host 127.0.0.1 --port 8080
@@ -69,6 +93,6 @@ bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> rep
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python pipeline/bench_train.py
 
-clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db and Optuna storage)
+clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db, Optuna storage, mlserver/)
 	rm -rf .pytest_cache .ruff_cache data models tuning metrics plots exports/*/ reports/bench.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -5,7 +5,8 @@ python pipeline/tune.py --variants conv,vae --trials 50 --workers 2 [--timeout S
 python pipeline/tune.py --variants all ...      # every variant in params.yaml
 
 Each variant's study (storage: params.yaml `tune.storage`, a path or an RDB URL) is topped up to
-n_trials finished trials (resumes, never repeats) and tuning/<variant>/best.json is rewritten.
+n_trials complete or pruned trials (resumes, never repeats; trials of killed workers are failed and
+re-run first) and tuning/<variant>/best.json is rewritten. Ctrl-C exits with status 130.
 With --variants the stage's record is then updated (`dvc commit -f tune@<variant>`), so the next
 `dvc repro` trains with the new best parameters without searching again.
 """
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> None:
                 dvc_commit(name)
     except (config.ConfigError, FileNotFoundError) as error:
         sys.exit(f"tune failed: {error}")
+    except KeyboardInterrupt as interrupted:
+        # Ctrl-C: running trials were failed, queued again and their MLflow runs closed.
+        print(
+            str(interrupted) or "tune interrupted: re-run the same command to resume.",
+            file=sys.stderr,
+        )
+        sys.exit(tuning.INTERRUPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

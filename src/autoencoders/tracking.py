@@ -1,16 +1,28 @@
 """MLflow set-up and the few logging helpers every stage shares.
 
 The backend is a SQLite file ``mlflow.db`` at the repository root unless ``MLFLOW_TRACKING_URI``
-says otherwise. One experiment (``autoencoders``) holds every run. Each run carries the tags
-``variant``, ``git_commit``, ``data_checksum`` and ``dvc_stage``. The final training run of a
-variant is recorded in ``models/<variant>/run.json`` so that evaluate and export log into it.
+says otherwise: a team points it at one shared ``mlflow server`` (``http://host:5000``, started by
+``make server``: PostgreSQL backend store, artifacts served through the server). One experiment
+(``autoencoders``) holds every run. Each run carries the tags ``variant``, ``git_commit``,
+``data_checksum`` and ``dvc_stage``. The final training run of a variant is recorded in
+``models/<variant>/run.json`` so that evaluate and export log into it.
+
+A server or database that cannot be used stops the stage with one line naming it (password
+masked) and the fix (``ServiceError``), before the stage writes anything.
+
+    python -m autoencoders.tracking server --backend-store URL --artifacts DIR [--host H --port P]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +31,112 @@ from autoencoders import fileio
 
 EXPERIMENT = "autoencoders"
 DEFAULT_DB = "mlflow.db"
+CONNECT_TIMEOUT_S = 5
+
+
+class ServiceError(SystemExit):
+    """A database, tracking server or DVC remote that cannot be used: one line, exit code 1.
+
+    A ``SystemExit`` on purpose: every stage and ``make`` target then stops with this one line
+    (URL with its password masked, and the fix), no traceback, before it writes any output.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def mask(url: str) -> str:
+    """``scheme://user:***@host/...``: a URL fit for logs and errors (no password)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    except ValueError:  # unparsable: keep only what follows the credentials
+        return url.rsplit("@", 1)[-1]
+
+
+def _database_problem(error: BaseException, url: str) -> tuple[str, str]:
+    """(what went wrong, how to fix it) for a failed database connection, in one line each."""
+    text = " ".join(str(getattr(error, "orig", None) or error).split())
+    password = urllib.parse.urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    lowered = text.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return "wrong user or password", "correct the user and password in the URL (or ~/.pgpass)"
+    if "does not exist" in lowered:
+        database = urllib.parse.urlsplit(url).path.lstrip("/")
+        return text.split(":")[-1].strip() or f"database {database} does not exist", (
+            f"create it (createdb {database}) or correct the database name in the URL"
+        )
+    if "refused" in lowered or "timeout" in lowered or "timed out" in lowered:
+        return "no database server answers there", (
+            "start PostgreSQL on that host or correct its host and port in the URL"
+        )
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return "unknown host", "correct the host name in the URL"
+    return text[:300], "check that the server runs and the URL is right"
+
+
+def check_database(url: str, what: str, setting: str) -> None:
+    """Connect once to an RDB URL (PostgreSQL, MySQL); raise ServiceError naming the fix.
+
+    ``what`` names the store ("Optuna storage"), ``setting`` where its URL comes from.
+    SQLite URLs are not checked (a local file).
+    """
+    if url.startswith("sqlite"):
+        return
+    import sqlalchemy
+    from sqlalchemy import pool
+
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=pool.NullPool)
+    except Exception as error:  # bad dialect or driver: ArgumentError, NoSuchModuleError
+        raise ServiceError(
+            f"{what} {mask(url)} is not a usable database URL ({error}): fix {setting}."
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as error:
+        problem, fix = _database_problem(error, url)
+        raise ServiceError(f"{what} {mask(url)}: {problem}; {fix} ({setting}).") from None
+    finally:
+        engine.dispose()
+
+
+def check_tracking(uri: str | None = None) -> None:
+    """Make sure the tracking store answers (HTTP ``/health`` of a server, or its database)."""
+    uri = uri or tracking_uri()
+    setting = "MLFLOW_TRACKING_URI"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(
+                f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT_S
+            ) as response:
+                if response.status == 200:
+                    return
+                problem = f"HTTP {response.status} on /health"
+        except urllib.error.HTTPError as error:
+            problem = f"HTTP {error.code} on /health: not an MLflow server"
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            problem = f"unreachable ({' '.join(str(reason).split())})"
+        raise ServiceError(
+            f"MLflow tracking server {mask(uri)} {problem}: start it (`make server` on that "
+            f"machine) or correct {setting}."
+        )
+    if "://" in uri and not uri.startswith(("sqlite", "file")):
+        check_database(uri, "MLflow tracking store", setting)
 
 
 def tracking_uri() -> str:
@@ -31,6 +149,7 @@ def setup(experiment: str = EXPERIMENT) -> str:
     import mlflow
 
     uri = tracking_uri()
+    check_tracking(uri)
     mlflow.set_tracking_uri(uri)
     artifact_root = None
     if uri.startswith("sqlite:///"):
@@ -38,9 +157,16 @@ def setup(experiment: str = EXPERIMENT) -> str:
         artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = mlflow.create_experiment(
-            experiment, artifact_location=artifact_root.as_uri() if artifact_root else None
-        )
+        try:
+            experiment_id = mlflow.create_experiment(
+                experiment, artifact_location=artifact_root.as_uri() if artifact_root else None
+            )
+        except mlflow.exceptions.MlflowException:
+            # Another machine (or worker) created it a moment ago: use that one.
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -114,3 +240,78 @@ def resume_run(run_ref_path: str | Path) -> Iterator[Any]:
         ) from error
     with mlflow.start_run(run_id=reference["run_id"]) as run:
         yield run
+
+
+def server_command(
+    backend_store: str,
+    artifacts: str,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    allowed_hosts: str = "",
+) -> list[str]:
+    """The ``mlflow server`` command line of ``make server``: a shared tracking server whose
+    clients reach the artifact store through it (``--serve-artifacts``)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    if allowed_hosts:
+        # MLflow accepts Host headers of localhost and private IPs only, unless told otherwise.
+        command += ["--allowed-hosts", allowed_hosts]
+    return command
+
+
+def serve(
+    backend_store: str, artifacts: str, host: str, port: int, allowed_hosts: str = ""
+) -> None:
+    """Check the backend store, then replace this process by ``mlflow server``."""
+    check_database(backend_store, "MLflow backend store", "BACKEND_STORE")
+    if "://" not in artifacts:
+        path = Path(artifacts).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise ServiceError(
+                f"artifact store {path}: its parent directory does not exist; create it or set "
+                "ARTIFACTS to a directory, s3://bucket/prefix or gs://bucket/prefix."
+            )
+        path.mkdir(exist_ok=True)
+        artifacts = str(path)
+    command = server_command(backend_store, artifacts, host, port, allowed_hosts)
+    print(
+        f"[server] MLflow on http://{host}:{port} (backend {mask(backend_store)}, artifacts "
+        f"{artifacts}); clients: export MLFLOW_TRACKING_URI=http://<this host>:{port}",
+        flush=True,
+    )
+    os.execvp(command[0], command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="make server: a shared MLflow tracking server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    server = commands.add_parser("server", help="check the backend store, run mlflow server")
+    server.add_argument("--backend-store", required=True, help="postgresql+psycopg://... URL")
+    server.add_argument("--artifacts", required=True, help="a directory, s3:// or gs:// URL")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--allowed-hosts", default="", help="Host headers beyond private IPs")
+    check = commands.add_parser("check", help="check that MLFLOW_TRACKING_URI answers")
+    check.add_argument("--uri", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "server":
+        serve(args.backend_store, args.artifacts, args.host, args.port, args.allowed_hosts)
+    else:
+        check_tracking(args.uri)
+        print(f"MLflow tracking store {mask(args.uri or tracking_uri())} answers.")
+
+
+if __name__ == "__main__":
+    main()

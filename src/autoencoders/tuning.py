@@ -5,9 +5,19 @@ A variant's ``search`` block declares its space: ``learning_rate``, ``batch_size
 ``{choices: [...]}``. ``plan_search`` validates all of it (and the ``tune`` section) before any
 training and names the study after the variant and a short hash of everything its trials'
 values depend on (search space, fidelity, base config, data checksum, seed), so that a study
-only ever holds comparable trials. ``tune(...)`` tops that study up to ``n_trials`` finished
-trials (complete, pruned or failed; studies resume and never repeat a trial), in this process or
-in several worker processes sharing the storage, and writes ``tuning/<variant>/best.json``.
+only ever holds comparable trials. ``tune(...)`` tops that study up to ``n_trials`` complete or
+pruned trials (studies resume and never repeat a trial; a failed trial does not count), in this
+process or in several worker processes sharing the storage (on one machine or several), and
+writes ``tuning/<variant>/best.json``.
+
+Crash safety: each trial records its worker (host, pid, process start time) and a heartbeat.
+Before a search resumes, a RUNNING trial whose worker process on this host is gone (kill -9, OOM)
+is failed at once; one of another host is failed once its heartbeat is older than the grace
+period. Either way its parameters are queued again (at most ``MAX_RETRIES`` times) and its MLflow
+run, and the parent run of its dead worker, are closed as KILLED. A worker claims a trial only
+while the study holds fewer than ``n_trials`` complete, pruned or running trials numbered before
+it, so several machines topping up one study end with exactly ``n_trials``. Ctrl-C fails and
+re-queues the running trials, closes their runs as KILLED and exits with status 130.
 
 Each trial trains at a cheap fidelity (``tune.train_subset``/``val_subset`` images,
 ``tune.epochs``), reports its validation loss every epoch to a seeded TPE sampler's study with a
@@ -18,12 +28,16 @@ run id (``MlflowClient``), so concurrent workers never write into each other's r
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import shlex
+import signal
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -43,10 +57,18 @@ FINISHED_STATES = (
     optuna.trial.TrialState.PRUNED,
     optuna.trial.TrialState.FAIL,
 )
+# What counts towards n_trials: a failed trial (an error, a NaN, a killed worker) does not.
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# What holds a slot while a worker claims a trial (see _claim).
+CLAIMED_STATES = (*COUNTED_STATES, optuna.trial.TrialState.RUNNING)
 SQLITE_TIMEOUT_S = 60
-# A trial whose process died is failed once its heartbeat is this old, so the study can resume.
+# A trial whose process died on another machine is failed once its heartbeat is this old; on
+# this machine its dead process is seen at once (worker_alive).
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
+# A trial whose worker was killed is queued again, but not forever (it may be what kills it).
+MAX_RETRIES = 2
+INTERRUPTED_EXIT_CODE = 130
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
 
@@ -381,10 +403,15 @@ def redact(url: str) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats; SQLite waits up to a minute for a concurrent writer."""
+    """An RDB storage with heartbeats; SQLite waits up to a minute for a concurrent writer.
+
+    An unreachable server or a wrong password raises ``tracking.ServiceError`` (one line).
+    """
     engine_kwargs = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    else:
+        tracking.check_database(url, "Optuna storage", "STORAGE / --storage / tune.storage")
     with warnings.catch_warnings():
         # Heartbeats are "experimental" in Optuna since 2.9; they are what lets a study resume.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -393,7 +420,294 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             engine_kwargs=engine_kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S,
+            heartbeat_stale_trial_callback=_on_stale_trial,
         )
+
+
+# --- crash safety: who owns a trial, what to do when its worker is gone ------------------------
+
+
+def _process_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None where there is no /proc entry."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def worker_identity(pid: int | None = None) -> dict[str, Any]:
+    """Host, pid and start time (clock ticks since boot, so a reused pid is told apart)."""
+    pid = os.getpid() if pid is None else pid
+    stat = _process_stat(pid)
+    return {"host": socket.gethostname(), "pid": pid, "started": stat[19] if stat else ""}
+
+
+def worker_alive(host: Any, pid: Any, started: Any = "") -> bool | None:
+    """False when the process is certainly gone (this host); None when it cannot be known."""
+    if not host or host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except (TypeError, ValueError):
+        return None
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's live process
+    stat = _process_stat(pid)
+    if stat is None:
+        return True  # no /proc: the signal said it exists
+    if stat[0] in ("Z", "X"):  # a zombie nobody reaped is dead all the same
+        return False
+    return not started or stat[19] == str(started)
+
+
+class _Heartbeat:
+    """Record a trial's heartbeat now and every ``HEARTBEAT_INTERVAL_S`` in a thread."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+        self._stop = threading.Event()
+        storage.record_heartbeat(trial_id)
+        self._thread = threading.Thread(
+            target=self._beat, args=(storage, trial_id), daemon=True, name="heartbeat"
+        )
+        self._thread.start()
+
+    def _beat(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            storage.record_heartbeat(trial_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+    """Queue a killed trial's parameters again; return the retry count, None when given up."""
+    retries = int(trial.user_attrs.get("retries", 0))
+    if retries >= MAX_RETRIES:
+        return None
+    attributes = {"retry_of": trial.number, "retries": retries + 1}
+    if "source" in trial.user_attrs:
+        attributes["source"] = trial.user_attrs["source"]
+    study.enqueue_trial(dict(trial.params), user_attrs=attributes)
+    return retries + 1
+
+
+def _mlflow_client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking.tracking_uri())
+
+
+def _close_run(client: Any, run_id: str, note: str) -> bool:
+    """Mark a RUNNING MLflow run KILLED (tag ``state`` killed); False when it was not running."""
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, "state", "killed")
+    client.set_tag(run_id, "note", note[:5000])
+    client.set_terminated(run_id, status="KILLED")
+    return True
+
+
+def close_worker_runs(client: Any, parent_run_id: str, note: str) -> int:
+    """Close a dead worker's parent run and its RUNNING nested trial runs as KILLED."""
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        ),
+        max_results=1000,
+    )
+    closed = sum(_close_run(client, child.info.run_id, note) for child in children)
+    return closed + _close_run(client, parent_run_id, note)
+
+
+def _close_trial_runs(trial: optuna.trial.FrozenTrial, note: str) -> int:
+    """Close a killed trial's MLflow run and its worker's parent run (that worker is dead)."""
+    attributes = trial.user_attrs
+    closed = 0
+    try:
+        client = _mlflow_client()
+        if attributes.get("mlflow_run_id"):
+            closed += _close_run(client, attributes["mlflow_run_id"], note)
+        if attributes.get("mlflow_parent_run_id"):
+            closed += close_worker_runs(client, attributes["mlflow_parent_run_id"], note)
+    except Exception as error:  # MLflow bookkeeping must not stop the search from resuming
+        print(f"[tune] could not close the MLflow runs of trial {trial.number}: {error}")
+    return closed
+
+
+def _on_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna's heartbeat callback: a trial of a dead worker (another host) was just failed."""
+    retries = _requeue(study, trial)
+    _close_trial_runs(trial, f"worker stopped beating (heartbeat > {HEARTBEAT_GRACE_S} s old)")
+    print(
+        f"[tune] trial {trial.number} lost its worker (no heartbeat for {HEARTBEAT_GRACE_S} s): "
+        + (f"failed and queued again (retry {retries})" if retries else "failed, not retried"),
+        flush=True,
+    )
+
+
+def _fail_killed(study: optuna.Study, trial_id: int, reason: str) -> bool:
+    """Fail a RUNNING trial, recording why; False when another process finished it first."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "failure", reason)
+        return storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def recover(study: optuna.Study, verbose: bool = True) -> dict[str, int]:
+    """Fail and re-queue the trials of dead workers; close their MLflow runs as KILLED.
+
+    A RUNNING trial whose worker process on this host is gone is failed at once; trials of
+    other hosts go through Optuna's heartbeat check (failed past the grace period). Running
+    parent runs of this study whose worker on this host is gone are closed too.
+    Returns {"killed", "requeued", "runs_closed"}.
+    """
+    killed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attributes = trial.user_attrs
+        host, pid = attributes.get("worker_host"), attributes.get("worker_pid")
+        if worker_alive(host, pid, attributes.get("worker_started", "")) is not False:
+            continue
+        reason = f"killed: its worker (pid {pid} on {host}) is gone"
+        if _fail_killed(study, trial._trial_id, reason):
+            killed.append(study._storage.get_trial(trial._trial_id))
+    counts = {"killed": len(killed), "requeued": 0, "runs_closed": 0}
+    for trial in killed:
+        counts["requeued"] += _requeue(study, trial) is not None
+        counts["runs_closed"] += _close_trial_runs(trial, trial.user_attrs["failure"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # other hosts: _on_stale_trial
+    counts["runs_closed"] += _close_dead_parents(study.study_name)
+    if verbose and any(counts.values()):
+        print(
+            f"[tune] {study.study_name}: {counts['killed']} trial(s) of dead workers failed, "
+            f"{counts['requeued']} queued again, {counts['runs_closed']} MLflow run(s) closed "
+            "as KILLED",
+            flush=True,
+        )
+    return counts
+
+
+def _close_dead_parents(study_name: str) -> int:
+    """Close RUNNING search runs of this study whose worker process on this host is gone."""
+    closed = 0
+    try:
+        client = _mlflow_client()
+        experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+        if experiment is None:
+            return 0
+        parents = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.kind = 'search' and tags.`optuna.study_name` = '{study_name}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+            max_results=1000,
+        )
+        for parent in parents:
+            tags = parent.data.tags
+            host, pid = tags.get("worker.host"), tags.get("worker.pid")
+            if worker_alive(host, pid, tags.get("worker.started", "")) is False:
+                note = f"killed: its worker (pid {pid} on {host}) is gone"
+                closed += close_worker_runs(client, parent.info.run_id, note)
+    except Exception as error:
+        print(f"[tune] could not close the MLflow runs of dead workers: {error}")
+    return closed
+
+
+def _claim(study: optuna.Study, target: int) -> optuna.Trial | None:
+    """Start a trial if the study still has room for one; None when it is full.
+
+    Trial numbers are handed out atomically by the storage, so "fewer than ``target`` complete,
+    pruned or running trials numbered before mine" is a rule every worker on every machine
+    applies alike: of two workers claiming the last slot at once, the later number gives it
+    back (its trial returns to WAITING and is reused by the next claim).
+    """
+    if len(study.get_trials(deepcopy=False, states=CLAIMED_STATES)) >= target:
+        return None
+    with warnings.catch_warnings():
+        # "Heartbeat ... supposed to be used with Study.optimize": run_trials beats itself.
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    for key, value in worker_identity().items():
+        trial.set_user_attr(f"worker_{key}", value)
+    ahead = sum(
+        other.number < trial.number
+        for other in study.get_trials(deepcopy=False, states=CLAIMED_STATES)
+    )
+    if ahead >= target:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.WAITING)
+        return None
+    return trial
+
+
+def _interrupted(study: optuna.Study, trial: optuna.Trial, logger: _TrialLogger | None) -> None:
+    """Ctrl-C during a trial: fail it, queue it again, close its MLflow run as KILLED."""
+    if not _fail_killed(study, trial._trial_id, "interrupted (SIGINT)"):
+        return
+    frozen = study._storage.get_trial(trial._trial_id)
+    _requeue(study, frozen)
+    run_id = frozen.user_attrs.get("mlflow_run_id")
+    if logger is not None and run_id:
+        logger.finish(run_id, "killed", {}, "interrupted (SIGINT)")
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Any,
+    target: int,
+    max_trials: int,
+    timeout_s: float = 0.0,
+    logger: _TrialLogger | None = None,
+) -> int:
+    """Run trials until the study holds ``target`` counted or running ones, ``max_trials``
+    were started here or ``timeout_s`` passed; return how many were started.
+
+    What ``study.optimize`` does (heartbeat, stale trials, failing a trial alone), plus the
+    claim rule of ``_claim`` and a clean stop on Ctrl-C.
+    """
+    started = time.monotonic()
+    ran = 0
+    while ran < max_trials and not (timeout_s and time.monotonic() - started >= timeout_s):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trial = _claim(study, target)
+        if trial is None:
+            break
+        ran += 1
+        heartbeat = _Heartbeat(study._storage, trial._trial_id)
+        value, state = None, None
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = optuna.trial.TrialState.PRUNED
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this
+            heartbeat.stop()
+            _interrupted(study, trial, logger)
+            raise
+        except Exception:  # the objective recorded why; a failing trial fails alone
+            state = optuna.trial.TrialState.FAIL
+        finally:
+            heartbeat.stop()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a NaN value fails the trial
+            if state is None:
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=state)
+        gc.collect()
+    return ran
 
 
 def _sampler_seed(seed: int, study_name: str, worker: int, n_existing: int) -> int:
@@ -422,7 +736,7 @@ def open_study(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(probe)
+        optuna.storages.fail_stale_trials(probe)  # _on_stale_trial re-queues them
     n_existing = len(probe.get_trials(deepcopy=False))
     study = optuna.load_study(
         study_name=plan.study_name,
@@ -458,9 +772,8 @@ def open_study(
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: every trial that started (not merely enqueued)."""
-    waiting = optuna.trial.TrialState.WAITING
-    return sum(1 for trial in study.get_trials(deepcopy=False) if trial.state != waiting)
+    """Trials that count towards n_trials: complete and pruned ones (failed and killed do not)."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
 def finished_counts(study: optuna.Study) -> dict[str, int]:
@@ -548,7 +861,7 @@ class _TrialLogger:
         self.client.set_tag(run_id, "state", state)
         if note:
             self.client.set_tag(run_id, "note", note[:5000])
-        status = "FAILED" if state == "failed" else "FINISHED"
+        status = {"failed": "FAILED", "killed": "KILLED"}.get(state, "FINISHED")
         self.client.set_terminated(run_id, status=status)
 
 
@@ -675,9 +988,11 @@ def run_search(
     rerun_command: str = "",
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Run this process's share of the study: until it holds ``n_trials`` trials, ``quota``
-    trials were run here, or ``timeout_s`` passed. Logs a parent MLflow run with one nested run
-    per trial. Returns what this call did ({"ran", "parent_run_id", "counts"})."""
+    """Run this process's share of the study: until it holds ``n_trials`` complete or pruned
+    trials (counting those running elsewhere), ``quota`` trials were started here, or
+    ``timeout_s`` passed. Logs a parent MLflow run with one nested run per trial. Returns what
+    this call did ({"ran", "parent_run_id", "counts"}); Ctrl-C closes the parent run as KILLED
+    and raises KeyboardInterrupt."""
     import mlflow
 
     study = open_study(plan, url, worker=worker, rerun_command=rerun_command)
@@ -706,6 +1021,7 @@ def run_search(
             "optuna.study_name": plan.study_name,
             "optuna.storage": redact(url),
             "worker": str(worker),
+            **{f"worker.{key}": str(value) for key, value in worker_identity().items()},
         },
     )
     parent_id = parent.info.run_id
@@ -725,18 +1041,20 @@ def run_search(
             **{f"base.{k}": v for k, v in dataclasses.asdict(plan.base).items()},
         },
     )
-    status = "FAILED"
+    status = "failed"
     try:
-        study.optimize(
+        run_trials(
+            study,
             make_objective(plan, x_train, x_val, logger=logger, verbose=verbose, prefix=prefix),
-            n_trials=to_run,
-            timeout=plan.settings.timeout_s or None,
-            # A failing or NaN trial fails alone; the study goes on.
-            catch=(Exception,),
-            callbacks=[optuna.study.MaxTrialsCallback(target, states=None)],
-            gc_after_trial=True,
+            target=target,
+            max_trials=to_run,
+            timeout_s=plan.settings.timeout_s,
+            logger=logger,
         )
-        status = "FINISHED"
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "killed"
+        raise
     finally:
         mine = [
             t
@@ -753,7 +1071,7 @@ def run_search(
         metrics.update({f"study_trials_{k}": v for k, v in counts.items()})
         if counts["complete"]:
             metrics["best_value"] = study.best_value
-        logger.finish(parent_id, "complete" if status == "FINISHED" else "failed", metrics)
+        logger.finish(parent_id, status, metrics, "interrupted (SIGINT)" * (status == "killed"))
     return {"ran": len(mine), "parent_run_id": parent_id, "counts": counts}
 
 
@@ -812,18 +1130,26 @@ def _worker_main(job: dict[str, Any]) -> None:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    plan = plan_search(**job["plan"])
-    x_train, x_val = load_subsets(plan, job["processed_dir"])
-    run_search(
-        plan,
-        x_train,
-        x_val,
-        job["url"],
-        worker=job["worker"],
-        quota=job["quota"],
-        rerun_command=job["rerun_command"],
-        verbose=job["verbose"],
-    )
+    try:
+        plan = plan_search(**job["plan"])
+        x_train, x_val = load_subsets(plan, job["processed_dir"])
+        run_search(
+            plan,
+            x_train,
+            x_val,
+            job["url"],
+            worker=job["worker"],
+            quota=job["quota"],
+            rerun_command=job["rerun_command"],
+            verbose=job["verbose"],
+        )
+    except KeyboardInterrupt:
+        # The trial in flight was failed and re-queued; the parent process says what to do.
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a search cleanly: running trials failed and re-queued, runs closed."""
 
 
 def rerun_command(variant: str, n_trials: int, storage: str) -> str:
@@ -877,6 +1203,8 @@ def tune(
         "storage": storage,
     }
     plan = plan_search(**plan_arguments)
+    if plan.space:
+        tracking.check_tracking()  # an unreachable server stops here, before any file is made
     url = storage_url(plan.settings.storage)
     command = rerun_command(variant, plan.settings.n_trials, plan.settings.storage)
     if verbose:
@@ -889,41 +1217,23 @@ def tune(
         )
     started = time.perf_counter()
     if plan.space:
-        # Create the study and the tracking store here, before any worker races to do so.
+        # Create the study and the tracking store here, before any worker races to do so;
+        # trials of dead workers are failed and queued again first.
         study = open_study(plan, url, rerun_command=command)
-        remaining = plan.settings.n_trials - counted_trials(study)
         tracking.setup()
-        if workers == 1 or remaining <= 1:
-            x_train, x_val = load_subsets(plan, processed_dir)
-            run_search(plan, x_train, x_val, url, rerun_command=command, verbose=verbose)
-        elif remaining > 0:
-            workers = min(workers, remaining)
-            quotas = [remaining // workers + (i < remaining % workers) for i in range(workers)]
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            context = multiprocessing.get_context("spawn")
-            processes = []
-            for worker, quota in enumerate(quotas):
-                job = {
-                    "plan": plan_arguments,
-                    "processed_dir": str(processed_dir),
-                    "url": url,
-                    "worker": worker,
-                    "quota": quota,
-                    "rerun_command": command,
-                    "verbose": verbose,
-                    "threads": threads,
-                }
-                process = context.Process(target=_worker_main, args=(job,), name=f"tune-{worker}")
-                process.start()
-                processes.append(process)
-            for process in processes:
-                process.join()
-            crashed = [p.name for p in processes if p.exitcode != 0]
-            if crashed:
-                raise RuntimeError(
-                    f"tuning worker(s) {crashed} of {variant} exited with an error (see above); "
-                    f"the study keeps their finished trials: re-run `{command}` to top it up."
-                )
+        recover(study, verbose=verbose)
+        remaining = plan.settings.n_trials - counted_trials(study)
+        try:
+            _search(plan, plan_arguments, processed_dir, url, command, workers, remaining, verbose)
+        except KeyboardInterrupt:
+            # Workers that died mid-trial left RUNNING trials: fail, re-queue, close their runs.
+            recovered = recover(open_study(plan, url), verbose=False)
+            counts = finished_counts(study)
+            raise SearchInterrupted(
+                f"[tune {variant}] interrupted: {counts} finished, "
+                f"{recovered['killed']} trial(s) of stopped workers queued again; "
+                f"re-run `{command}` to resume."
+            ) from None
     # best.json holds only what the study determines (no timings): when tune@V re-runs without
     # adding trials, the file is byte-identical and DVC does not retrain the variant.
     payload = best_payload(plan, url, rerun_command=command)
@@ -936,3 +1246,65 @@ def tune(
             flush=True,
         )
     return payload
+
+
+def _search(
+    plan: SearchPlan,
+    plan_arguments: dict[str, Any],
+    processed_dir: str | Path,
+    url: str,
+    command: str,
+    workers: int,
+    remaining: int,
+    verbose: bool,
+) -> None:
+    """Run the missing trials here or in ``workers`` spawned processes."""
+    variant = plan.variant
+    if remaining <= 0:
+        if verbose:
+            print(f"[tune {variant}] the study is full: nothing to run.", flush=True)
+        return
+    if workers == 1 or remaining == 1:
+        x_train, x_val = load_subsets(plan, processed_dir)
+        run_search(plan, x_train, x_val, url, rerun_command=command, verbose=verbose)
+        return
+    workers = min(workers, remaining)
+    quotas = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for worker, quota in enumerate(quotas):
+        job = {
+            "plan": plan_arguments,
+            "processed_dir": str(processed_dir),
+            "url": url,
+            "worker": worker,
+            "quota": quota,
+            "rerun_command": command,
+            "verbose": verbose,
+            "threads": threads,
+        }
+        process = context.Process(target=_worker_main, args=(job,), name=f"tune-{worker}")
+        process.start()
+        processes.append(process)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too; `kill -INT <pid>` only this one.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            process.join(60)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        raise
+    crashed = [p.name for p in processes if p.exitcode != 0]
+    if crashed:
+        raise RuntimeError(
+            f"tuning worker(s) {crashed} of {variant} exited with an error (see above); "
+            f"the study keeps their finished trials: re-run `{command}` to top it up."
+        )

@@ -80,7 +80,9 @@ pull: $(STAMP) ## Download them from the DVC remote (a fresh clone skips retrain
 	$(BIN)/python -m autoencoders.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
 
 dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 for the study storage
-	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///tuning/optuna.db) --host 127.0.0.1 --port 8080
+	$(BIN)/optuna-dashboard $(or $(STORAGE),$(shell $(BIN)/python -c "from autoencoders import \
+		config, tuning; print(tuning.storage_url(config.load_params()['tune']['storage']))")) \
+		--host 127.0.0.1 --port 8080
 
 bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder -> reports/bench.md
 	$(BIN)/python pipeline/bench.py
@@ -93,6 +95,6 @@ bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> rep
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python pipeline/bench_train.py
 
-clean: ## Remove caches and pipeline outputs (keeps .venv, mlflow.db, Optuna storage, mlserver/)
-	rm -rf .pytest_cache .ruff_cache data models tuning metrics plots exports/*/ reports/bench.json
+clean: ## Remove untracked outputs and caches (keeps git-tracked files, .venv, mlflow.db, studies)
+	rm -rf .pytest_cache .ruff_cache data models plots exports/*/ timings reports/timings.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

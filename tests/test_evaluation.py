@@ -424,7 +424,8 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
     assert set(summary["variants"]) == set(variants)
     assert summary["variants"]["conv"]["status"] == "missing"
     assert summary["variants"]["vae"]["mse"] == pytest.approx(vae["mse"])
-    assert summary["baselines"]["pca"]["2"]["mse"] == pytest.approx(vae["pca_mse"], rel=1e-6)
+    pca_at_code = summary["baselines"]["pca"][str(vae["latent_dim"])]
+    assert pca_at_code["mse"] == pytest.approx(vae["pca_mse"], rel=1e-6)
     assert 0 <= summary["baselines"]["kmeans_pixels"]["cluster_accuracy"] <= 1
     assert summary["quality"]["passed"] is False and "conv" in summary["quality"]["missing"]
     markdown = (tmp_path / "reports" / "summary.md").read_text()

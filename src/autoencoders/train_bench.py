@@ -39,6 +39,8 @@ CONVOLUTION_OPS = (
     "Conv2DBackpropInput",
     "Conv2DBackpropFilter",
     "DepthwiseConv2dNative",
+    "DepthwiseConv2dNativeBackpropInput",
+    "DepthwiseConv2dNativeBackpropFilter",
 )
 
 # The seed designs, written as the seed code writes them, and the project variant config that

@@ -1,0 +1,35 @@
+"""train_bench: the seed models are the published designs; the kernel share adds up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autoencoders import train_bench
+
+
+@pytest.mark.parametrize(("name", "weights"), [("dense", 50_992), ("conv", 4_385)])
+def test_seed_models_have_the_published_weight_counts(name, weights):
+    # The Keras blog's simple (784-32-784) and convolutional (4,385-weight) autoencoders.
+    assert train_bench.seed_model(name, (28, 28, 1)).count_params() == weights
+
+
+def test_kernel_share_counts_forward_and_backward_convolutions_only():
+    seconds = {
+        "Conv2DBackpropFilter": 3.0,
+        "Conv2DBackpropInput": 2.0,
+        "_FusedConv2D": 1.0,
+        "DepthwiseConv2dNativeBackpropFilter": 1.0,
+        "DepthwiseConv2dNativeBackpropInput": 0.5,
+        "DepthwiseConv2dNative": 0.5,
+        "MaxPoolGrad": 1.0,
+        "AddV2": 1.0,
+    }
+    assert train_bench.kernel_share(seconds) == pytest.approx(8.0 / 10.0)
+    assert math.isnan(train_bench.kernel_share({}))
+
+
+def test_bench_settings_are_validated():
+    with pytest.raises(ValueError, match="bench_train.epochs"):
+        train_bench.TrainBenchConfig(epochs=0)

@@ -230,8 +230,10 @@ def test_kill_9_mid_trial_then_resume(tmp_path, digits_processed, backend, reque
         assert run.info.status == "KILLED" and run.data.tags["state"] == "killed"
         parent = client.get_run(trial.user_attrs["mlflow_parent_run_id"])
         assert parent.info.status == "KILLED"
-    # The dead workers' trials were failed at once, not after the 120 s heartbeat grace.
-    assert resume_seconds < tuning.HEARTBEAT_GRACE_S
+    # The dead workers' trials were failed because their processes are gone, not by the 120 s
+    # heartbeat grace (a wall-clock bound on the resume would measure this machine's load).
+    failures = {t.number: t.user_attrs.get("failure", "") for t in trials}
+    assert all("is gone" in failures[k.number] for k in killed), failures
     best = json.loads((clone / "tuning" / "dense" / "best.json").read_text())
     assert best["counts"]["complete"] + best["counts"]["pruned"] == n_trials
     FIGURES[f"kill9_{backend}"] = {

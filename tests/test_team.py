@@ -283,7 +283,11 @@ def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed):
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == tuning.INTERRUPTED_EXIT_CODE, output[-3000:]
-    assert "interrupted" in output and "Traceback" not in output
+    assert "interrupted" in output
+    # No traceback of ours. A SIGINT that lands inside a garbage-collector callback makes the
+    # interpreter print "Exception ignored in: ..." with a traceback it then drops: noise that
+    # changes nothing (the exit code, trial states and runs are checked below).
+    assert output.count("Traceback") == output.count("Exception ignored in"), output[-3000:]
     study = optuna.load_study(study_name=name, storage=url)
     counted = states(study)
     assert counted.get("RUNNING", 0) == 0

@@ -46,7 +46,7 @@ NAN_LR = 0.008  # and returns a NaN loss for this one
 
 def synthetic_train_variant(
     config, x_train, x_val, epochs, batch_size, learning_rate, seed, patience,
-    shuffle_buffer=10000, callbacks=(), verbose=True,
+    shuffle_buffer=10000, callbacks=(), verbose=True, steps_per_execution=1, jit_compile=False,
 ):  # fmt: skip
     """A learning curve that is best at learning_rate 1e-3, fed through the real callbacks."""
     if math.isclose(learning_rate, FAIL_LR):

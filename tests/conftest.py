@@ -88,7 +88,9 @@ def postgres_url() -> Iterator[str]:
     subprocess.run(
         [
             *as_postgres, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-w", "-l",
-            str(root / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start",
+            # Every worker process, trial and MLflow client holds its own pooled connections.
+            str(root / "server.log"), "-o",
+            f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=400", "start",
         ],
         check=True,
         capture_output=True,

@@ -27,6 +27,7 @@ run id (``MlflowClient``), so concurrent workers never write into each other's r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -40,7 +41,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -624,7 +625,32 @@ def _close_dead_parents(study_name: str) -> int:
     return closed
 
 
+@contextlib.contextmanager
+def _claim_lock(study: optuna.Study) -> Iterator[None]:
+    """Serialise claims of the workers sharing one SQLite file: SQLite gives no atomic pop of a
+    WAITING trial across processes (seen: two workers of one resume both ran a re-queued
+    trial). Other storages lock the row themselves; there this does nothing."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    url = str(getattr(storage, "url", ""))
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(url[len("sqlite:///") :] + ".claim.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _claim(study: optuna.Study, target: int) -> optuna.Trial | None:
+    with _claim_lock(study):
+        return _claim_unlocked(study, target)
+
+
+def _claim_unlocked(study: optuna.Study, target: int) -> optuna.Trial | None:
     """Start a trial if the study still has room for one; None when it is full.
 
     Trial numbers are handed out atomically by the storage, so "fewer than ``target`` complete,

@@ -58,7 +58,8 @@ def tiny_params(storage: str, seed: int, n_trials: int, tune_epochs: int = 1) ->
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seed"] = seed
     params["data"]["source"] = "digits"
-    params["train"].update(epochs=1, batch_size=64)
+    # One step per call: a signal then lands inside a trial, not after a whole epoch in one call.
+    params["train"].update(epochs=1, batch_size=64, steps_per_execution=1)
     params["tune"].update(
         n_trials=n_trials,
         timeout_s=0,

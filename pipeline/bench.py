@@ -37,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         intra_op_num_threads=settings.intra_op_num_threads,
     )
     markdown = bench.render_markdown(report)
-    fileio.write_json(f"{args.output_dir}/bench.json", report)
-    with fileio.atomic_path(f"{args.output_dir}/bench.md") as temporary:
-        temporary.write_text(markdown)
+    fileio.write_report(args.output_dir, "bench", report, markdown)
     print(markdown)
     print(f"[bench] wrote {args.output_dir}/bench.json and {args.output_dir}/bench.md")
 

@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=int(params["seed"]),
     )
     markdown = train_bench.render_markdown(report)
-    fileio.write_json(f"{args.output_dir}/train_bench.json", report)
-    with fileio.atomic_path(f"{args.output_dir}/train_bench.md") as temporary:
-        temporary.write_text(markdown)
+    fileio.write_report(args.output_dir, "train_bench", report, markdown)
     print(markdown)
     print(f"[bench-train] wrote {args.output_dir}/train_bench.json and .md")
 

@@ -78,3 +78,10 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_report(directory: str | Path, stem: str, payload: Any, markdown: str) -> None:
+    """``<directory>/<stem>.json`` and ``<stem>.md``, each written atomically."""
+    write_json(Path(directory) / f"{stem}.json", payload)
+    with atomic_path(Path(directory) / f"{stem}.md") as temporary:
+        temporary.write_text(markdown)

@@ -687,6 +687,46 @@ def _interrupted(study: optuna.Study, trial: optuna.Trial, logger: _TrialLogger 
         logger.finish(run_id, "killed", {}, "interrupted (SIGINT)")
 
 
+# Ctrl-C during a search is a request, not an exception raised wherever the signal lands: a
+# KeyboardInterrupt raised inside a garbage-collector callback is printed and dropped by the
+# interpreter, and the worker went on to finish (and re-claim) trials. The handler only sets
+# this flag; the trainer's batch callback and run_trials raise from known places.
+_STOP_REQUESTED = threading.Event()
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    _STOP_REQUESTED.set()
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[None]:
+    """Turn SIGINT into ``_STOP_REQUESTED`` for the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _STOP_REQUESTED.clear()
+    previous = signal.signal(signal.SIGINT, _request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_if_stop_requested() -> None:
+    if _STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Stop a trial's training at the next batch after Ctrl-C."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        _raise_if_stop_requested()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        _raise_if_stop_requested()
+
+
 def run_trials(
     study: optuna.Study,
     objective: Any,
@@ -704,6 +744,7 @@ def run_trials(
     started = time.monotonic()
     ran = 0
     while ran < max_trials and not (timeout_s and time.monotonic() - started >= timeout_s):
+        _raise_if_stop_requested()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -715,6 +756,7 @@ def run_trials(
         value, state = None, None
         try:
             value = objective(trial)
+            _raise_if_stop_requested()  # stopped after training: the trial runs again
         except optuna.TrialPruned:
             state = optuna.trial.TrialState.PRUNED
         except KeyboardInterrupt:
@@ -910,7 +952,7 @@ def make_objective(
             plan.config.with_overrides(field_overrides) if field_overrides else plan.config
         )
         run_id = None
-        callbacks: list[keras.callbacks.Callback] = [PruningCallback(trial)]
+        callbacks: list[keras.callbacks.Callback] = [StopOnInterrupt(), PruningCallback(trial)]
         if logger is not None:
             run_id = logger.start(trial, plan.study_name)
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -1067,37 +1109,38 @@ def run_search(
             **{f"base.{k}": v for k, v in dataclasses.asdict(plan.base).items()},
         },
     )
-    status = "failed"
-    try:
-        run_trials(
-            study,
-            make_objective(plan, x_train, x_val, logger=logger, verbose=verbose, prefix=prefix),
-            target=target,
-            max_trials=to_run,
-            timeout_s=plan.settings.timeout_s,
-            logger=logger,
-        )
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "killed"
-        raise
-    finally:
-        mine = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("mlflow_parent_run_id") == parent_id
-        ]
-        ran = {
-            "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in mine),
-            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in mine),
-            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in mine),
-        }
-        counts = finished_counts(study)
-        metrics = {f"trials_{k}": v for k, v in ran.items()}
-        metrics.update({f"study_trials_{k}": v for k, v in counts.items()})
-        if counts["complete"]:
-            metrics["best_value"] = study.best_value
-        logger.finish(parent_id, status, metrics, "interrupted (SIGINT)" * (status == "killed"))
+    with _stop_on_sigint():  # Ctrl-C: the trial in flight stops at its next batch
+        status = "failed"
+        try:
+            run_trials(
+                study,
+                make_objective(plan, x_train, x_val, logger=logger, verbose=verbose, prefix=prefix),
+                target=target,
+                max_trials=to_run,
+                timeout_s=plan.settings.timeout_s,
+                logger=logger,
+            )
+            status = "complete"
+        except KeyboardInterrupt:
+            status = "killed"
+            raise
+        finally:
+            mine = [
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("mlflow_parent_run_id") == parent_id
+            ]
+            ran = {
+                "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in mine),
+                "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in mine),
+                "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in mine),
+            }
+            counts = finished_counts(study)
+            metrics = {f"trials_{k}": v for k, v in ran.items()}
+            metrics.update({f"study_trials_{k}": v for k, v in counts.items()})
+            if counts["complete"]:
+                metrics["best_value"] = study.best_value
+            logger.finish(parent_id, status, metrics, "interrupted (SIGINT)" * (status == "killed"))
     return {"ran": len(mine), "parent_run_id": parent_id, "counts": counts}
 
 

@@ -275,6 +275,31 @@ def test_contractive_penalty_of_a_sigmoid_encoder_matches_the_closed_form():
     )
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_contractive_closed_form_matches_the_autodiff_jacobian_and_its_gradients(activation):
+    # Reference: TensorFlow's batch_jacobian of the whole encoder, and the weight gradients of
+    # its squared norm, against the Flatten -> Dense closed form the objective uses.
+    inputs = keras.Input((4, 4, 1))
+    code = keras.layers.Dense(6, activation=activation)(keras.layers.Flatten()(inputs))
+    encoder = keras.Model(inputs, code)
+    x = tf.constant(np.random.default_rng(2).random((7, 4, 4, 1), dtype=np.float32))
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            reference_code = encoder(x)
+        jacobian = inner.batch_jacobian(reference_code, x)
+        reference = tf.reduce_mean(tf.reduce_sum(tf.square(jacobian), axis=[1, 2, 3, 4]))
+    reference_grads = outer.gradient(reference, encoder.trainable_weights)
+    with tf.GradientTape() as tape:
+        fast_code, squared_norm = objectives.code_and_jacobian_norm(encoder, x)
+        fast = tf.reduce_mean(squared_norm)
+    fast_grads = tape.gradient(fast, encoder.trainable_weights)
+    np.testing.assert_allclose(np.asarray(fast_code), np.asarray(reference_code), rtol=1e-6)
+    assert float(fast) == pytest.approx(float(reference), rel=1e-5)
+    for got, want in zip(fast_grads, reference_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+
+
 def test_contractive_model_penalty_is_lambda_times_the_jacobian_norm(mnist_small):
     images = mnist_small["x_train"][:8]
     config = variant("contractive")

@@ -15,22 +15,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from autoencoders import fileio, inference
+from autoencoders import errors, fileio, inference
 
 
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} not found.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if key not in archive.files:
-                raise KeyError(f"{path} has no array {key!r} (it has {archive.files}); use --key.")
-            return archive[key]
-    return np.load(path, allow_pickle=False)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if key not in archive.files:
+                    raise KeyError(
+                        f"{path} has no array {key!r} (it has {archive.files}); use --key."
+                    )
+                return archive[key]
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise errors.corrupt(path, error, "pass a .npy or .npz file written by numpy") from None
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -101,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.cli(main, program="python -m autoencoders"))

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autoencoders import errors
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -68,7 +70,12 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the stage that writes it (dvc repro).")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise errors.corrupt(
+            path, error, "re-run the stage that writes it (dvc repro --force <stage>)"
+        ) from None
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -412,6 +412,8 @@ def test_cli_rejects_bad_input_before_reading_data(tmp_path, monkeypatch):
             stage.main(argv)
     params["variants"]["conv"]["search"]["learning_rate"] = {"low": 1e-2, "high": 1e-3}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(config.ConfigError, match=r"variants.conv.search.learning_rate is inverted"):
+    with pytest.raises(
+        config.ConfigError, match=r"variants.conv.search.learning_rate is inverted"
+    ):
         stage.main(["--variants", "all"])
     assert not (tmp_path / "tuning").exists()

@@ -22,6 +22,8 @@ import numpy as np
 
 from autoencoders import errors, fileio, inference
 
+PROGRAM = "python -m autoencoders"
+
 
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
@@ -46,9 +48,7 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m autoencoders", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, what in (
         ("encode", "images -> codes"),
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Progress (the execution provider) to stdout: stderr holds nothing but an error's one line.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     model_class = {
         "encode": inference.Encoder,
         "decode": inference.Decoder,
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = model.encode(array) if args.command == "encode" else model.decode(array)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {errors.one_line(error)}", file=sys.stderr)
         return 2
     if args.command == "cluster":
         with fileio.atomic_path(args.output) as temporary, temporary.open("wb") as handle:
@@ -107,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(errors.cli(main, program="python -m autoencoders"))
+    sys.exit(errors.cli(main, program=PROGRAM))

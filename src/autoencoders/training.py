@@ -135,13 +135,10 @@ def read_best(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.exists():
         return None
-    best = fileio.read_json(path)
+    fix = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
+    best = fileio.read_json(path, fix)
     if not isinstance(best, dict) or not isinstance(best.get("params", {}), dict):
-        raise errors.corrupt(
-            path,
-            "not a mapping with a 'params' mapping",
-            "re-run its search (dvc repro --force tune@<variant>) or delete the file",
-        )
+        raise errors.corrupt(path, "not a mapping with a 'params' mapping", fix)
     return best
 
 

@@ -155,6 +155,8 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
     except (TypeError, ValueError) as error:
         # "tolerance must be >= 0" from __post_init__ becomes "export.tolerance must be >= 0".
         text = " ".join(str(error).split())
+        if f" {where}." in f" {text}":  # the message names its key already
+            raise ConfigError(text) from None
         if text.split(" ", 1)[0] in fields:
             raise ConfigError(f"{where}.{text}") from None
         raise ConfigError(f"{where}: {text}") from None

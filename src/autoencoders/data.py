@@ -421,7 +421,7 @@ SOURCES: dict[str, Callable[..., tuple[Arrays, dict[str, Any]]]] = {
 }
 
 
-def check_source(source: str) -> None:
+def check_source(source: Any) -> None:
     if source not in SOURCES:
         raise DataError(f"unknown data.source {source!r}; valid sources are {sorted(SOURCES)}.")
 

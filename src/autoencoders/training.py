@@ -120,7 +120,7 @@ def resolve_hyperparameters(
         try:
             config_module.from_mapping(TrainSettings, layered, f"{best_file} params")
         except ConfigError as error:
-            raise ConfigError(f"{error} ({rerun})") from None
+            raise ConfigError(f"{str(error).rstrip('.')}: {rerun}.") from None
         merged.update(searched)
     settings = config_module.from_mapping(TrainSettings, merged, where)
     field_overrides = {key: value for key, value in tuned.items() if "." in key}

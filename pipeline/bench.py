@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from autoencoders import bench, config, fileio
+from autoencoders import bench, config, errors, fileio
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.cli(main)

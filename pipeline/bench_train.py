@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, data, fileio, train_bench
+from autoencoders import config, data, errors, fileio, train_bench
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         variants=config.section(params, "variants"),
         train_section=config.section(params, "train"),
         settings=settings,
-        seed=int(params["seed"]),
+        seed=config.value(params, "seed", int),
     )
     markdown = train_bench.render_markdown(report)
     fileio.write_report(args.output_dir, "train_bench", report, markdown)
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.cli(main)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import clustering, config, data, fileio, plots, timing
+from autoencoders import clustering, config, data, errors, fileio, plots, timing
 
 PROCESSED_DIR = "data/processed"
 METRICS_DIR = Path("metrics") / "cluster"
@@ -184,13 +184,19 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--best needs --seeds")
         variant = best_variant()
     if args.seeds:
-        run_seeds(variant, settings, [int(seed) for seed in args.seeds.split(",")])
+        try:
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+        except ValueError:
+            raise config.ConfigError(
+                f"--seeds must be comma-separated integers such as 0,1,2, got {args.seeds!r}."
+            ) from None
+        run_seeds(variant, settings, seeds)
     else:
-        run_head(variant, settings, seed=int(config.section(params, "seed")))
+        run_head(variant, settings, seed=config.value(params, "seed", int))
 
 
 if __name__ == "__main__":
     if any(argument.startswith("--seeds") for argument in sys.argv):
-        main()  # make cluster-seeds: not a pipeline stage, no stage timing
+        errors.cli(main)  # make cluster-seeds: not a pipeline stage, no stage timing
     else:
         timing.run_stage("cluster_pixels" if "--pixels" in sys.argv else "cluster", main)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = config.from_mapping(
         evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
     )
-    seed = int(config.section(params, "seed"))
+    seed = config.value(params, "seed", int)
     variant = args.variant
     model_dir = Path("models") / variant
     metrics_path = Path("metrics") / f"{variant}.json"

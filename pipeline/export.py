@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 from autoencoders import config, data, export, fileio, timing, tracking
@@ -36,18 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     model_dir, export_dir = f"models/{args.variant}", f"exports/{args.variant}"
     started = time.monotonic()
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    try:
-        card = export.export_variant(
-            model_dir,
-            export_dir,
-            variant=args.variant,
-            opset=settings.opset,
-            tolerance=settings.tolerance,
-            parity_images=x_test[: max(settings.parity_batch_sizes)],
-            parity_batch_sizes=settings.parity_batch_sizes,
-        )
-    except export.ExportError as error:
-        sys.exit(f"export failed: {error}")
+    card = export.export_variant(
+        model_dir,
+        export_dir,
+        variant=args.variant,
+        opset=settings.opset,
+        tolerance=settings.tolerance,
+        parity_images=x_test[: max(settings.parity_batch_sizes)],
+        parity_batch_sizes=settings.parity_batch_sizes,
+    )
     metrics = export.parity_metrics(card)
     if "clusters" in card["files"]:
         from autoencoders import clustering

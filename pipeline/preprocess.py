@@ -6,7 +6,6 @@ python pipeline/preprocess.py       # what `dvc repro preprocess` runs
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from autoencoders import config, data, timing
@@ -20,16 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
+    settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
+    seed = config.value(params, "seed", int)
     started = time.monotonic()
-    try:
-        card = data.preprocess(
-            raw_dir=RAW_DIR,
-            processed_dir=PROCESSED_DIR,
-            val_fraction=float(config.section(params, "data.val_fraction")),
-            seed=int(config.section(params, "seed")),
-        )
-    except data.DataError as error:
-        sys.exit(f"preprocess failed: {error}")
+    card = data.preprocess(
+        raw_dir=RAW_DIR, processed_dir=PROCESSED_DIR, val_fraction=settings.val_fraction, seed=seed
+    )
     print(
         f"[preprocess] {card['source']}: {card['counts']} images {card['input_shape']}, "
         f"{card['num_classes']} classes, in {time.monotonic() - started:.1f} s -> {PROCESSED_DIR}/"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders import config, data, evaluation, fileio, plots, timing
+from autoencoders import config, data, errors, evaluation, fileio, plots, timing
 
 PROCESSED_DIR = "data/processed"
 REPORT_DIR = Path("reports")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = config.from_mapping(
         evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
     )
-    seed = int(config.section(params, "seed"))
+    seed = config.value(params, "seed", int)
     started = time.monotonic()
 
     collected = {name: collect_variant(name) for name in names}
@@ -145,4 +145,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.cli(main)

@@ -9,7 +9,6 @@ Writes the model files, history.json, training.json and run.json (its MLflow run
 from __future__ import annotations
 
 import argparse
-import sys
 
 from autoencoders import config, timing, training
 
@@ -21,18 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     variant_block = config.variant_block(params, args.variant, stage="train")
-    try:
-        training.train_and_save(
-            variant=args.variant,
-            variant_block=variant_block,
-            train_section=config.section(params, "train"),
-            seed=int(config.section(params, "seed")),
-            processed_dir="data/processed",
-            best_path=f"tuning/{args.variant}/best.json",
-            output_dir=f"models/{args.variant}",
-        )
-    except (config.ConfigError, training.TrainingDivergedError) as error:
-        sys.exit(f"train@{args.variant} failed: {error}")
+    training.train_and_save(
+        variant=args.variant,
+        variant_block=variant_block,
+        train_section=config.section(params, "train"),
+        seed=config.value(params, "seed", int),
+        processed_dir="data/processed",
+        best_path=f"tuning/{args.variant}/best.json",
+        output_dir=f"models/{args.variant}",
+    )
 
 
 if __name__ == "__main__":

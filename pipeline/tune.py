@@ -57,19 +57,21 @@ def main(argv: list[str] | None = None) -> None:
         names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = [name for name in names if name not in variants]
     if unknown or not names:
-        sys.exit(f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}.")
+        raise config.ConfigError(
+            f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}."
+        )
+    if args.workers < 1:
+        raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
 
     shared = {
         "train_section": config.section(params, "train"),
         "tune_section": config.section(params, "tune"),
-        "seed": int(config.section(params, "seed")),
+        "seed": config.value(params, "seed", int),
         "n_trials": args.trials,
         "timeout_s": args.timeout,
         "storage": args.storage,
     }
     try:
-        if args.workers < 1:
-            raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
         # Validate every variant's search (and the tune section) before the first trial of any.
         for name in names:
             tuning.plan_search(
@@ -86,8 +88,6 @@ def main(argv: list[str] | None = None) -> None:
             )
             if args.variants is not None and not args.no_commit:
                 dvc_commit(name)
-    except (config.ConfigError, FileNotFoundError) as error:
-        sys.exit(f"tune failed: {error}")
     except KeyboardInterrupt as interrupted:
         # Ctrl-C: running trials were failed, queued again and their MLflow runs closed.
         print(

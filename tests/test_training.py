@@ -319,7 +319,7 @@ def test_dataset_is_a_seeded_full_permutation_each_epoch():
 
 
 def test_compile_settings_are_validated():
-    with pytest.raises(ConfigError, match="steps_per_execution"):
+    with pytest.raises(ValueError, match="steps_per_execution"):
         training.TrainSettings(steps_per_execution=0)
     with pytest.raises(ConfigError, match="jit_compile"):
         training.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())

@@ -408,10 +408,12 @@ def test_cli_rejects_bad_input_before_reading_data(tmp_path, monkeypatch):
         (["--variants", "all", "--trials", "0"], r"tune.n_trials must be at least 1"),
         (["--variant", "dense", "--workers", "0"], r"--workers must be at least 1"),
     ]:
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(config.ConfigError, match=message):
             stage.main(argv)
     params["variants"]["conv"]["search"]["learning_rate"] = {"low": 1e-2, "high": 1e-3}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit, match=r"variants.conv.search.learning_rate is inverted"):
+    with pytest.raises(
+        config.ConfigError, match=r"variants.conv.search.learning_rate is inverted"
+    ):
         stage.main(["--variants", "all"])
     assert not (tmp_path / "tuning").exists()

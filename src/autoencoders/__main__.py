@@ -15,22 +15,30 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from autoencoders import fileio, inference
+from autoencoders import errors, fileio, inference
+
+PROGRAM = "python -m autoencoders"
 
 
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} not found.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if key not in archive.files:
-                raise KeyError(f"{path} has no array {key!r} (it has {archive.files}); use --key.")
-            return archive[key]
-    return np.load(path, allow_pickle=False)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if key not in archive.files:
+                    raise KeyError(
+                        f"{path} has no array {key!r} (it has {archive.files}); use --key."
+                    )
+                return archive[key]
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise errors.corrupt(path, error, "pass a .npy or .npz file written by numpy") from None
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -40,9 +48,7 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m autoencoders", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, what in (
         ("encode", "images -> codes"),
@@ -67,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Progress (the execution provider) to stdout: stderr holds nothing but an error's one line.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     model_class = {
         "encode": inference.Encoder,
         "decode": inference.Decoder,
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = model.encode(array) if args.command == "encode" else model.decode(array)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {errors.one_line(error)}", file=sys.stderr)
         return 2
     if args.command == "cluster":
         with fileio.atomic_path(args.output) as temporary, temporary.open("wb") as handle:
@@ -101,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.cli(main, program=PROGRAM))

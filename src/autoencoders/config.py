@@ -17,12 +17,14 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from autoencoders.errors import UserError
+
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params.yaml value or key is wrong; the message names the key and the fix."""
 
 
@@ -31,8 +33,19 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params.")
-    with path.open() as handle:
-        params = yaml.safe_load(handle) or {}
+    try:
+        with path.open() as handle:
+            params = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(
+            f"{path} is not valid YAML{where} ({problem}): fix the file there "
+            "(e.g. `git diff params.yaml`)."
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason}): fix the file.") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level.")
     return params
@@ -48,6 +61,11 @@ def section(params: Mapping[str, Any], dotted: str) -> Any:
             raise ConfigError(f"params.yaml has no key {'.'.join(walked)!r}.")
         node = node[part]
     return node
+
+
+def value(params: Mapping[str, Any], dotted: str, annotation: Any) -> Any:
+    """``section(params, dotted)`` checked against ``annotation`` (``int``, ``float``, ...)."""
+    return _check_type(section(params, dotted), annotation, dotted)
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -135,7 +153,13 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from error
+        # "tolerance must be >= 0" from __post_init__ becomes "export.tolerance must be >= 0".
+        text = " ".join(str(error).split())
+        if f" {where}." in f" {text}":  # the message names its key already
+            raise ConfigError(text) from None
+        if text.split(" ", 1)[0] in fields:
+            raise ConfigError(f"{where}.{text}") from None
+        raise ConfigError(f"{where}: {text}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -144,10 +168,12 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def variant_block(params: Mapping[str, Any], variant: str, stage: str) -> dict[str, Any]:
-    """``params['variants'][variant]``; exits naming the stage and the valid variants if absent."""
+    """``params['variants'][variant]``; ConfigError naming the stage and the valid variants."""
     variants = section(params, "variants")
+    if not isinstance(variants, Mapping):
+        raise ConfigError("params.yaml variants must be a mapping of variant blocks.")
     if variant not in variants:
-        raise SystemExit(
+        raise ConfigError(
             f"{stage}: unknown variant {variant!r}; params.yaml lists {sorted(variants)}."
         )
     return variants[variant]

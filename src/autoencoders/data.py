@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import fileio
+from autoencoders import errors, fileio
 
 Arrays = dict[str, np.ndarray]
 
@@ -58,8 +58,36 @@ SPLITS = ("train", "val", "test")
 DOWNLOAD_TIMEOUT_S = 30
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
     """Bad or unavailable data; the message names the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    """params.yaml ``data``: where the images come from and the validation share."""
+
+    source: str = "mnist"
+    npz_path: str | None = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_source(self.source)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise DataError(
+                f"data.val_fraction must lie strictly between 0 and 1, got {self.val_fraction}."
+            )
+
+
+def read_npz(path: str | Path, fix: str) -> Arrays:
+    """Every array of an ``.npz`` file; a missing or corrupted file names itself and ``fix``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {fix}.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise errors.corrupt(path, error, fix) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +421,7 @@ SOURCES: dict[str, Callable[..., tuple[Arrays, dict[str, Any]]]] = {
 }
 
 
-def check_source(source: str) -> None:
+def check_source(source: Any) -> None:
     if source not in SOURCES:
         raise DataError(f"unknown data.source {source!r}; valid sources are {sorted(SOURCES)}.")
 
@@ -465,8 +493,10 @@ def preprocess(
         )
     raw_dir = Path(raw_dir)
     source = fileio.read_json(raw_dir / "source.json")
-    with np.load(raw_dir / "dataset.npz", allow_pickle=False) as archive:
-        raw = {key: archive[key] for key in archive.files}
+    refetch = "re-run `dvc repro --force fetch`"
+    raw = read_npz(raw_dir / "dataset.npz", refetch)
+    if "x_train" not in raw or not isinstance(source, dict) or "source" not in source:
+        raise errors.corrupt(raw_dir, "no x_train or no source in its files", refetch)
     x_all = to_unit_float(raw["x_train"])
     y_all = raw.get("y_train")
     if "x_test" in raw:
@@ -522,15 +552,20 @@ def load_split(processed_dir: str | Path, split: str) -> tuple[np.ndarray, np.nd
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits are {list(SPLITS)}.")
     path = Path(processed_dir) / f"{split}.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro preprocess` first.")
-    with np.load(path, allow_pickle=False) as archive:
-        return archive["x"], (archive["y"] if "y" in archive.files else None)
+    fix = "run `dvc repro --force preprocess`"
+    arrays = read_npz(path, fix)
+    if "x" not in arrays:
+        raise errors.corrupt(path, f"no array 'x' among {sorted(arrays)}", fix)
+    return arrays["x"], arrays.get("y")
 
 
 def load_card(processed_dir: str | Path) -> dict[str, Any]:
     """The data card written by ``preprocess``."""
-    return fileio.read_json(Path(processed_dir) / "card.json")
+    path = Path(processed_dir) / "card.json"
+    card = fileio.read_json(path)
+    if not isinstance(card, dict) or not isinstance(card.get("checksum"), str):
+        raise errors.corrupt(path, "no checksum", "run `dvc repro --force preprocess`")
+    return card
 
 
 def make_dataset(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import fileio, tracking
+from autoencoders import errors, fileio, tracking
 from autoencoders.inference import SCALING
 
 ENCODER_FILE = "encoder.onnx"
@@ -39,7 +39,7 @@ BATCH_AXIS = "batch"
 PARITY_PROVIDER = "CPUExecutionProvider"
 
 
-class ExportError(RuntimeError):
+class ExportError(errors.UserError, RuntimeError):
     """Conversion or the ONNX checker failed; the message names the model."""
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from autoencoders import errors
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -63,12 +65,17 @@ def write_json(path: str | Path, payload: Any) -> None:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, naming the path and the stage that writes it when it is missing."""
+def read_json(
+    path: str | Path, fix: str = "re-run the stage that writes it (dvc repro --force <stage>)"
+) -> Any:
+    """Read a JSON file; a missing or corrupted one raises an error naming it and ``fix``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the stage that writes it (dvc repro).")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise errors.corrupt(path, error, fix) from None
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from autoencoders import errors
+
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
@@ -46,15 +48,15 @@ SCALING = "float32 in [0,1]; uint8 images divided by 255"
 _cuda_decision: tuple[bool, str] | None = None
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(errors.UserError, ValueError):
     """An array handed to an Encoder or Decoder has the wrong rank, size, dtype or values."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(errors.UserError, RuntimeError):
     """An .onnx file is missing, truncated or not an ONNX model; the message names the path."""
 
 
-class GPUUnavailableError(RuntimeError):
+class GPUUnavailableError(errors.UserError, RuntimeError):
     """``require_gpu=True`` but the CUDA execution provider cannot be used here."""
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from autoencoders import errors
 from autoencoders.tracking import ServiceError, mask
 
 REMOTE = "shared"
@@ -112,4 +113,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.cli(main, program="python -m autoencoders.remote")

@@ -5,6 +5,7 @@ succeeds, writes ``timings/<stage>.json`` (``train@conv`` for ``--variant conv``
 seconds since the process started, imports included. The report stage gathers them into
 ``reports/timings.json``: per-stage seconds and ``pipeline_seconds``, their sum. Both paths are
 git-ignored and not DVC outputs, so a re-run on another machine changes neither git nor dvc.lock.
+An expected failure (``errors.UserError``, I/O) ends the stage in one line (``errors.cli``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoencoders import fileio
+from autoencoders import errors, fileio
 
 TIMINGS_DIR = Path("timings")
 _IMPORTED_AT = time.time()
@@ -44,9 +45,12 @@ def stage_name(kind: str, argv: Sequence[str]) -> str:
 
 
 def run_stage(kind: str, main: Callable[[], Any], directory: str | Path = TIMINGS_DIR) -> None:
-    """Run a stage's ``main()``; on success record its wall seconds in ``directory``."""
+    """Run a stage's ``main()``; on success record its wall seconds in ``directory``.
+
+    An expected failure prints one line and exits with 1 (``errors.cli``); nothing is recorded.
+    """
     name = stage_name(kind, sys.argv[1:])
-    main()
+    errors.cli(main, program=name)
     seconds = time.time() - process_started_at()
     fileio.write_json(
         Path(directory) / f"{name}.json",

@@ -23,14 +23,14 @@ import keras
 import numpy as np
 
 from autoencoders import config as config_module
-from autoencoders import data, fileio, models
+from autoencoders import data, errors, fileio, models
 from autoencoders.config import ConfigError
 
 # The training hyperparameters an Optuna search may set, besides architecture.*/objective.*.
 SEARCHABLE_HYPERPARAMETERS = ("learning_rate", "batch_size")
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(errors.UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and the fix."""
 
 
@@ -62,10 +62,8 @@ class TrainSettings:
                 minimum = (
                     ">= 0" if name in ("early_stopping_patience", "shuffle_buffer") else "> 0"
                 )
-                raise ConfigError(
-                    f"train.{name} must be {minimum}, got {getattr(self, name)!r}: "
-                    "fix it in params.yaml (train or variants.<name>.train)."
-                )
+                # A ValueError: from_mapping names the layer that set it ("train.epochs", ...).
+                raise ValueError(f"{name} must be {minimum}, got {getattr(self, name)!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,19 +93,18 @@ def resolve_hyperparameters(
     ``best`` is the content of ``tuning/<variant>/best.json`` (or None): its ``params`` set
     ``learning_rate``, ``batch_size`` and ``architecture.*``/``objective.*`` fields.
     """
+    # Each layer is checked where it is written, although a later one may override its values:
+    # `train.learning_rate: -1` is an error even when best.json sets learning_rate.
     base = dict(train_section or {})
+    config_module.from_mapping(TrainSettings, base, "train")
     overrides = dict(getattr(variant_config, "train", None) or {})
-    valid = {field.name for field in dataclasses.fields(TrainSettings)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ConfigError(
-            f"variants.{variant_config.name}.train: unknown key(s) {unknown}; "
-            f"valid keys are {sorted(valid)}."
-        )
     merged = {**base, **overrides}
+    config_module.from_mapping(TrainSettings, overrides, f"variants.{variant_config.name}.train")
     tuned: dict[str, Any] = {}
     source = "none"
     if best is not None:
+        best_file = f"tuning/{variant_config.name}/best.json"
+        rerun = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
         tuned = dict(best.get("params") or {})
         source = str(best.get("source", "study"))
         bad = sorted(
@@ -117,11 +114,14 @@ def resolve_hyperparameters(
             and not key.startswith(("architecture.", "objective."))
         )
         if bad:
-            raise ConfigError(
-                f"tuning/{variant_config.name}/best.json sets unknown hyperparameter(s) {bad}: "
-                "re-run its search (dvc repro --force tune@<variant>) or delete the file."
-            )
-        merged.update({key: tuned[key] for key in SEARCHABLE_HYPERPARAMETERS if key in tuned})
+            raise ConfigError(f"{best_file} sets unknown hyperparameter(s) {bad}: {rerun}.")
+        searched = {key: tuned[key] for key in SEARCHABLE_HYPERPARAMETERS if key in tuned}
+        layered = {**merged, **searched}
+        try:
+            config_module.from_mapping(TrainSettings, layered, f"{best_file} params")
+        except ConfigError as error:
+            raise ConfigError(f"{str(error).rstrip('.')}: {rerun}.") from None
+        merged.update(searched)
     settings = config_module.from_mapping(TrainSettings, merged, where)
     field_overrides = {key: value for key, value in tuned.items() if "." in key}
     resolved_config = (
@@ -133,7 +133,13 @@ def resolve_hyperparameters(
 def read_best(path: str | Path) -> dict[str, Any] | None:
     """``tuning/<variant>/best.json`` as a dict, or None when there is no such file."""
     path = Path(path)
-    return fileio.read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    fix = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
+    best = fileio.read_json(path, fix)
+    if not isinstance(best, dict) or not isinstance(best.get("params", {}), dict):
+        raise errors.corrupt(path, "not a mapping with a 'params' mapping", fix)
+    return best
 
 
 class EpochProgress(keras.callbacks.Callback):

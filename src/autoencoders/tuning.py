@@ -413,16 +413,25 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     else:
         tracking.check_database(url, "Optuna storage", "STORAGE / --storage / tune.storage")
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna since 2.9; they are what lets a study resume.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S,
-            heartbeat_stale_trial_callback=_on_stale_trial,
-        )
+    import sqlalchemy.exc
+
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna since 2.9; they are what lets a study resume.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=HEARTBEAT_GRACE_S,
+                heartbeat_stale_trial_callback=_on_stale_trial,
+            )
+    except sqlalchemy.exc.SQLAlchemyError as error:  # e.g. an SQLite file in a missing folder
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
+        raise ConfigError(
+            f"Optuna storage {redact(url)} cannot be opened ({reason}): "
+            "fix tune.storage (or --storage / STORAGE)."
+        ) from None
 
 
 # --- crash safety: who owns a trial, what to do when its worker is gone ------------------------

@@ -22,11 +22,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from autoencoders import fileio
+from autoencoders import errors, fileio
 from autoencoders.models import architectures, objectives
 from autoencoders.models.variant import VariantConfig
 
 SAVED_FILES = ("encoder.keras", "decoder.keras", "model.weights.h5", "config.json")
+RETRAIN = "re-train the variant (dvc repro --force train@<variant>)"
 
 
 class Autoencoder(keras.Model):
@@ -260,9 +261,13 @@ def save_autoencoder(model: Autoencoder, directory: str | Path) -> None:
 
 def load_config(directory: str | Path) -> tuple[VariantConfig, tuple[int, int, int]]:
     """The VariantConfig and input shape saved in ``directory/config.json``."""
-    payload = fileio.read_json(Path(directory) / "config.json")
-    config = VariantConfig.from_params(payload["name"], payload["variant"])
-    return config, tuple(int(size) for size in payload["input_shape"])
+    path = Path(directory) / "config.json"
+    payload = fileio.read_json(path)
+    try:
+        config = VariantConfig.from_params(payload["name"], payload["variant"])
+        return config, tuple(int(size) for size in payload["input_shape"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise errors.corrupt(path, error, RETRAIN) from None
 
 
 def load_autoencoder(directory: str | Path) -> Autoencoder:
@@ -275,5 +280,9 @@ def load_autoencoder(directory: str | Path) -> Autoencoder:
         )
     config, input_shape = load_config(directory)
     model = build_autoencoder(config, input_shape)
-    model.load_weights(directory / "model.weights.h5")
+    weights = directory / "model.weights.h5"
+    try:
+        model.load_weights(weights)
+    except (OSError, ValueError, KeyError) as error:  # truncated HDF5, other shapes or layers
+        raise errors.corrupt(weights, error, RETRAIN) from None
     return model

@@ -15,11 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from autoencoders import data
+from autoencoders import data, sources
 
 
 def _small_splits(source: str, per_split: int) -> dict[str, np.ndarray]:
-    arrays = data.make_source_arrays(source)
+    arrays = sources.make_source_arrays(source)
     x = data.to_unit_float(arrays["x_train"])
     y = arrays["y_train"]
     order = np.random.default_rng(0).permutation(len(x))

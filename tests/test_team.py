@@ -660,8 +660,8 @@ def test_worker_alive_tells_a_dead_process_from_a_live_one():
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() with heartbeats on
 def test_trial_of_a_worker_on_another_host_is_failed_by_its_heartbeat(tmp_path, monkeypatch):
     """Another machine's dead worker: no pid to check, so its stale heartbeat decides."""
-    monkeypatch.setattr(tuning, "HEARTBEAT_INTERVAL_S", 1)
-    monkeypatch.setattr(tuning, "HEARTBEAT_GRACE_S", 1)
+    monkeypatch.setattr(tuning.recovery, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(tuning.recovery, "HEARTBEAT_GRACE_S", 1)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     experiment_id = tracking.setup()

@@ -18,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from autoencoders import config, tracking, training, tuning
+from autoencoders import config, data, tracking, training, tuning
 from autoencoders.config import ConfigError
 
 DENSE = {
@@ -260,7 +260,10 @@ def test_failing_and_nan_trials_fail_alone(tmp_path, tracking_uri, processed_dir
     study = tuning.open_study(search_plan, url)  # enqueues the defaults as trial 0
     study.enqueue_trial({"learning_rate": FAIL_LR, "batch_size": 32})
     study.enqueue_trial({"learning_rate": NAN_LR, "batch_size": 32})
-    x_train, x_val = tuning.load_subsets(search_plan, processed_dir)
+    settings = search_plan.settings
+    x_train, x_val = data.load_subsets(
+        processed_dir, settings.train_subset, settings.val_subset, search_plan.seed
+    )
     outcome = tuning.run_search(search_plan, x_train, x_val, url, verbose=False)
 
     study = load(tmp_path, search_plan.study_name)

@@ -2,7 +2,7 @@
 
 A bad params.yaml value, a missing or corrupted file, an unusable URL: these are the user's to
 fix, so they reach the terminal as ``<program>: error: <message>`` with exit code 1 and no
-traceback. Code raises a ``UserError`` (``config.ConfigError``, ``data.DataError``,
+traceback. Code raises a ``UserError`` (``config.ConfigError``, ``errors.DataError``,
 ``CorruptFileError``, ...) whose message names the file or key and the fix; ``cli`` is the one
 handler, at the boundary of every stage (``timing.run_stage``) and command line. Anything else is
 a bug and keeps its traceback. ``--debug`` (or ``AUTOENCODERS_DEBUG=1``) shows the traceback of an
@@ -29,6 +29,10 @@ class UserError(Exception):
 
 class CorruptFileError(UserError, ValueError):
     """A file exists but cannot be read as what it should be (truncated, hand-edited)."""
+
+
+class DataError(UserError, ValueError):
+    """Bad or unavailable data; the message names the fix."""
 
 
 def corrupt(path: str | Path, problem: BaseException | str, fix: str) -> CorruptFileError:

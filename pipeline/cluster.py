@@ -105,19 +105,20 @@ def _log(variant: str, metrics_path: Path, plot_dir: Path) -> None:
 
     metrics = fileio.read_json(metrics_path)
     try:
-        with tracking.resume_run(run_ref):
-            mlflow.log_metrics(
-                {
-                    f"test_{key}": float(value)
-                    for key, value in metrics.items()
-                    if key.startswith("head_") and isinstance(value, (int, float))
-                }
-            )
-            mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots")
-            with tempfile.TemporaryDirectory() as scratch:
-                copy = Path(scratch) / "head_metrics.json"
-                copy.write_text(metrics_path.read_text())
-                mlflow.log_artifact(str(copy), artifact_path="clustering")
+        run_id = tracking.finished_run(run_ref)
+        mlflow.log_metrics(
+            {
+                f"test_{key}": float(value)
+                for key, value in metrics.items()
+                if key.startswith("head_") and isinstance(value, (int, float))
+            },
+            run_id=run_id,
+        )
+        mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots", run_id=run_id)
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / "head_metrics.json"
+            copy.write_text(metrics_path.read_text())
+            mlflow.log_artifact(str(copy), artifact_path="clustering", run_id=run_id)
     except RuntimeError as error:  # the store lost the run: the metrics file still stands
         print(f"[cluster] {variant}: not logged to MLflow: {error}")
 

@@ -398,9 +398,14 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
             run_ids[name] = run.info.run_id
         tracking.write_run_ref(directory / "run.json", run.info.run_id, experiment_id)
 
+    client = mlflow.MlflowClient()
+    ended = {name: client.get_run(run_id).info.end_time for name, run_id in run_ids.items()}
     stage = _load_stage("evaluate")
     for name in ("vae", "denoising"):
         stage.main(["--variant", name])
+    for name, run_id in run_ids.items():  # logged by id: the finished runs keep their durations
+        info = client.get_run(run_id).info
+        assert info.status == "FINISHED" and info.end_time == ended[name]
     vae = fileio.read_json(tmp_path / "metrics" / "vae.json")
     denoising = fileio.read_json(tmp_path / "metrics" / "denoising.json")
     assert vae["latent_dim"] == variants["vae"]["architecture"]["latent_dim"] and vae["kl"] >= 0

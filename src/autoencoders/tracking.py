@@ -399,4 +399,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from autoencoders import errors
+
+    errors.cli(main, program="python -m autoencoders.tracking")

@@ -62,11 +62,8 @@ tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=c
 	@$(BIN)/python pipeline/tune.py --variants $(VARIANTS) --trials $(TRIALS) --workers $(WORKERS) \
 		--timeout $(TIMEOUT) $(if $(STORAGE),--storage $(STORAGE))
 
-ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (every trial and run; a team: the server's UI)
-	@case "$(MLFLOW_TRACKING_URI)" in \
-	  http://*|https://*) echo "MLflow UI: open $(MLFLOW_TRACKING_URI) (the team's server)";; \
-	  *) $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000;; \
-	esac
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:PORT; prints the link to the training runs (a team: the server's)
+	@$(BIN)/python -m autoencoders.tracking ui --host 127.0.0.1 --port $(PORT)
 
 server: $(STAMP) ## Team MLflow server: make server [BACKEND_STORE=postgresql+psycopg://... ARTIFACTS=dir|s3://.. HOST=0.0.0.0]
 	@$(BIN)/python -m autoencoders.tracking server --backend-store '$(BACKEND_STORE)' \

@@ -5,7 +5,8 @@ python pipeline/evaluate.py --variant conv     # what `dvc repro evaluate@conv` 
 Reads models/<V> and data/processed (the test split is used here and nowhere before; the
 training split fits the PCA baseline and the linear probe), writes metrics/<V>.json and
 plots/<V>/*.png atomically, and logs both into the variant's final MLflow run
-(models/<V>/run.json) as ``test_<metric>`` metrics and ``evaluation/`` artifacts.
+(models/<V>/run.json; by its id, so the finished run stays closed) as ``test_<metric>`` metrics
+and ``evaluation/`` artifacts.
 """
 
 from __future__ import annotations
@@ -91,19 +92,20 @@ def main(argv: list[str] | None = None) -> None:
     if run_ref.exists():
         import mlflow
 
-        with tracking.resume_run(run_ref):
-            mlflow.log_metrics(
-                {
-                    f"test_{key}": float(metrics[key])
-                    for key in evaluation.TEST_METRIC_KEYS
-                    if metrics.get(key) is not None
-                }
-            )
-            mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation/plots")
-            with tempfile.TemporaryDirectory() as scratch:
-                copy = Path(scratch) / "metrics.json"
-                copy.write_text(metrics_path.read_text())
-                mlflow.log_artifact(str(copy), artifact_path="evaluation")
+        run_id = tracking.finished_run(run_ref)
+        mlflow.log_metrics(
+            {
+                f"test_{key}": float(metrics[key])
+                for key in evaluation.TEST_METRIC_KEYS
+                if metrics.get(key) is not None
+            },
+            run_id=run_id,
+        )
+        mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation/plots", run_id=run_id)
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / "metrics.json"
+            copy.write_text(metrics_path.read_text())
+            mlflow.log_artifact(str(copy), artifact_path="evaluation", run_id=run_id)
         logged = f"logged to MLflow run in {run_ref}"
     else:
         logged = f"no {run_ref}: nothing logged to MLflow"

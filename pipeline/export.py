@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{metrics['decoder']['max_abs_diff']:.2e} (tolerance {settings.tolerance:g}) "
         f"-> {export_dir}/ in {time.monotonic() - started:.1f} s"
     )
-    with tracking.resume_run(f"{model_dir}/run.json"):
-        uris = export.log_onnx_models(export_dir, variant=args.variant, example_images=x_test[:2])
+    uris = export.log_onnx_models(
+        export_dir,
+        variant=args.variant,
+        example_images=x_test[:2],
+        run_id=tracking.finished_run(f"{model_dir}/run.json"),
+    )
     print(f"[export] {args.variant}: logged {uris}; registered {args.variant}-encoder")
 
 

@@ -6,7 +6,8 @@ Reads metrics/<V>.json for every variant in params.yaml (plus models/<V>/trainin
 config.json where the metrics file lacks size or training time, and metrics/export/<V>.json
 for ONNX parity when present), computes the baselines in this run (k-means on the raw pixels
 of the test split; PCA fitted on the training split at each variant's code size), and writes
-reports/summary.md, reports/summary.json and reports/comparison.png. A variant without
+reports/summary.md, reports/summary.json, reports/comparison.png and reports/metrics/<V>.json
+(the DVC metrics: one compact row per variant for `dvc metrics show/diff`). A variant without
 metrics is reported as missing. The clustering head's figures (metrics/cluster/<V>.json and
 metrics/cluster/pixels.json, from cluster@V and cluster_pixels) get their own section.
 reports/timings.json (git-ignored) gathers every stage's wall seconds from timings/
@@ -110,6 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     with fileio.atomic_path(REPORT_DIR / "summary.md") as temporary:
         temporary.write_text(evaluation.render_summary_markdown(summary) + "\n" + head_section)
     fileio.write_json(REPORT_DIR / "summary.json", summary)
+    heads = summary["clustering"]["variants"]
+    with fileio.atomic_directory(REPORT_DIR / "metrics") as staging:
+        for row in rows:
+            if row.get("status") == "ok":
+                fileio.write_json(
+                    staging / f"{row['variant']}.json",
+                    evaluation.metric_row(row, heads.get(row["variant"])),
+                )
     kmeans = baselines.get("kmeans_pixels") or {}
     plots.plot_comparison(
         rows,

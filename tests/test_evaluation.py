@@ -398,9 +398,14 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
             run_ids[name] = run.info.run_id
         tracking.write_run_ref(directory / "run.json", run.info.run_id, experiment_id)
 
+    client = mlflow.MlflowClient()
+    ended = {name: client.get_run(run_id).info.end_time for name, run_id in run_ids.items()}
     stage = _load_stage("evaluate")
     for name in ("vae", "denoising"):
         stage.main(["--variant", name])
+    for name, run_id in run_ids.items():  # logged by id: the finished runs keep their durations
+        info = client.get_run(run_id).info
+        assert info.status == "FINISHED" and info.end_time == ended[name]
     vae = fileio.read_json(tmp_path / "metrics" / "vae.json")
     denoising = fileio.read_json(tmp_path / "metrics" / "denoising.json")
     assert vae["latent_dim"] == variants["vae"]["architecture"]["latent_dim"] and vae["kl"] >= 0
@@ -410,10 +415,14 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
     assert denoising["noise_std"] == pytest.approx(0.2) and "psnr_gain" in denoising
     assert sorted(p.name for p in (tmp_path / "plots" / "vae").iterdir()) == [
         "code_space.png",
+        "history.csv",
         "prior_samples.png",
         "reconstructions.png",
         "training_curves.png",
     ]
+    # The curves as DVC data (dvc.yaml plots: x epoch, y loss and val_loss): history.json's.
+    curves = (tmp_path / "plots" / "vae" / "history.csv").read_text()
+    assert curves == "epoch,loss,val_loss\n1,0.3,0.3\n2,0.2,0.25\n"
     assert (tmp_path / "plots" / "denoising" / "denoising.png").stat().st_size > 1000
     logged = mlflow.MlflowClient().get_run(run_ids["vae"]).data.metrics
     assert logged["test_mse"] == pytest.approx(vae["mse"])
@@ -428,6 +437,16 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
     assert pca_at_code["mse"] == pytest.approx(vae["pca_mse"], rel=1e-6)
     assert 0 <= summary["baselines"]["kmeans_pixels"]["cluster_accuracy"] <= 1
     assert summary["quality"]["passed"] is False and "conv" in summary["quality"]["missing"]
+    # The DVC metrics: one compact file per evaluated variant, the figures users compare.
+    rows = {p.stem: fileio.read_json(p) for p in (tmp_path / "reports" / "metrics").iterdir()}
+    assert set(rows) == {"vae", "denoising"}
+    assert rows["vae"] == {
+        "mse": pytest.approx(vae["mse"]),
+        "pca_ratio": pytest.approx(vae["mse"] / pca_at_code["mse"], abs=1e-4),
+        "ssim": pytest.approx(vae["ssim"]),
+        "probe_accuracy": pytest.approx(vae["probe_accuracy"]),
+        "cluster_accuracy": pytest.approx(vae["cluster_accuracy"]),
+    }
     markdown = (tmp_path / "reports" / "summary.md").read_text()
     assert "| `vae` | " in markdown and "run `dvc repro evaluate@conv`" in markdown
     assert (tmp_path / "reports" / "comparison.png").stat().st_size > 1000

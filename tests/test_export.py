@@ -217,9 +217,15 @@ def trained_layout(tmp_path, monkeypatch, mnist_small):
 def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     import mlflow
 
+    client = mlflow.MlflowClient()
+    before = client.get_run(trained_layout["run_id"]).info
     pipeline_export = _load_stage("export")
     pipeline_export.main(["--variant", "conv"])
     root = trained_layout["root"]
+    # Logged into the finished training run by id: not re-opened, its duration unchanged.
+    after = client.get_run(trained_layout["run_id"]).info
+    assert after.status == "FINISHED" and after.end_time == before.end_time
+    assert after.start_time == before.start_time
     card = fileio.read_json(root / "exports" / "conv" / "model_card.json")
     assert card["source_run_id"] == trained_layout["run_id"]
     assert card["config"]["name"] == "conv" and card["config"]["input_shape"] == [28, 28, 1]
@@ -227,7 +233,6 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     assert metrics["encoder"]["max_abs_diff"] <= 1e-5
     assert metrics["decoder"]["max_abs_diff"] <= 1e-5
 
-    client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='conv-encoder'")
     assert [v.run_id for v in versions] == [trained_layout["run_id"]]
     run = client.get_run(trained_layout["run_id"])

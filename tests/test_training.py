@@ -3,8 +3,10 @@ and the train@<variant> stage's files and MLflow run. Small real data (8x8 digit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import keras
 import mlflow
@@ -269,6 +271,24 @@ def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, proce
     assert [m.value for m in curve] == pytest.approx(history["val_loss"])
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"history.json", "config.json"} <= artifacts
+    # Its datasets: the training and validation splits, digest = the data checksum, i.e. the
+    # SHA-256 of the three split files' SHA-256s (cut to the 36 characters MLflow stores).
+    splits = "".join(
+        hashlib.sha256((Path(processed_dir) / f"{name}.npz").read_bytes()).hexdigest()
+        for name in ("train", "val", "test")
+    )
+    checksum = hashlib.sha256(splits.encode()).hexdigest()
+    assert run.data.tags["data_checksum"] == checksum
+    inputs = {
+        next(tag.value for tag in found.tags if tag.key == "mlflow.data.context"): found.dataset
+        for found in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training", "eval"}
+    assert {found.digest for found in inputs.values()} == {checksum[:36]}
+    x_train, _ = data.load_split(processed_dir, "train")
+    profile = json.loads(inputs["training"].profile)
+    assert profile["features_shape"] == list(x_train.shape)
+    assert json.loads(inputs["eval"].source)["uri"] == "data/processed/val.npz"
 
 
 def test_steps_per_execution_gives_the_same_weights_as_one(digits_small):

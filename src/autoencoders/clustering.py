@@ -430,8 +430,6 @@ def head_rows(
                         "head_inductive_accuracy",
                         "head_silhouette",
                         "head_smallest_cluster_share",
-                        "head_seconds",
-                        "head_inductive_seconds",
                         "labelled",
                     )
                 },
@@ -496,32 +494,30 @@ def render_head_section(
     if labelled:
         lines.append(
             "| variant | code | k-means acc | head acc | head NMI | head ARI | inductive acc | "
-            "own acc | head s |"
+            "own acc |"
         )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for row in rows:
             lines.append(
                 f"| `{row['variant']}` | {cell(row.get('code_size'), '{:.0f}')} | "
                 f"{cell(row.get('kmeans_accuracy'))} | {cell(row.get('head_accuracy'))} | "
                 f"{cell(row.get('head_nmi'))} | {cell(row.get('head_ari'))} | "
-                f"{cell(row.get('head_inductive_accuracy'))} | {cell(row.get('own_accuracy'))} | "
-                f"{cell(row.get('head_seconds'), '{:.1f}')} |"
+                f"{cell(row.get('head_inductive_accuracy'))} | {cell(row.get('own_accuracy'))} |"
             )
         pixel_kmeans = (kmeans_pixels or {}).get("cluster_accuracy")
         pixels = pixels or {}
         lines.append(
             f"| raw pixels (anchor) | {cell(pixels.get('code_size'), '{:.0f}')} | "
             f"{cell(pixel_kmeans)} | {cell(pixels.get('head_accuracy'))} | "
-            f"{cell(pixels.get('head_nmi'))} | {cell(pixels.get('head_ari'))} | – | – | "
-            f"{cell(pixels.get('head_seconds'), '{:.1f}')} |"
+            f"{cell(pixels.get('head_nmi'))} | {cell(pixels.get('head_ari'))} | – | – |"
         )
         lines.append(
             f"| N2D, published (test split) | 10 | – | {N2D_PUBLISHED['n2d_test']:.3f} | – | – "
-            "| – | – | – |"
+            "| – | – |"
         )
         lines.append(
             f"| N2D, published (all 70,000) | 10 | – | {N2D_PUBLISHED['n2d_all_70k']:.3f} | – "
-            "| – | – | – | – |"
+            "| – | – | – |"
         )
         lines += ["", "Targets: " + _targets_line(quality)]
     else:
@@ -529,14 +525,13 @@ def render_head_section(
             "No labels in this dataset: accuracy cannot be scored; label-free figures instead."
         )
         lines.append("")
-        lines.append("| variant | code | silhouette (manifold) | smallest cluster | head s |")
-        lines.append("|---|---:|---:|---:|---:|")
+        lines.append("| variant | code | silhouette (manifold) | smallest cluster |")
+        lines.append("|---|---:|---:|---:|")
         for row in [*rows, {"variant": "raw pixels", **(pixels or {})}]:
             lines.append(
                 f"| `{row['variant']}` | {cell(row.get('code_size'), '{:.0f}')} | "
                 f"{cell(row.get('head_silhouette'))} | "
-                f"{cell(row.get('head_smallest_cluster_share'))} | "
-                f"{cell(row.get('head_seconds'), '{:.1f}')} |"
+                f"{cell(row.get('head_smallest_cluster_share'))} |"
             )
     best = quality.get("best_head_variant")
     if best:

@@ -714,6 +714,19 @@ def summary_row(
     return row
 
 
+# `dvc metrics show`: one row per variant (reports/metrics/<V>.json), the figures users compare,
+# in about 120 columns; every other figure stays in the per-stage files and reports/summary.json.
+METRIC_ROW_KEYS = ("mse", "pca_ratio", "ssim", "probe_accuracy", "cluster_accuracy")
+
+
+def metric_row(row: Mapping[str, Any], head: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A variant's DVC metrics row from its summary row and its clustering head's figures."""
+    figures = {key: row[key] for key in METRIC_ROW_KEYS if row.get(key) is not None}
+    if head and head.get("head_accuracy") is not None:
+        figures["head_accuracy"] = head["head_accuracy"]
+    return figures
+
+
 def quality_check(
     rows: Sequence[Mapping[str, Any]], min_cluster_accuracy: float = QUALITY_CLUSTER_ACCURACY
 ) -> dict[str, Any]:

@@ -382,12 +382,13 @@ def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def log_onnx_models(
-    export_dir: str | Path, *, variant: str, example_images: np.ndarray
+    export_dir: str | Path, *, variant: str, example_images: np.ndarray, run_id: str
 ) -> dict[str, Any]:
-    """Log the exported encoder and decoder to the active MLflow run, with signatures, and
+    """Log the exported encoder and decoder to MLflow run ``run_id``, with signatures, and
     register the encoder as ``<variant>-encoder``; also log the model card and parity metrics.
 
-    Call inside ``tracking.resume_run("models/<variant>/run.json")``.
+    ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
+    everything is logged by its id, so the run is not re-opened and keeps its duration.
     """
     import mlflow
     import onnx
@@ -418,11 +419,13 @@ def log_onnx_models(
             registered_model_name=f"{variant}-encoder" if role == "encoder" else None,
             save_as_external_data=False,
             metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
+            run_id=run_id,
         )
         outputs[role] = info.model_uri
         example = result
     mlflow.log_metrics(
-        {f"export_{key}": value for key, value in tracking.flatten(parity_metrics(card)).items()}
+        {f"export_{key}": value for key, value in tracking.flatten(parity_metrics(card)).items()},
+        run_id=run_id,
     )
-    mlflow.log_artifact(str(export_dir / CARD_FILE), artifact_path="export")
+    mlflow.log_artifact(str(export_dir / CARD_FILE), artifact_path="export", run_id=run_id)
     return outputs

@@ -293,6 +293,26 @@ def plot_comparison(
     return _finish(figure, path)
 
 
+HISTORY_CSV = "history.csv"
+
+
+def write_history_csv(history: Mapping[str, Sequence[float]], path: str | Path) -> None:
+    """The training curves as a DVC data plot: ``epoch`` (from 1), ``loss``, ``val_loss``, then
+    any other per-epoch figure, one row per epoch (``dvc plots show/diff``, x: epoch)."""
+    epochs = len(history.get("loss", []))
+    first = [name for name in ("loss", "val_loss") if name in history]
+    names = first + sorted(
+        name for name, values in history.items() if name not in first and len(values) == epochs
+    )
+    lines = [",".join(["epoch", *names])]
+    lines += [
+        ",".join([str(epoch + 1), *(repr(float(history[name][epoch])) for name in names)])
+        for epoch in range(epochs)
+    ]
+    with fileio.atomic_path(path) as temporary:
+        temporary.write_text("\n".join(lines) + "\n")
+
+
 def plot_variant(
     *,
     directory: Path,
@@ -323,7 +343,8 @@ def plot_variant(
     written.append("code_space.png")
     if history:
         plot_training_curves(history, directory / "training_curves.png", title=variant)
-        written.append("training_curves.png")
+        write_history_csv(history, directory / HISTORY_CSV)
+        written += ["training_curves.png", HISTORY_CSV]
     if "denoised_test" in outputs:
         plot_denoising(
             outputs["noisy_test"][shown],

@@ -5,25 +5,28 @@ says otherwise: a team points it at one shared ``mlflow server`` (``http://host:
 ``make server``: PostgreSQL backend store, artifacts served through the server). One experiment
 (``autoencoders``) holds every run. Each run carries the tags ``variant``, ``git_commit``,
 ``data_checksum`` and ``dvc_stage``. The final training run of a variant is recorded in
-``models/<variant>/run.json`` so that evaluate and export log into it.
+``models/<variant>/run.json`` so that evaluate, export and cluster log into it after it has
+finished, by its id, without re-opening it (its duration is the training's). It logs the training
+and validation splits as its datasets, with the data checksum as digest.
 
 A server or database that cannot be used stops the stage with one line naming it (password
 masked) and the fix (``ServiceError``), before the stage writes anything.
 
     python -m autoencoders.tracking server --backend-store URL --artifacts DIR [--host H --port P]
+    python -m autoencoders.tracking ui [--port P]    # make ui: prints the training runs' link
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ from autoencoders import fileio
 EXPERIMENT = "autoencoders"
 DEFAULT_DB = "mlflow.db"
 CONNECT_TIMEOUT_S = 5
+# MLflow stores a dataset digest of at most 36 characters.
+DATASET_DIGEST_CHARS = 36
+# The MLflow 3 UI's "Model training" view of an experiment (its default is GenAI).
+WORKFLOW_TYPE = "machine_learning"
 
 
 class ServiceError(SystemExit):
@@ -219,11 +226,13 @@ def write_run_ref(path: str | Path, run_id: str, experiment_id: str) -> None:
     )
 
 
-@contextlib.contextmanager
-def resume_run(run_ref_path: str | Path) -> Iterator[Any]:
-    """Re-open the run named in ``run.json`` so a later stage logs into it.
+def finished_run(run_ref_path: str | Path) -> str:
+    """The id of the training run named in ``run.json``, for a later stage to log into.
 
-    If the run is missing from this tracking store (the store was deleted or
+    The run stays finished: callers log with ``run_id=`` (``mlflow.log_metrics(...,
+    run_id=run_id)``, ``MlflowClient``), never by re-opening it, so its start and end times keep
+    measuring training alone (``mlflow.start_run(run_id=...)`` would set its end to the last
+    stage's). If the run is missing from this tracking store (the store was deleted or
     ``MLFLOW_TRACKING_URI`` changed), a clear error says to re-run training.
     """
     import mlflow
@@ -238,8 +247,78 @@ def resume_run(run_ref_path: str | Path) -> Iterator[Any]:
             "re-run training (dvc repro --force train@<variant>) or point "
             "MLFLOW_TRACKING_URI at the store it was logged to."
         ) from error
-    with mlflow.start_run(run_id=reference["run_id"]) as run:
-        yield run
+    return reference["run_id"]
+
+
+def dataset(x: Any, *, split: str, card: Mapping[str, Any]) -> Any:
+    """The processed ``split`` (``train``, ``val``) as an MLflow dataset for ``mlflow.log_input``.
+
+    Its digest is the pipeline's data checksum (``card.json``'s ``checksum`` over all splits),
+    cut to the 36 characters MLflow stores; the full SHA-256 is the run's ``data_checksum`` tag.
+    Its source is the split's path in the repository (``data/processed/<split>.npz``, DVC's).
+    """
+    import mlflow
+
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and says so on every relative path.
+        warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+        return mlflow.data.from_numpy(
+            x,
+            source=f"data/processed/{split}.npz",
+            name=f"{card.get('source', 'data')}-{split}",
+            digest=str(card["checksum"])[:DATASET_DIGEST_CHARS],
+        )
+
+
+def ui_url(base: str, experiment_id: str | None) -> str:
+    """The MLflow UI link that opens on the experiment's training runs.
+
+    MLflow 3's UI shows an experiment as GenAI (traces) or "Model training" (runs) by the URL's
+    ``workflowType``, else by the browser's last choice, defaulting to GenAI.
+    """
+    base = base.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?workflowType={WORKFLOW_TYPE}"
+    return f"{base}/#/experiments/{experiment_id}?workflowType={WORKFLOW_TYPE}"
+
+
+def experiment_id(uri: str, experiment: str = EXPERIMENT) -> str | None:
+    """The id of ``experiment`` in the tracking store at ``uri``, or None (no run yet)."""
+    import mlflow
+
+    found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
+    return None if found is None else found.experiment_id
+
+
+def ui_command(backend_store: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The ``mlflow ui`` command line of ``make ui`` (a local store: SQLite or a database)."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        backend_store,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def ui(uri: str, host: str, port: int) -> None:
+    """``make ui``: print the link to the training runs, then run ``mlflow ui`` on ``uri``.
+
+    A tracking server (``http://...``) has its own UI: print its link and start nothing.
+    """
+    check_tracking(uri)
+    found = experiment_id(uri)
+    note = "" if found else f" (no experiment {EXPERIMENT!r} yet: run `make repro` first)"
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow UI (the team's server): {ui_url(mask(uri), found)}{note}", flush=True)
+        return
+    print(f"MLflow UI, training runs: {ui_url(f'http://{host}:{port}', found)}{note}", flush=True)
+    command = ui_command(uri, host, port)
+    os.execvp(command[0], command)
 
 
 def server_command(
@@ -303,15 +382,23 @@ def main(argv: list[str] | None = None) -> None:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--allowed-hosts", default="", help="Host headers beyond private IPs")
+    show = commands.add_parser("ui", help="print the training runs' link, run mlflow ui")
+    show.add_argument("--uri", default=None, help="default: MLFLOW_TRACKING_URI or mlflow.db")
+    show.add_argument("--host", default="127.0.0.1")
+    show.add_argument("--port", type=int, default=5000)
     check = commands.add_parser("check", help="check that MLFLOW_TRACKING_URI answers")
     check.add_argument("--uri", default=None)
     args = parser.parse_args(argv)
     if args.command == "server":
         serve(args.backend_store, args.artifacts, args.host, args.port, args.allowed_hosts)
+    elif args.command == "ui":
+        ui(args.uri or tracking_uri(), args.host, args.port)
     else:
         check_tracking(args.uri)
         print(f"MLflow tracking store {mask(args.uri or tracking_uri())} answers.")
 
 
 if __name__ == "__main__":
-    main()
+    from autoencoders import errors
+
+    errors.cli(main, program="python -m autoencoders.tracking")

@@ -395,6 +395,8 @@ def train_and_save(
         mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
         if best is not None:
             mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
+        for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
+            mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
         model, history, info = train_variant(
             resolved.config,
             x_train,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders import config, data, errors, evaluation, fileio, plots, timing
+from autoencoders import clustering_report, config, data, errors, evaluation, fileio, plots, timing
 
 PROCESSED_DIR = "data/processed"
 REPORT_DIR = Path("reports")
@@ -48,24 +48,25 @@ def _clustering_head(
     names: list[str], collected: dict[str, Any], baselines: dict[str, Any], summary: dict
 ) -> str:
     """Add the clustering head's rows to ``summary`` and return its markdown section."""
-    from autoencoders import clustering
 
     heads = {name: _read_optional(Path("metrics") / "cluster" / f"{name}.json") for name in names}
     pixels = _read_optional(Path("metrics") / "cluster" / "pixels.json")
-    rows = clustering.head_rows(
+    rows = clustering_report.head_rows(
         names,
         heads,
         {name: value[0] for name, value in collected.items()},
         {name: value[2] for name, value in collected.items()},
     )
-    quality = clustering.head_quality(rows, pixels)
+    quality = clustering_report.head_quality(rows, pixels)
     summary["clustering"] = {
         "variants": {row["variant"]: row for row in rows},
         "pixels": {key: value for key, value in (pixels or {}).items() if "sizes" not in key},
-        "published": dict(clustering.N2D_PUBLISHED),
+        "published": dict(clustering_report.N2D_PUBLISHED),
         "quality": quality,
     }
-    return clustering.render_head_section(rows, pixels, baselines.get("kmeans_pixels"), quality)
+    return clustering_report.render_head_section(
+        rows, pixels, baselines.get("kmeans_pixels"), quality
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from autoencoders import __main__ as cli
-from autoencoders import clustering, data, export, inference, models
+from autoencoders import clustering, clustering_report, data, export, inference, models
 from autoencoders.config import ConfigError
 from autoencoders.models import idec
 
@@ -69,8 +69,10 @@ def test_unlabeled_npz_runs_through_the_head(tmp_path):
     assert metrics["head_silhouette"] > 0.5  # the blobs are found without labels
     assert sum(metrics["head_cluster_sizes"]) == len(x_test)
     assert sum(metrics["head_inductive_cluster_sizes"]) == len(x_test)
-    rows = clustering.head_rows(["mine"], {"mine": metrics}, {"mine": None})
-    section = clustering.render_head_section(rows, None, None, clustering.head_quality(rows))
+    rows = clustering_report.head_rows(["mine"], {"mine": metrics}, {"mine": None})
+    section = clustering_report.render_head_section(
+        rows, None, None, clustering_report.head_quality(rows)
+    )
     assert "No labels" in section and "silhouette" in section
 
 

@@ -218,7 +218,7 @@ def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> di
     """``{prefix}accuracy`` (best one-to-one mapping), ``{prefix}nmi``, ``{prefix}ari``."""
     from sklearn import metrics
 
-    from autoencoders.evaluation import clustering_accuracy
+    from autoencoders.evaluation.latent import clustering_accuracy
 
     return {
         f"{prefix}accuracy": clustering_accuracy(labels, assignments),

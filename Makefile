@@ -45,7 +45,7 @@ repro: $(STAMP) ## Run the whole DVC pipeline (dvc repro) on params.yaml's data 
 test: $(STAMP) ## Run the whole test suite, slow tests included (what CI runs)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(STAMP) ## Run the tests that train nothing for real (-m 'not slow')
+test-fast: $(STAMP) ## Run the tests not marked slow (-m 'not slow'): tiny models for a few steps, no pipelines
 	$(BIN)/python -m pytest -m 'not slow' $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check

@@ -230,33 +230,47 @@ def export_models(
             parity_figures[role], card_files[role] = _export_one(
                 role, spec, staging, common, parity_inputs[role], config, out_dir
             )
-        card = {
-            "variant": variant,
-            "format": "onnx",
-            "opset": opset,
-            "input": {
-                "name": ENCODER_INPUT,
-                "shape": [None, *input_dims],
-                "dtype": "float32",
-                "scaling": SCALING,
-            },
-            "latent_dim": latent_dim,
-            "code_shape": code_dims,
-            "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
-            "files": card_files,
-            "source_run_id": source_run_id,
-            "git_commit": git_commit,
-            "parity": {
-                "provider": PARITY_PROVIDER,
-                "tolerance": config.tolerance,
-                "batch_sizes": list(config.parity_batch_sizes),
-                **parity_figures,
-            },
-            "config": dict(resolved_config or {}),
-            "versions": _versions(),
-        }
+        card = _model_card(
+            common, config, card_files, parity_figures, source_run_id, resolved_config
+        )
         fileio.write_json(staging / CARD_FILE, card)
     return card
+
+
+def _model_card(
+    common: Mapping[str, Any],
+    config: ExportConfig,
+    card_files: Mapping[str, Any],
+    parity_figures: Mapping[str, Any],
+    source_run_id: str | None,
+    resolved_config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """model_card.json: the interface, the files with their checksums, parity and provenance."""
+    return {
+        "variant": common["variant"],
+        "format": "onnx",
+        "opset": common["opset"],
+        "input": {
+            "name": ENCODER_INPUT,
+            "shape": [None, *common["image_shape"]],
+            "dtype": "float32",
+            "scaling": SCALING,
+        },
+        "latent_dim": common["latent_dim"],
+        "code_shape": common["code_shape"],
+        "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
+        "files": dict(card_files),
+        "source_run_id": source_run_id,
+        "git_commit": common["git_commit"],
+        "parity": {
+            "provider": PARITY_PROVIDER,
+            "tolerance": config.tolerance,
+            "batch_sizes": list(config.parity_batch_sizes),
+            **parity_figures,
+        },
+        "config": dict(resolved_config or {}),
+        "versions": _versions(),
+    }
 
 
 def _parity_images(encoder: Any, parity_images: np.ndarray) -> tuple[np.ndarray, list[int]]:

@@ -248,6 +248,29 @@ def build_and_compile(
     return model
 
 
+def _check_finite(
+    history: Mapping[str, list[float]], name: str, learning_rate: float, batch_size: int
+) -> None:
+    """Raise TrainingDivergedError naming the first epoch whose loss is NaN or infinite."""
+    losses = history.get("loss", []) + history.get("val_loss", [])
+    if losses and all(math.isfinite(value) for value in losses):
+        return
+    bad_epoch = next(
+        (
+            i + 1
+            for i in range(len(history.get("loss", [])))
+            if not math.isfinite(history["loss"][i])
+            or not math.isfinite(history.get("val_loss", [0.0] * (i + 1))[i])
+        ),
+        len(history.get("loss", [])),
+    )
+    raise TrainingDivergedError(
+        f"variant {name!r}: the loss became NaN or infinite in epoch {bad_epoch} "
+        f"(learning_rate={learning_rate:g}, batch_size={batch_size}); lower the learning "
+        "rate (train.learning_rate or the variant's search range) or check the data scaling."
+    )
+
+
 def train_variant(
     config: Any,
     x_train: np.ndarray,
@@ -307,24 +330,22 @@ def train_variant(
     )
     train_seconds = time.perf_counter() - start
     history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
+    _check_finite(history, config.name, learning_rate, batch_size)
 
-    losses = history.get("loss", []) + history.get("val_loss", [])
-    if not losses or not all(math.isfinite(value) for value in losses):
-        bad_epoch = next(
-            (
-                i + 1
-                for i in range(len(history.get("loss", [])))
-                if not math.isfinite(history["loss"][i])
-                or not math.isfinite(history.get("val_loss", [0.0] * (i + 1))[i])
-            ),
-            len(history.get("loss", [])),
-        )
-        raise TrainingDivergedError(
-            f"variant {config.name!r}: the loss became NaN or infinite in epoch {bad_epoch} "
-            f"(learning_rate={learning_rate:g}, batch_size={batch_size}); lower the learning "
-            "rate (train.learning_rate or the variant's search range) or check the data scaling."
-        )
+    info = _training_info(history, progress, model, epochs, train_seconds, x_train, x_val)
+    return model, history, info
 
+
+def _training_info(
+    history: Mapping[str, list[float]],
+    progress: EpochProgress,
+    model: Any,
+    epochs: int,
+    train_seconds: float,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+) -> dict[str, Any]:
+    """train_variant's ``info``: timing, the best epoch and the model's size."""
     val_losses = history["val_loss"]
     best_index = int(np.argmin(val_losses))
     info = {
@@ -339,7 +360,7 @@ def train_variant(
         "train_images": len(x_train),
         "val_images": len(x_val),
     }
-    return model, history, info
+    return info
 
 
 def train_and_save(
@@ -380,23 +401,10 @@ def train_and_save(
         )
 
     experiment_id = tracking.setup()
-    tags = {
-        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
-        "kind": "final",
-        "tuning_source": resolved.tuning_source,
-    }
-    if best is not None and best.get("study_name"):
-        tags["optuna.study_name"] = str(best["study_name"])
+    tags = _run_tags(variant, card, resolved, best)
     with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
         run_id = run.info.run_id
-        config_params = tracking.flatten(
-            {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
-        )
-        mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
-        if best is not None:
-            mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
-        for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
-            mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
+        _log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
         model, history, info = train_variant(
             resolved.config,
             x_train,
@@ -419,50 +427,10 @@ def train_and_save(
             )
             info["pretrain_seconds"] = info["train_seconds"]
             info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
-        record = {
-            "variant": variant,
-            "train_seconds": info["train_seconds"],
-            "epochs_run": info["epochs_run"],
-            "best_epoch": info["best_epoch"],
-            "best_val_loss": info["best_val_loss"],
-            "stopped_early": info["stopped_early"],
-            "images_per_second": info["images_per_second"],
-            "epoch_seconds": info["epoch_seconds"],
-            "parameter_count": info["parameter_count"],
-            "params": hyperparameters,
-            "tuning": {
-                "source": resolved.tuning_source,
-                "params": resolved.tuned,
-                "study_name": (best or {}).get("study_name"),
-                "value": (best or {}).get("value"),
-            },
-            "data_checksum": card["checksum"],
-            "train_images": info["train_images"],
-            "val_images": info["val_images"],
-            "mlflow_run_id": run_id,
-        }
-        if clustering is not None:
-            record["pretrain_seconds"] = info["pretrain_seconds"]
-            record["clustering"] = clustering
-        with fileio.atomic_directory(output_dir) as staging:
-            models.save_autoencoder(model, staging)
-            fileio.write_json(staging / "history.json", history)
-            fileio.write_json(staging / "training.json", record)
-            tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
-            mlflow.log_metrics(
-                {
-                    "best_val_loss": info["best_val_loss"],
-                    "final_loss": history["loss"][-1],
-                    "epochs_run": info["epochs_run"],
-                    "best_epoch": info["best_epoch"],
-                    "train_seconds": info["train_seconds"],
-                    "images_per_second": info["images_per_second"],
-                    "parameter_count": info["parameter_count"],
-                }
-            )
-            mlflow.log_artifact(str(staging / "history.json"))
-            mlflow.log_artifact(str(staging / "config.json"))
-            mlflow.log_artifact(str(staging / "training.json"))
+        record = _training_record(
+            variant, info, hyperparameters, resolved, best, card, run_id, clustering
+        )
+        _save_outputs(output_dir, model, history, record, info, run_id, experiment_id)
     if verbose:
         print(
             f"[train {variant}] best val_loss {info['best_val_loss']:.5f} at epoch "
@@ -471,3 +439,116 @@ def train_and_save(
             flush=True,
         )
     return record
+
+
+def _run_tags(
+    variant: str, card: Mapping[str, Any], resolved: Any, best: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The final training run's tags: the standard ones, its kind and where tuning came from."""
+    from autoencoders import tracking
+
+    tags = {
+        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
+        "kind": "final",
+        "tuning_source": resolved.tuning_source,
+    }
+    if best is not None and best.get("study_name"):
+        tags["optuna.study_name"] = str(best["study_name"])
+    return tags
+
+
+def _log_run_inputs(
+    resolved: Any,
+    hyperparameters: Mapping[str, Any],
+    best: Mapping[str, Any] | None,
+    card: Mapping[str, Any],
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+) -> None:
+    """Log the hyperparameters, the resolved config and the two datasets to the active run."""
+    import mlflow
+
+    from autoencoders import tracking
+
+    config_params = tracking.flatten(
+        {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
+    )
+    mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
+    if best is not None:
+        mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
+    for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
+        mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
+
+
+def _training_record(
+    variant: str,
+    info: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any],
+    resolved: Any,
+    best: Mapping[str, Any] | None,
+    card: Mapping[str, Any],
+    run_id: str,
+    clustering: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The content of training.json."""
+    record = {
+        "variant": variant,
+        "train_seconds": info["train_seconds"],
+        "epochs_run": info["epochs_run"],
+        "best_epoch": info["best_epoch"],
+        "best_val_loss": info["best_val_loss"],
+        "stopped_early": info["stopped_early"],
+        "images_per_second": info["images_per_second"],
+        "epoch_seconds": info["epoch_seconds"],
+        "parameter_count": info["parameter_count"],
+        "params": hyperparameters,
+        "tuning": {
+            "source": resolved.tuning_source,
+            "params": resolved.tuned,
+            "study_name": (best or {}).get("study_name"),
+            "value": (best or {}).get("value"),
+        },
+        "data_checksum": card["checksum"],
+        "train_images": info["train_images"],
+        "val_images": info["val_images"],
+        "mlflow_run_id": run_id,
+    }
+    if clustering is not None:
+        record["pretrain_seconds"] = info["pretrain_seconds"]
+        record["clustering"] = clustering
+    return record
+
+
+def _save_outputs(
+    output_dir: str | Path,
+    model: Any,
+    history: Mapping[str, list[float]],
+    record: Mapping[str, Any],
+    info: Mapping[str, Any],
+    run_id: str,
+    experiment_id: str,
+) -> None:
+    """Write the model directory atomically and log its final metrics and files to MLflow."""
+    import mlflow
+
+    from autoencoders import tracking
+
+    with fileio.atomic_directory(output_dir) as staging:
+        models.save_autoencoder(model, staging)
+        fileio.write_json(staging / "history.json", history)
+        fileio.write_json(staging / "training.json", record)
+        tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
+        mlflow.log_metrics(
+            {
+                "best_val_loss": info["best_val_loss"],
+                "final_loss": history["loss"][-1],
+                "epochs_run": info["epochs_run"],
+                "best_epoch": info["best_epoch"],
+                "train_seconds": info["train_seconds"],
+                "images_per_second": info["images_per_second"],
+                "parameter_count": info["parameter_count"],
+            }
+        )
+        mlflow.log_artifact(str(staging / "history.json"))
+        mlflow.log_artifact(str(staging / "config.json"))
+        mlflow.log_artifact(str(staging / "training.json"))

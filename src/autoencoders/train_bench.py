@@ -166,12 +166,19 @@ def kernel_share(seconds_by_op: Mapping[str, float]) -> float:
 
 
 def variant_settings(
-    variant: str, block: Mapping[str, Any], train_section: Mapping[str, Any], best_path: str
+    variant: str,
+    block: Mapping[str, Any],
+    train_section: Mapping[str, Any],
+    best_path: str | None,
 ) -> tuple[Any, training.TrainSettings]:
-    """The resolved config and settings ``train@variant`` would train with."""
+    """The resolved config and settings ``train@variant`` would train with.
+
+    ``best_path`` None: no search result applies (the seed models).
+    """
     config = models.VariantConfig.from_params(variant, block)
+    best = training.read_best(best_path) if best_path is not None else None
     resolved = training.resolve_hyperparameters(
-        train_section, config, training.read_best(best_path), where=f"variants.{variant}.train"
+        train_section, config, best, where=f"variants.{variant}.train"
     )
     return resolved.config, resolved.settings
 
@@ -231,7 +238,7 @@ def _bench_seed_model(
     """One seed model's ``fit`` against the project trainer on the same architecture."""
     import keras
 
-    config, train_settings = variant_settings(name, block, train_section, "/nonexistent")
+    config, train_settings = variant_settings(name, block, train_section, None)
     keras.utils.set_random_seed(seed)
     seed_net = seed_model(name, tuple(x.shape[1:]))
     seed_x = x.reshape(len(x), -1) if name == "dense" else x

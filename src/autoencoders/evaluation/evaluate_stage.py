@@ -10,7 +10,6 @@ figures and the metrics file atomically and logs both into the variant's finishe
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -124,8 +123,5 @@ def _log_to_run(
         run_id=run_id,
     )
     mlflow.log_artifacts(str(plots_dir), artifact_path="evaluation/plots", run_id=run_id)
-    with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch) / "metrics.json"
-        copy.write_text(metrics_path.read_text())
-        mlflow.log_artifact(str(copy), artifact_path="evaluation", run_id=run_id)
+    tracking.log_file_as(metrics_path, "metrics.json", artifact_path="evaluation", run_id=run_id)
     return f"logged to MLflow run in {run_ref}"

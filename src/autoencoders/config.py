@@ -8,7 +8,6 @@ the key). ``load_params()`` reads params.yaml. Used by every stage and by the mo
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Mapping
@@ -160,11 +159,6 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
         if text.split(" ", 1)[0] in fields:
             raise ConfigError(f"{where}.{text}") from None
         raise ConfigError(f"{where}: {text}") from None
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
 
 
 def variant_block(params: Mapping[str, Any], variant: str, stage: str) -> dict[str, Any]:

@@ -47,25 +47,9 @@ def evaluate_variant(
         f"[evaluate] {variant}: code {model.code_shape} ({model.latent_dim}), "
         f"{len(x_train)} train / {len(x_test)} test images"
     )
-    metrics, outputs = evaluate_autoencoder(
-        model,
-        x_train=x_train,
-        x_test=x_test,
-        y_train=y_train,
-        y_test=y_test,
-        seed=seed,
-        silhouette_sample=settings.silhouette_sample,
-        probe_max_iter=settings.probe_max_iter,
-        kmeans_n_init=settings.kmeans_n_init,
-    )
-    if hasattr(model, "assign"):  # IDEC: its clusters are its own assignments, not k-means's
-        from autoencoders import clustering
-
-        metrics = clustering.own_assignment_metrics(model, metrics, x_test, y_test)
+    metrics, outputs = _test_metrics(model, x_train, y_train, x_test, y_test, seed, settings)
     _add_training_facts(metrics, model, model_dir)
     history_path = model_dir / "history.json"
-    history = fileio.read_json(history_path) if history_path.exists() else None
-
     with fileio.atomic_directory(plots_dir) as staging:
         figures = plots.plot_variant(
             directory=staging,
@@ -73,7 +57,7 @@ def evaluate_variant(
             outputs=outputs,
             x_test=x_test,
             y_test=y_test,
-            history=history,
+            history=fileio.read_json(history_path) if history_path.exists() else None,
             variant=variant,
             n_examples=settings.n_examples,
             seed=seed,
@@ -89,6 +73,34 @@ def evaluate_variant(
         f"in {time.monotonic() - started:.1f} s; {logged}"
     )
     return metrics
+
+
+def _test_metrics(
+    model: Any,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    seed: int,
+    settings: EvaluateParams,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every test-split metric and the outputs behind them; IDEC's clusters are its own."""
+    metrics, outputs = evaluate_autoencoder(
+        model,
+        x_train=x_train,
+        x_test=x_test,
+        y_train=y_train,
+        y_test=y_test,
+        seed=seed,
+        silhouette_sample=settings.silhouette_sample,
+        probe_max_iter=settings.probe_max_iter,
+        kmeans_n_init=settings.kmeans_n_init,
+    )
+    if hasattr(model, "assign"):  # IDEC: its clusters are its own assignments, not k-means's
+        from autoencoders import clustering
+
+        metrics = clustering.own_assignment_metrics(model, metrics, x_test, y_test)
+    return metrics, outputs
 
 
 def _add_training_facts(metrics: dict[str, Any], model: Any, model_dir: Path) -> None:

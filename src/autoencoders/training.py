@@ -282,7 +282,6 @@ def train_and_save(
     resolved = resolve_hyperparameters(
         train_section, variant_config, best, where=f"train (with variants.{variant}.train)"
     )
-    settings = resolved.settings
     card = data.load_card(processed_dir)
     x_train, _ = data.load_split(processed_dir, "train")
     x_val, _ = data.load_split(processed_dir, "val")
@@ -299,28 +298,9 @@ def train_and_save(
     with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
         run_id = run.info.run_id
         _log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
-        model, history, info = train_variant(
-            resolved.config,
-            x_train,
-            x_val,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            seed=int(seed),
-            patience=settings.early_stopping_patience,
-            shuffle_buffer=settings.shuffle_buffer,
-            callbacks=[MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
-            verbose=verbose,
-            steps_per_execution=settings.steps_per_execution,
-            jit_compile=settings.jit_compile,
+        model, history, info, clustering = _fit(
+            resolved, x_train, x_val, int(seed), mlflow.MlflowClient(), run_id, verbose
         )
-        clustering = None
-        if hasattr(model, "fit_clusters"):  # the clustering objective's second phase (IDEC)
-            clustering = model.fit_clusters(
-                x_train, batch_size=settings.batch_size, seed=int(seed), verbose=verbose
-            )
-            info["pretrain_seconds"] = info["train_seconds"]
-            info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
         record = _training_record(
             variant, info, hyperparameters, resolved, best, card, run_id, clustering
         )
@@ -333,6 +313,43 @@ def train_and_save(
             flush=True,
         )
     return record
+
+
+def _fit(
+    resolved: Resolved,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    seed: int,
+    client: Any,
+    run_id: str,
+    verbose: bool,
+) -> tuple[Any, dict[str, list[float]], dict[str, Any], dict[str, Any] | None]:
+    """train_variant with the resolved settings, logging epochs to ``run_id``; then IDEC's
+    clustering phase when the model has one. Returns (model, history, info, clustering)."""
+    settings = resolved.settings
+    model, history, info = train_variant(
+        resolved.config,
+        x_train,
+        x_val,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=seed,
+        patience=settings.early_stopping_patience,
+        shuffle_buffer=settings.shuffle_buffer,
+        callbacks=[MlflowEpochLogger(client, run_id)],
+        verbose=verbose,
+        steps_per_execution=settings.steps_per_execution,
+        jit_compile=settings.jit_compile,
+    )
+    clustering = None
+    if hasattr(model, "fit_clusters"):  # the clustering objective's second phase (IDEC)
+        clustering = model.fit_clusters(
+            x_train, batch_size=settings.batch_size, seed=seed, verbose=verbose
+        )
+        info["pretrain_seconds"] = info["train_seconds"]
+        info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
+    return model, history, info, clustering
 
 
 def _run_tags(

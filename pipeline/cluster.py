@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -120,10 +119,9 @@ def _log(variant: str, metrics_path: Path, plot_dir: Path, seconds: dict[str, fl
             run_id=run_id,
         )
         mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots", run_id=run_id)
-        with tempfile.TemporaryDirectory() as scratch:
-            copy = Path(scratch) / "head_metrics.json"
-            copy.write_text(metrics_path.read_text())
-            mlflow.log_artifact(str(copy), artifact_path="clustering", run_id=run_id)
+        tracking.log_file_as(
+            metrics_path, "head_metrics.json", artifact_path="clustering", run_id=run_id
+        )
     except RuntimeError as error:  # the store lost the run: the metrics file still stands
         print(f"[cluster] {variant}: not logged to MLflow: {error}")
 

@@ -17,7 +17,9 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from autoencoders import config, timing, tuning
 
@@ -32,6 +34,24 @@ def dvc_commit(variant: str) -> None:
             f"will re-run tune@{variant}, which only re-reads the study (no new trials).",
             file=sys.stderr,
         )
+
+
+def _variant_names(
+    variant: str | None, variants_arg: str | None, variants: Mapping[str, Any]
+) -> list[str]:
+    """The variants ``--variant`` or ``--variants`` (comma-separated or ``all``) name."""
+    if variant is not None:
+        names = [variant]
+    elif variants_arg.strip() == "all":
+        names = list(variants)
+    else:
+        names = [name.strip() for name in variants_arg.split(",") if name.strip()]
+    unknown = [name for name in names if name not in variants]
+    if unknown or not names:
+        raise config.ConfigError(
+            f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}."
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,17 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = config.load_params(args.params)
     variants = config.section(params, "variants")
-    if args.variant is not None:
-        names = [args.variant]
-    elif args.variants.strip() == "all":
-        names = list(variants)
-    else:
-        names = [name.strip() for name in args.variants.split(",") if name.strip()]
-    unknown = [name for name in names if name not in variants]
-    if unknown or not names:
-        raise config.ConfigError(
-            f"tune: unknown variant(s) {unknown}; params.yaml has {sorted(variants)}."
-        )
+    names = _variant_names(args.variant, args.variants, variants)
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
 

@@ -8,7 +8,6 @@ the key). ``load_params()`` reads params.yaml. Used by every stage and by the mo
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Mapping
@@ -74,18 +73,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if origin in (Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type.")
+        return _check_union(value, get_args(annotation), where)
     if origin is Literal:
         choices = get_args(annotation)
         if value not in choices:
@@ -101,6 +89,32 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}.")
         return dict(value)
+    if annotation in (bool, int, float, str):
+        return _check_scalar(value, annotation, where)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        return from_mapping(annotation, value, where)
+    return value
+
+
+def _check_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
+    """``value`` as the first of ``options`` it fits; None where ``options`` allow it."""
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _check_type(value, option, where)
+        except ConfigError as error:
+            errors.append(str(error))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type.")
+
+
+def _check_scalar(value: Any, annotation: type, where: str) -> Any:
+    """``value`` as a bool, int, float (numeric strings too) or str; ConfigError otherwise."""
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}.")
@@ -121,14 +135,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{where} must be a number, got {value!r}.")
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}.")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        return from_mapping(annotation, value, where)
+    if not isinstance(value, str):  # annotation is str
+        raise ConfigError(f"{where} must be a string, got {value!r}.")
     return value
 
 
@@ -160,11 +168,6 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, where: str) ->
         if text.split(" ", 1)[0] in fields:
             raise ConfigError(f"{where}.{text}") from None
         raise ConfigError(f"{where}: {text}") from None
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
 
 
 def variant_block(params: Mapping[str, Any], variant: str, stage: str) -> dict[str, Any]:

@@ -100,20 +100,11 @@ def split_indices(count: int, val_fraction: float, seed: int) -> tuple[np.ndarra
     return np.sort(order[val_count:]), np.sort(order[:val_count])
 
 
-def preprocess(
-    raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, seed: int
-) -> dict[str, Any]:
-    """Write the processed splits and the data card; return the card."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(
-            f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}."
-        )
-    raw_dir = Path(raw_dir)
-    source = fileio.read_json(raw_dir / "source.json")
-    refetch = "re-run `dvc repro --force fetch`"
-    raw = read_npz(raw_dir / "dataset.npz", refetch)
-    if "x_train" not in raw or not isinstance(source, dict) or "source" not in source:
-        raise errors.corrupt(raw_dir, "no x_train or no source in its files", refetch)
+def _split(
+    raw: dict[str, np.ndarray], val_fraction: float, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """split name -> (images in [0, 1], labels or None): train/val seeded from the training
+    images; the raw test set, or a seeded held-out fraction when there is none."""
     x_all = to_unit_float(raw["x_train"])
     y_all = raw.get("y_train")
     if "x_test" in raw:
@@ -130,6 +121,24 @@ def preprocess(
         "val": (x_all[pool[val_index]], None if y_all is None else y_all[pool[val_index]]),
         "test": (x_test, y_test),
     }
+    return splits
+
+
+def preprocess(
+    raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, seed: int
+) -> dict[str, Any]:
+    """Write the processed splits and the data card; return the card."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(
+            f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}."
+        )
+    raw_dir = Path(raw_dir)
+    source = fileio.read_json(raw_dir / "source.json")
+    refetch = "re-run `dvc repro --force fetch`"
+    raw = read_npz(raw_dir / "dataset.npz", refetch)
+    if "x_train" not in raw or not isinstance(source, dict) or "source" not in source:
+        raise errors.corrupt(raw_dir, "no x_train or no source in its files", refetch)
+    splits = _split(raw, val_fraction, seed)
     processed_dir = Path(processed_dir)
     with fileio.atomic_directory(processed_dir) as staging:
         checksums = {}
@@ -143,7 +152,7 @@ def preprocess(
             "source": source["source"],
             "mirror": source.get("mirror"),
             "raw_sha256": source.get("dataset_sha256"),
-            "input_shape": list(x_all.shape[1:]),
+            "input_shape": list(splits["train"][0].shape[1:]),
             "dtype": "float32",
             "scaling": "pixel / 255, in [0, 1]",
             "val_fraction": val_fraction,

@@ -198,7 +198,6 @@ def export_models(
     batch size, see :func:`parity`); otherwise
     :class:`ExportError` / :class:`ParityError` is raised and a previous export stays intact.
     """
-    import onnx
     import tensorflow as tf
 
     config = ExportConfig(
@@ -206,14 +205,7 @@ def export_models(
     )
     # TF32 matmuls on recent NVIDIA GPUs would make Keras itself miss a 1e-5 parity gate.
     tf.config.experimental.enable_tensor_float_32_execution(False)
-    images = np.asarray(parity_images, dtype=np.float32)
-    input_dims = _static_dims(encoder.inputs[0].shape, "encoder input")
-    if images.ndim != 1 + len(input_dims) or list(images.shape[1:]) != input_dims:
-        raise ExportError(
-            f"parity images have shape {images.shape}; the encoder expects (N, {input_dims})."
-        )
-    if len(images) == 0:
-        raise ExportError("no parity images: pass at least one test image.")
+    images, input_dims = _parity_images(encoder, parity_images)
     code_dims = _static_dims(encoder.outputs[0].shape, "encoder output")
     latent_dim = int(np.prod(code_dims))
     git_commit = tracking.git_commit()
@@ -228,6 +220,76 @@ def export_models(
         "source_run_id": source_run_id or "unknown",
         "git_commit": git_commit,
     }
+    specs = _model_specs(encoder, decoder, clusters, input_dims, code_dims)
+    card_files: dict[str, Any] = {}
+    parity_figures: dict[str, Any] = {}
+    with fileio.atomic_directory(out_dir) as staging:
+        codes = np.asarray(encoder(_cycle(images, max(config.parity_batch_sizes))))
+        parity_inputs = {"encoder": images, "decoder": codes, "clusters": images}
+        for role, spec in specs.items():
+            parity_figures[role], card_files[role] = _export_one(
+                role, spec, staging, common, parity_inputs[role], config, out_dir
+            )
+        card = _model_card(
+            common, config, card_files, parity_figures, source_run_id, resolved_config
+        )
+        fileio.write_json(staging / CARD_FILE, card)
+    return card
+
+
+def _model_card(
+    common: Mapping[str, Any],
+    config: ExportConfig,
+    card_files: Mapping[str, Any],
+    parity_figures: Mapping[str, Any],
+    source_run_id: str | None,
+    resolved_config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """model_card.json: the interface, the files with their checksums, parity and provenance."""
+    return {
+        "variant": common["variant"],
+        "format": "onnx",
+        "opset": common["opset"],
+        "input": {
+            "name": ENCODER_INPUT,
+            "shape": [None, *common["image_shape"]],
+            "dtype": "float32",
+            "scaling": SCALING,
+        },
+        "latent_dim": common["latent_dim"],
+        "code_shape": common["code_shape"],
+        "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
+        "files": dict(card_files),
+        "source_run_id": source_run_id,
+        "git_commit": common["git_commit"],
+        "parity": {
+            "provider": PARITY_PROVIDER,
+            "tolerance": config.tolerance,
+            "batch_sizes": list(config.parity_batch_sizes),
+            **parity_figures,
+        },
+        "config": dict(resolved_config or {}),
+        "versions": _versions(),
+    }
+
+
+def _parity_images(encoder: Any, parity_images: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The parity images as float32, checked against the encoder's input shape."""
+    images = np.asarray(parity_images, dtype=np.float32)
+    input_dims = _static_dims(encoder.inputs[0].shape, "encoder input")
+    if images.ndim != 1 + len(input_dims) or list(images.shape[1:]) != input_dims:
+        raise ExportError(
+            f"parity images have shape {images.shape}; the encoder expects (N, {input_dims})."
+        )
+    if len(images) == 0:
+        raise ExportError("no parity images: pass at least one test image.")
+    return images, input_dims
+
+
+def _model_specs(
+    encoder: Any, decoder: Any, clusters: Any | None, input_dims: list[int], code_dims: list[int]
+) -> dict[str, tuple[Any, str, str, str, list[int], list[int]]]:
+    """role -> (model, file name, input name, output name, input dims, output dims)."""
     specs = {
         "encoder": (encoder, ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT, input_dims, code_dims),
         "decoder": (decoder, DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT, code_dims, input_dims),
@@ -242,77 +304,59 @@ def export_models(
             input_dims,
             cluster_dims,
         )
-    card_files: dict[str, Any] = {}
-    parity_figures: dict[str, Any] = {}
-    with fileio.atomic_directory(out_dir) as staging:
-        codes = np.asarray(encoder(_cycle(images, max(config.parity_batch_sizes))))
-        parity_inputs = {"encoder": images, "decoder": codes, "clusters": images}
-        for role, (model, filename, in_name, out_name, in_dims, out_dims) in specs.items():
-            proto = convert_keras_model(
-                model, input_name=in_name, output_name=out_name, opset=opset
-            )
-            set_metadata(
-                proto,
-                {
-                    **common,
-                    "model": role,
-                    "input_name": in_name,
-                    "input_shape": [BATCH_AXIS, *in_dims],
-                    "output_name": out_name,
-                    "output_shape": [BATCH_AXIS, *out_dims],
-                },
-            )
-            try:
-                onnx.checker.check_model(proto, full_check=True)
-            except onnx.checker.ValidationError as error:
-                raise ExportError(
-                    f"{variant} {role}: onnx.checker rejected it: {error}"
-                ) from error
-            path = staging / filename
-            onnx.save_model(proto, str(path))
-            figures = parity(path, model, parity_inputs[role], config.parity_batch_sizes)
-            if figures["scaled_diff"] > config.tolerance:
-                raise ParityError(
-                    f"{variant} {role}: max |ONNX Runtime - Keras| = "
-                    f"{figures['max_abs_diff']:.3g} (outputs up to "
-                    f"{figures['max_abs_reference']:.3g}; scaled {figures['scaled_diff']:.3g}) > "
-                    f"tolerance {config.tolerance:g}, by batch size {figures['by_batch_size']}; "
-                    f"the previous export in {out_dir} is kept."
-                )
-            parity_figures[role] = figures
-            card_files[role] = {
-                "path": filename,
-                "sha256": fileio.sha256_file(path),
-                "input": {"name": in_name, "shape": [None, *in_dims], "dtype": "float32"},
-                "output": {"name": out_name, "shape": [None, *out_dims], "dtype": "float32"},
-            }
-        card = {
-            "variant": variant,
-            "format": "onnx",
-            "opset": opset,
-            "input": {
-                "name": ENCODER_INPUT,
-                "shape": [None, *input_dims],
-                "dtype": "float32",
-                "scaling": SCALING,
-            },
-            "latent_dim": latent_dim,
-            "code_shape": code_dims,
-            "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
-            "files": card_files,
-            "source_run_id": source_run_id,
-            "git_commit": git_commit,
-            "parity": {
-                "provider": PARITY_PROVIDER,
-                "tolerance": config.tolerance,
-                "batch_sizes": list(config.parity_batch_sizes),
-                **parity_figures,
-            },
-            "config": dict(resolved_config or {}),
-            "versions": _versions(),
-        }
-        fileio.write_json(staging / CARD_FILE, card)
-    return card
+    return specs
+
+
+def _export_one(
+    role: str,
+    spec: tuple[Any, str, str, str, list[int], list[int]],
+    staging: Path,
+    common: Mapping[str, Any],
+    parity_input: np.ndarray,
+    config: ExportConfig,
+    out_dir: str | Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Convert, check, save and parity-test one model; return its figures and card entry."""
+    import onnx
+
+    model, filename, in_name, out_name, in_dims, out_dims = spec
+    variant = common["variant"]
+    proto = convert_keras_model(
+        model, input_name=in_name, output_name=out_name, opset=common["opset"]
+    )
+    set_metadata(
+        proto,
+        {
+            **common,
+            "model": role,
+            "input_name": in_name,
+            "input_shape": [BATCH_AXIS, *in_dims],
+            "output_name": out_name,
+            "output_shape": [BATCH_AXIS, *out_dims],
+        },
+    )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"{variant} {role}: onnx.checker rejected it: {error}") from error
+    path = staging / filename
+    onnx.save_model(proto, str(path))
+    figures = parity(path, model, parity_input, config.parity_batch_sizes)
+    if figures["scaled_diff"] > config.tolerance:
+        raise ParityError(
+            f"{variant} {role}: max |ONNX Runtime - Keras| = "
+            f"{figures['max_abs_diff']:.3g} (outputs up to "
+            f"{figures['max_abs_reference']:.3g}; scaled {figures['scaled_diff']:.3g}) > "
+            f"tolerance {config.tolerance:g}, by batch size {figures['by_batch_size']}; "
+            f"the previous export in {out_dir} is kept."
+        )
+    card_file = {
+        "path": filename,
+        "sha256": fileio.sha256_file(path),
+        "input": {"name": in_name, "shape": [None, *in_dims], "dtype": "float32"},
+        "output": {"name": out_name, "shape": [None, *out_dims], "dtype": "float32"},
+    }
+    return figures, card_file
 
 
 def _is_variational(resolved_config: Mapping[str, Any] | None) -> bool:

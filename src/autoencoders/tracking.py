@@ -22,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -248,6 +249,20 @@ def finished_run(run_ref_path: str | Path) -> str:
             "MLFLOW_TRACKING_URI at the store it was logged to."
         ) from error
     return reference["run_id"]
+
+
+def log_file_as(path: str | Path, name: str, *, artifact_path: str, run_id: str) -> None:
+    """Log the file ``path`` into run ``run_id`` as ``<artifact_path>/<name>``.
+
+    MLflow names an artifact after its file; a temporary copy gives it another name
+    (metrics/conv.json is logged as evaluation/metrics.json).
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / name
+        copy.write_text(Path(path).read_text())
+        mlflow.log_artifact(str(copy), artifact_path=artifact_path, run_id=run_id)
 
 
 def dataset(x: Any, *, split: str, card: Mapping[str, Any]) -> Any:

@@ -166,12 +166,19 @@ def kernel_share(seconds_by_op: Mapping[str, float]) -> float:
 
 
 def variant_settings(
-    variant: str, block: Mapping[str, Any], train_section: Mapping[str, Any], best_path: str
+    variant: str,
+    block: Mapping[str, Any],
+    train_section: Mapping[str, Any],
+    best_path: str | None,
 ) -> tuple[Any, training.TrainSettings]:
-    """The resolved config and settings ``train@variant`` would train with."""
+    """The resolved config and settings ``train@variant`` would train with.
+
+    ``best_path`` None: no search result applies (the seed models).
+    """
     config = models.VariantConfig.from_params(variant, block)
+    best = training.read_best(best_path) if best_path is not None else None
     resolved = training.resolve_hyperparameters(
-        train_section, config, training.read_best(best_path), where=f"variants.{variant}.train"
+        train_section, config, best, where=f"variants.{variant}.train"
     )
     return resolved.config, resolved.settings
 
@@ -186,8 +193,6 @@ def run_train_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Seed ``fit`` vs the trainer per seed model, conv's op profile, every variant's img/s."""
-    import keras
-
     x = x_train[: settings.images] if settings.images else x_train
     report: dict[str, Any] = {
         "machine": bench.describe_machine(),
@@ -201,52 +206,11 @@ def run_train_bench(
         block = dict(variants.get(spec["variant"], {}))
         block.update(architecture=spec["architecture"], objective={"name": "plain", "loss": "bce"})
         block.pop("search", None)
-        config, train_settings = variant_settings(name, block, train_section, "/nonexistent")
-        keras.utils.set_random_seed(seed)
-        seed_net = seed_model(name, tuple(x.shape[1:]))
-        seed_x = x.reshape(len(x), -1) if name == "dense" else x
-        seed_rate = images_per_second(
-            lambda epochs, net=seed_net, images=seed_x: net.fit(
-                images,
-                images,
-                batch_size=settings.batch_size,
-                epochs=epochs,
-                shuffle=True,
-                verbose=0,
-            ),
-            len(x),
-            settings.epochs,
-        )
-        keras.utils.set_random_seed(seed)
-        model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
-        if models.parameter_count(model) != seed_net.count_params():
-            raise RuntimeError(
-                f"{name}: the project model has {models.parameter_count(model)} weights, the "
-                f"seed model {seed_net.count_params()}: they must be the same model."
-            )
-        project_rate = images_per_second(fit, len(x), settings.epochs)
-        entry = {
-            "parameters": seed_net.count_params(),
-            "seed_images_per_second": round(seed_rate, 1),
-            "project_images_per_second": round(project_rate, 1),
-            "ratio": round(project_rate / seed_rate, 3),
-            "project_settings": {
-                "steps_per_execution": train_settings.steps_per_execution,
-                "jit_compile": train_settings.jit_compile,
-            },
-        }
-        if name == "conv":
-            _, profiled = project_trainer(
-                config, train_settings, x[: settings.profile_images], settings.batch_size, seed
-            )
-            profiled(1)  # trace outside the profile
-            by_op = op_seconds(profiled)
-            entry["kernel_share"] = round(kernel_share(by_op), 4)
-            entry["op_seconds"] = {op: round(value, 4) for op, value in list(by_op.items())[:12]}
+        entry = _bench_seed_model(name, block, x, train_section, settings, seed)
         report["models"][name] = entry
         log(
-            f"[bench-train] {name}: seed {seed_rate:,.0f} img/s, project {project_rate:,.0f} "
-            f"img/s, ratio {entry['ratio']:.2f}"
+            f"[bench-train] {name}: seed {entry['seed_images_per_second']:,.0f} img/s, project "
+            f"{entry['project_images_per_second']:,.0f} img/s, ratio {entry['ratio']:.2f}"
             + (
                 f", conv kernel share {entry['kernel_share']:.1%}"
                 if "kernel_share" in entry
@@ -255,23 +219,92 @@ def run_train_bench(
         )
     subset = x[: settings.variant_images]
     for variant, block in variants.items():
-        config, train_settings = variant_settings(
-            variant, block, train_section, f"{tuning_dir}/{variant}/best.json"
+        entry = _bench_variant(
+            variant, block, subset, train_section, f"{tuning_dir}/{variant}/best.json", seed
         )
-        keras.utils.set_random_seed(seed)
-        model, fit = project_trainer(
-            config, train_settings, subset, train_settings.batch_size, seed
+        report["variants"][variant] = entry
+        log(f"[bench-train] {variant}: {entry['images_per_second']:,.0f} img/s")
+    return report
+
+
+def _bench_seed_model(
+    name: str,
+    block: Mapping[str, Any],
+    x: np.ndarray,
+    train_section: Mapping[str, Any],
+    settings: TrainBenchConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """One seed model's ``fit`` against the project trainer on the same architecture."""
+    import keras
+
+    config, train_settings = variant_settings(name, block, train_section, None)
+    keras.utils.set_random_seed(seed)
+    seed_net = seed_model(name, tuple(x.shape[1:]))
+    seed_x = x.reshape(len(x), -1) if name == "dense" else x
+    seed_rate = images_per_second(
+        lambda epochs, net=seed_net, images=seed_x: net.fit(
+            images,
+            images,
+            batch_size=settings.batch_size,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+        ),
+        len(x),
+        settings.epochs,
+    )
+    keras.utils.set_random_seed(seed)
+    model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
+    if models.parameter_count(model) != seed_net.count_params():
+        raise RuntimeError(
+            f"{name}: the project model has {models.parameter_count(model)} weights, the "
+            f"seed model {seed_net.count_params()}: they must be the same model."
         )
-        rate = images_per_second(fit, len(subset), 1)
-        report["variants"][variant] = {
-            "images_per_second": round(rate, 1),
-            "parameters": models.parameter_count(model),
-            "batch_size": train_settings.batch_size,
+    project_rate = images_per_second(fit, len(x), settings.epochs)
+    entry = {
+        "parameters": seed_net.count_params(),
+        "seed_images_per_second": round(seed_rate, 1),
+        "project_images_per_second": round(project_rate, 1),
+        "ratio": round(project_rate / seed_rate, 3),
+        "project_settings": {
             "steps_per_execution": train_settings.steps_per_execution,
             "jit_compile": train_settings.jit_compile,
-        }
-        log(f"[bench-train] {variant}: {rate:,.0f} img/s")
-    return report
+        },
+    }
+    if name == "conv":
+        _, profiled = project_trainer(
+            config, train_settings, x[: settings.profile_images], settings.batch_size, seed
+        )
+        profiled(1)  # trace outside the profile
+        by_op = op_seconds(profiled)
+        entry["kernel_share"] = round(kernel_share(by_op), 4)
+        entry["op_seconds"] = {op: round(value, 4) for op, value in list(by_op.items())[:12]}
+    return entry
+
+
+def _bench_variant(
+    variant: str,
+    block: Mapping[str, Any],
+    subset: np.ndarray,
+    train_section: Mapping[str, Any],
+    best_path: str,
+    seed: int,
+) -> dict[str, Any]:
+    """One epoch of a variant with its resolved settings: img/s and what it ran with."""
+    import keras
+
+    config, train_settings = variant_settings(variant, block, train_section, best_path)
+    keras.utils.set_random_seed(seed)
+    model, fit = project_trainer(config, train_settings, subset, train_settings.batch_size, seed)
+    rate = images_per_second(fit, len(subset), 1)
+    return {
+        "images_per_second": round(rate, 1),
+        "parameters": models.parameter_count(model),
+        "batch_size": train_settings.batch_size,
+        "steps_per_execution": train_settings.steps_per_execution,
+        "jit_compile": train_settings.jit_compile,
+    }
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:

@@ -4,14 +4,14 @@
 on ``tf.data`` pipelines (cached, seeded shuffle, prefetched; Gaussian input noise for the
 denoising objective) with early stopping on the validation loss, and returns the model holding
 the weights of its best epoch, its history and a few facts about the run (seconds, images per
-second, best epoch). ``resolve_hyperparameters`` layers params.yaml's ``train`` section, the
-variant's own ``train:`` overrides and ``tuning/<variant>/best.json``. Used by
+second, best epoch). ``resolve_hyperparameters`` (from ``autoencoders.hyperparameters``) layers
+params.yaml's ``train`` section, the variant's own ``train:`` overrides and
+``tuning/<variant>/best.json``. Used by
 ``pipeline/train.py`` and by every Optuna trial (``autoencoders.tuning``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
@@ -22,124 +22,18 @@ from typing import Any
 import keras
 import numpy as np
 
-from autoencoders import config as config_module
 from autoencoders import data, errors, fileio, models
-from autoencoders.config import ConfigError
 
-# The training hyperparameters an Optuna search may set, besides architecture.*/objective.*.
-SEARCHABLE_HYPERPARAMETERS = ("learning_rate", "batch_size")
+# Re-exported: callers name them training.TrainSettings, training.resolve_hyperparameters, ...
+from autoencoders.hyperparameters import SEARCHABLE_HYPERPARAMETERS as SEARCHABLE_HYPERPARAMETERS
+from autoencoders.hyperparameters import Resolved as Resolved
+from autoencoders.hyperparameters import TrainSettings as TrainSettings
+from autoencoders.hyperparameters import read_best as read_best
+from autoencoders.hyperparameters import resolve_hyperparameters as resolve_hyperparameters
 
 
 class TrainingDivergedError(errors.UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """params.yaml ``train`` (then a variant's ``train:``): the final training's knobs."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    early_stopping_patience: int = 3
-    shuffle_buffer: int = 0  # 0: a full permutation of the split every epoch
-    # Training steps run per call into the compiled graph: fewer Python round trips per epoch.
-    steps_per_execution: int = 1
-    # XLA: fuses the small dense models' step (measured faster); slower for convolutions here.
-    jit_compile: bool = False
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            "early_stopping_patience": self.early_stopping_patience >= 0,
-            "shuffle_buffer": self.shuffle_buffer >= 0,
-            "steps_per_execution": self.steps_per_execution >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                minimum = (
-                    ">= 0" if name in ("early_stopping_patience", "shuffle_buffer") else "> 0"
-                )
-                # A ValueError: from_mapping names the layer that set it ("train.epochs", ...).
-                raise ValueError(f"{name} must be {minimum}, got {getattr(self, name)!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Resolved:
-    """The final hyperparameters of one variant and where each layer came from."""
-
-    config: Any  # models.VariantConfig with best.json's architecture/objective values applied
-    settings: TrainSettings
-    tuned: dict[str, Any]  # best.json "params" (empty when there is none)
-    tuning_source: str  # "study", "defaults" or "none"
-
-    def as_params(self) -> dict[str, Any]:
-        """Flat, JSON-ready hyperparameters, as written to training.json and MLflow."""
-        flat = dataclasses.asdict(self.settings)
-        flat.update({key: value for key, value in self.tuned.items() if "." in key})
-        return flat
-
-
-def resolve_hyperparameters(
-    train_section: Mapping[str, Any] | None,
-    variant_config: Any,
-    best: Mapping[str, Any] | None = None,
-    where: str = "train",
-) -> Resolved:
-    """Final hyperparameters: params.yaml ``train``, then the variant's ``train:``, then ``best``.
-
-    ``best`` is the content of ``tuning/<variant>/best.json`` (or None): its ``params`` set
-    ``learning_rate``, ``batch_size`` and ``architecture.*``/``objective.*`` fields.
-    """
-    # Each layer is checked where it is written, although a later one may override its values:
-    # `train.learning_rate: -1` is an error even when best.json sets learning_rate.
-    base = dict(train_section or {})
-    config_module.from_mapping(TrainSettings, base, "train")
-    overrides = dict(getattr(variant_config, "train", None) or {})
-    merged = {**base, **overrides}
-    config_module.from_mapping(TrainSettings, overrides, f"variants.{variant_config.name}.train")
-    tuned: dict[str, Any] = {}
-    source = "none"
-    if best is not None:
-        best_file = f"tuning/{variant_config.name}/best.json"
-        rerun = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
-        tuned = dict(best.get("params") or {})
-        source = str(best.get("source", "study"))
-        bad = sorted(
-            key
-            for key in tuned
-            if key not in SEARCHABLE_HYPERPARAMETERS
-            and not key.startswith(("architecture.", "objective."))
-        )
-        if bad:
-            raise ConfigError(f"{best_file} sets unknown hyperparameter(s) {bad}: {rerun}.")
-        searched = {key: tuned[key] for key in SEARCHABLE_HYPERPARAMETERS if key in tuned}
-        layered = {**merged, **searched}
-        try:
-            config_module.from_mapping(TrainSettings, layered, f"{best_file} params")
-        except ConfigError as error:
-            raise ConfigError(f"{str(error).rstrip('.')}: {rerun}.") from None
-        merged.update(searched)
-    settings = config_module.from_mapping(TrainSettings, merged, where)
-    field_overrides = {key: value for key, value in tuned.items() if "." in key}
-    resolved_config = (
-        variant_config.with_overrides(field_overrides) if field_overrides else variant_config
-    )
-    return Resolved(config=resolved_config, settings=settings, tuned=tuned, tuning_source=source)
-
-
-def read_best(path: str | Path) -> dict[str, Any] | None:
-    """``tuning/<variant>/best.json`` as a dict, or None when there is no such file."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    fix = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
-    best = fileio.read_json(path, fix)
-    if not isinstance(best, dict) or not isinstance(best.get("params", {}), dict):
-        raise errors.corrupt(path, "not a mapping with a 'params' mapping", fix)
-    return best
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -248,6 +142,29 @@ def build_and_compile(
     return model
 
 
+def _check_finite(
+    history: Mapping[str, list[float]], name: str, learning_rate: float, batch_size: int
+) -> None:
+    """Raise TrainingDivergedError naming the first epoch whose loss is NaN or infinite."""
+    losses = history.get("loss", []) + history.get("val_loss", [])
+    if losses and all(math.isfinite(value) for value in losses):
+        return
+    bad_epoch = next(
+        (
+            i + 1
+            for i in range(len(history.get("loss", [])))
+            if not math.isfinite(history["loss"][i])
+            or not math.isfinite(history.get("val_loss", [0.0] * (i + 1))[i])
+        ),
+        len(history.get("loss", [])),
+    )
+    raise TrainingDivergedError(
+        f"variant {name!r}: the loss became NaN or infinite in epoch {bad_epoch} "
+        f"(learning_rate={learning_rate:g}, batch_size={batch_size}); lower the learning "
+        "rate (train.learning_rate or the variant's search range) or check the data scaling."
+    )
+
+
 def train_variant(
     config: Any,
     x_train: np.ndarray,
@@ -307,24 +224,22 @@ def train_variant(
     )
     train_seconds = time.perf_counter() - start
     history = {name: [float(value) for value in values] for name, values in fitted.history.items()}
+    _check_finite(history, config.name, learning_rate, batch_size)
 
-    losses = history.get("loss", []) + history.get("val_loss", [])
-    if not losses or not all(math.isfinite(value) for value in losses):
-        bad_epoch = next(
-            (
-                i + 1
-                for i in range(len(history.get("loss", [])))
-                if not math.isfinite(history["loss"][i])
-                or not math.isfinite(history.get("val_loss", [0.0] * (i + 1))[i])
-            ),
-            len(history.get("loss", [])),
-        )
-        raise TrainingDivergedError(
-            f"variant {config.name!r}: the loss became NaN or infinite in epoch {bad_epoch} "
-            f"(learning_rate={learning_rate:g}, batch_size={batch_size}); lower the learning "
-            "rate (train.learning_rate or the variant's search range) or check the data scaling."
-        )
+    info = _training_info(history, progress, model, epochs, train_seconds, x_train, x_val)
+    return model, history, info
 
+
+def _training_info(
+    history: Mapping[str, list[float]],
+    progress: EpochProgress,
+    model: Any,
+    epochs: int,
+    train_seconds: float,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+) -> dict[str, Any]:
+    """train_variant's ``info``: timing, the best epoch and the model's size."""
     val_losses = history["val_loss"]
     best_index = int(np.argmin(val_losses))
     info = {
@@ -339,7 +254,7 @@ def train_variant(
         "train_images": len(x_train),
         "val_images": len(x_val),
     }
-    return model, history, info
+    return info
 
 
 def train_and_save(
@@ -367,7 +282,6 @@ def train_and_save(
     resolved = resolve_hyperparameters(
         train_section, variant_config, best, where=f"train (with variants.{variant}.train)"
     )
-    settings = resolved.settings
     card = data.load_card(processed_dir)
     x_train, _ = data.load_split(processed_dir, "train")
     x_val, _ = data.load_split(processed_dir, "val")
@@ -380,89 +294,17 @@ def train_and_save(
         )
 
     experiment_id = tracking.setup()
-    tags = {
-        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
-        "kind": "final",
-        "tuning_source": resolved.tuning_source,
-    }
-    if best is not None and best.get("study_name"):
-        tags["optuna.study_name"] = str(best["study_name"])
+    tags = _run_tags(variant, card, resolved, best)
     with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
         run_id = run.info.run_id
-        config_params = tracking.flatten(
-            {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
+        _log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
+        model, history, info, clustering = _fit(
+            resolved, x_train, x_val, int(seed), mlflow.MlflowClient(), run_id, verbose
         )
-        mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
-        if best is not None:
-            mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
-        for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
-            mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
-        model, history, info = train_variant(
-            resolved.config,
-            x_train,
-            x_val,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            seed=int(seed),
-            patience=settings.early_stopping_patience,
-            shuffle_buffer=settings.shuffle_buffer,
-            callbacks=[MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
-            verbose=verbose,
-            steps_per_execution=settings.steps_per_execution,
-            jit_compile=settings.jit_compile,
+        record = _training_record(
+            variant, info, hyperparameters, resolved, best, card, run_id, clustering
         )
-        clustering = None
-        if hasattr(model, "fit_clusters"):  # the clustering objective's second phase (IDEC)
-            clustering = model.fit_clusters(
-                x_train, batch_size=settings.batch_size, seed=int(seed), verbose=verbose
-            )
-            info["pretrain_seconds"] = info["train_seconds"]
-            info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
-        record = {
-            "variant": variant,
-            "train_seconds": info["train_seconds"],
-            "epochs_run": info["epochs_run"],
-            "best_epoch": info["best_epoch"],
-            "best_val_loss": info["best_val_loss"],
-            "stopped_early": info["stopped_early"],
-            "images_per_second": info["images_per_second"],
-            "epoch_seconds": info["epoch_seconds"],
-            "parameter_count": info["parameter_count"],
-            "params": hyperparameters,
-            "tuning": {
-                "source": resolved.tuning_source,
-                "params": resolved.tuned,
-                "study_name": (best or {}).get("study_name"),
-                "value": (best or {}).get("value"),
-            },
-            "data_checksum": card["checksum"],
-            "train_images": info["train_images"],
-            "val_images": info["val_images"],
-            "mlflow_run_id": run_id,
-        }
-        if clustering is not None:
-            record["pretrain_seconds"] = info["pretrain_seconds"]
-            record["clustering"] = clustering
-        with fileio.atomic_directory(output_dir) as staging:
-            models.save_autoencoder(model, staging)
-            fileio.write_json(staging / "history.json", history)
-            fileio.write_json(staging / "training.json", record)
-            tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
-            mlflow.log_metrics(
-                {
-                    "best_val_loss": info["best_val_loss"],
-                    "final_loss": history["loss"][-1],
-                    "epochs_run": info["epochs_run"],
-                    "best_epoch": info["best_epoch"],
-                    "train_seconds": info["train_seconds"],
-                    "images_per_second": info["images_per_second"],
-                    "parameter_count": info["parameter_count"],
-                }
-            )
-            mlflow.log_artifact(str(staging / "history.json"))
-            mlflow.log_artifact(str(staging / "config.json"))
-            mlflow.log_artifact(str(staging / "training.json"))
+        _save_outputs(output_dir, model, history, record, info, run_id, experiment_id)
     if verbose:
         print(
             f"[train {variant}] best val_loss {info['best_val_loss']:.5f} at epoch "
@@ -471,3 +313,153 @@ def train_and_save(
             flush=True,
         )
     return record
+
+
+def _fit(
+    resolved: Resolved,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    seed: int,
+    client: Any,
+    run_id: str,
+    verbose: bool,
+) -> tuple[Any, dict[str, list[float]], dict[str, Any], dict[str, Any] | None]:
+    """train_variant with the resolved settings, logging epochs to ``run_id``; then IDEC's
+    clustering phase when the model has one. Returns (model, history, info, clustering)."""
+    settings = resolved.settings
+    model, history, info = train_variant(
+        resolved.config,
+        x_train,
+        x_val,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=seed,
+        patience=settings.early_stopping_patience,
+        shuffle_buffer=settings.shuffle_buffer,
+        callbacks=[MlflowEpochLogger(client, run_id)],
+        verbose=verbose,
+        steps_per_execution=settings.steps_per_execution,
+        jit_compile=settings.jit_compile,
+    )
+    clustering = None
+    if hasattr(model, "fit_clusters"):  # the clustering objective's second phase (IDEC)
+        clustering = model.fit_clusters(
+            x_train, batch_size=settings.batch_size, seed=seed, verbose=verbose
+        )
+        info["pretrain_seconds"] = info["train_seconds"]
+        info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
+    return model, history, info, clustering
+
+
+def _run_tags(
+    variant: str, card: Mapping[str, Any], resolved: Any, best: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The final training run's tags: the standard ones, its kind and where tuning came from."""
+    from autoencoders import tracking
+
+    tags = {
+        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
+        "kind": "final",
+        "tuning_source": resolved.tuning_source,
+    }
+    if best is not None and best.get("study_name"):
+        tags["optuna.study_name"] = str(best["study_name"])
+    return tags
+
+
+def _log_run_inputs(
+    resolved: Any,
+    hyperparameters: Mapping[str, Any],
+    best: Mapping[str, Any] | None,
+    card: Mapping[str, Any],
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+) -> None:
+    """Log the hyperparameters, the resolved config and the two datasets to the active run."""
+    import mlflow
+
+    from autoencoders import tracking
+
+    config_params = tracking.flatten(
+        {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
+    )
+    mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
+    if best is not None:
+        mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
+    for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
+        mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
+
+
+def _training_record(
+    variant: str,
+    info: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any],
+    resolved: Any,
+    best: Mapping[str, Any] | None,
+    card: Mapping[str, Any],
+    run_id: str,
+    clustering: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The content of training.json."""
+    record = {
+        "variant": variant,
+        "train_seconds": info["train_seconds"],
+        "epochs_run": info["epochs_run"],
+        "best_epoch": info["best_epoch"],
+        "best_val_loss": info["best_val_loss"],
+        "stopped_early": info["stopped_early"],
+        "images_per_second": info["images_per_second"],
+        "epoch_seconds": info["epoch_seconds"],
+        "parameter_count": info["parameter_count"],
+        "params": hyperparameters,
+        "tuning": {
+            "source": resolved.tuning_source,
+            "params": resolved.tuned,
+            "study_name": (best or {}).get("study_name"),
+            "value": (best or {}).get("value"),
+        },
+        "data_checksum": card["checksum"],
+        "train_images": info["train_images"],
+        "val_images": info["val_images"],
+        "mlflow_run_id": run_id,
+    }
+    if clustering is not None:
+        record["pretrain_seconds"] = info["pretrain_seconds"]
+        record["clustering"] = clustering
+    return record
+
+
+def _save_outputs(
+    output_dir: str | Path,
+    model: Any,
+    history: Mapping[str, list[float]],
+    record: Mapping[str, Any],
+    info: Mapping[str, Any],
+    run_id: str,
+    experiment_id: str,
+) -> None:
+    """Write the model directory atomically and log its final metrics and files to MLflow."""
+    import mlflow
+
+    from autoencoders import tracking
+
+    with fileio.atomic_directory(output_dir) as staging:
+        models.save_autoencoder(model, staging)
+        fileio.write_json(staging / "history.json", history)
+        fileio.write_json(staging / "training.json", record)
+        tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
+        mlflow.log_metrics(
+            {
+                "best_val_loss": info["best_val_loss"],
+                "final_loss": history["loss"][-1],
+                "epochs_run": info["epochs_run"],
+                "best_epoch": info["best_epoch"],
+                "train_seconds": info["train_seconds"],
+                "images_per_second": info["images_per_second"],
+                "parameter_count": info["parameter_count"],
+            }
+        )
+        mlflow.log_artifact(str(staging / "history.json"))
+        mlflow.log_artifact(str(staging / "config.json"))
+        mlflow.log_artifact(str(staging / "training.json"))

@@ -55,6 +55,29 @@ class EvaluateParams:
                 raise ValueError(f"evaluate.{name} must be at least 1, got {getattr(self, name)}.")
 
 
+def _flat_codes(
+    train_codes: np.ndarray, test_codes: np.ndarray, n_test: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes flattened to (N, D) and checked; the test codes must be one per test image."""
+    train_codes, _ = latent.check_codes(
+        np.reshape(train_codes, (len(train_codes), -1)), None, "train"
+    )
+    test_codes, _ = latent.check_codes(np.reshape(test_codes, (len(test_codes), -1)), None, "test")
+    if len(test_codes) != n_test:
+        raise ValueError(
+            f"test_codes has {len(test_codes)} rows but x_test has {n_test}: encode the "
+            "same images."
+        )
+    return train_codes, test_codes
+
+
+def _mean_kl(kl_per_sample: np.ndarray) -> float:
+    kl = np.asarray(kl_per_sample, dtype=np.float64)
+    if not np.all(np.isfinite(kl)):
+        raise ValueError("the KL term is NaN or infinite: the VAE diverged; retrain it.")
+    return float(np.mean(kl))
+
+
 def evaluate_arrays(
     *,
     x_train: np.ndarray,
@@ -77,15 +100,7 @@ def evaluate_arrays(
     Clustering and probe metrics need labels and are left out without them; the denoising
     and KL metrics appear only when their arrays are given.
     """
-    train_codes, _ = latent.check_codes(
-        np.reshape(train_codes, (len(train_codes), -1)), None, "train"
-    )
-    test_codes, _ = latent.check_codes(np.reshape(test_codes, (len(test_codes), -1)), None, "test")
-    if len(test_codes) != len(x_test):
-        raise ValueError(
-            f"test_codes has {len(test_codes)} rows but x_test has {len(x_test)}: encode the "
-            "same images."
-        )
+    train_codes, test_codes = _flat_codes(train_codes, test_codes, len(x_test))
     latent_dim = test_codes.shape[1]
     metrics: dict[str, float] = image_quality.reconstruction_metrics(x_test, test_reconstructions)
     metrics.update(baselines.pca_baseline_mse(x_train, x_test, latent_dim))
@@ -110,10 +125,7 @@ def evaluate_arrays(
     if noisy_test is not None and denoised_test is not None:
         metrics.update(image_quality.denoising_metrics(x_test, noisy_test, denoised_test))
     if kl_per_sample is not None:
-        kl = np.asarray(kl_per_sample, dtype=np.float64)
-        if not np.all(np.isfinite(kl)):
-            raise ValueError("the KL term is NaN or infinite: the VAE diverged; retrain it.")
-        metrics["kl"] = float(np.mean(kl))
+        metrics["kl"] = _mean_kl(kl_per_sample)
     metrics["latent_dim"] = int(latent_dim)
     metrics["n_test"] = int(len(x_test))
     # JSON has no inf: a perfect reconstruction's PSNR is written as null.

@@ -200,8 +200,6 @@ def build_summary(
 def render_summary_markdown(summary: Mapping[str, Any]) -> str:
     """The markdown report from ``build_summary``'s result."""
     rows = list(summary["variants"].values())
-    baselines = summary["baselines"]
-    quality = summary["quality"]
     lines = ["# Autoencoder variants side by side", ""]
     source = summary.get("data", {})
     if source:
@@ -211,8 +209,17 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
             "Every figure is on the test split; PCA baselines are fitted on the training split."
         )
         lines.append("")
+    lines += _variants_table(rows)
+    lines += _extras_lines(rows)
+    lines += _baselines_table(summary["baselines"])
+    lines += _tuning_table(rows)
+    lines += _quality_lines(summary["quality"])
+    return "\n".join(lines)
+
+
+def _variants_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     headers = ["variant"] + [header for _, header, _ in SUMMARY_COLUMNS]
-    lines.append("| " + " | ".join(headers) + " |")
+    lines = ["| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join(["---"] + ["---:"] * len(SUMMARY_COLUMNS)) + "|")
     for row in rows:
         if row.get("status") != "ok":
@@ -223,23 +230,33 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
                 _format(row.get(key), pattern) for key, _, pattern in SUMMARY_COLUMNS
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _extras_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The denoising and VAE figures, for the variants that have them."""
     extras = [row for row in rows if row.get("psnr_gain") is not None or row.get("kl") is not None]
-    if extras:
-        lines += ["", "Variant extras:", ""]
-        for row in extras:
-            if row.get("psnr_gain") is not None:
-                lines.append(
-                    f"- `{row['variant']}` denoising: PSNR of the noisy input "
-                    f"{_format(row.get('psnr_noisy'), '{:.2f}')} dB, of its output "
-                    f"{_format(row.get('psnr_denoised'), '{:.2f}')} dB "
-                    f"(gain {_format(row.get('psnr_gain'), '{:+.2f}')} dB)."
-                )
-            if row.get("kl") is not None:
-                lines.append(
-                    f"- `{row['variant']}` VAE: mean KL(q(z|x) || N(0, I)) on test "
-                    f"{_format(row.get('kl'), '{:.3f}')} nats."
-                )
-    lines += ["", "## Baselines (computed live in this run)", ""]
+    if not extras:
+        return []
+    lines = ["", "Variant extras:", ""]
+    for row in extras:
+        if row.get("psnr_gain") is not None:
+            lines.append(
+                f"- `{row['variant']}` denoising: PSNR of the noisy input "
+                f"{_format(row.get('psnr_noisy'), '{:.2f}')} dB, of its output "
+                f"{_format(row.get('psnr_denoised'), '{:.2f}')} dB "
+                f"(gain {_format(row.get('psnr_gain'), '{:+.2f}')} dB)."
+            )
+        if row.get("kl") is not None:
+            lines.append(
+                f"- `{row['variant']}` VAE: mean KL(q(z|x) || N(0, I)) on test "
+                f"{_format(row.get('kl'), '{:.3f}')} nats."
+            )
+    return lines
+
+
+def _baselines_table(baselines: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Baselines (computed live in this run)", ""]
     kmeans = baselines.get("kmeans_pixels")
     lines.append("| baseline | code | test MSE | cluster acc | NMI | ARI |")
     lines.append("|---|---:|---:|---:|---:|---:|")
@@ -260,25 +277,33 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"| PCA, {size} components{capped} | {size} | {result['mse']:.5f} | – | – | – |"
         )
+    return lines
+
+
+def _tuning_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The search's best value next to the final run's figures, for tuned variants."""
     tuned = [row for row in rows if row.get("search_best_value") is not None]
-    if tuned:
-        lines += [
-            "",
-            "## Tuning: the search's fidelity against the final run",
-            "",
-            "| variant | best val loss in the search | chosen | final test MSE | final test BCE |",
-            "|---|---:|---|---:|---:|",
-        ]
-        for row in tuned:
-            chosen = ", ".join(
-                f"{k}={_format(v, '{:.3g}')}" for k, v in row["search_params"].items()
-            )
-            lines.append(
-                f"| `{row['variant']}` | {_format(row['search_best_value'], '{:.4f}')} | "
-                f"{chosen or '–'} | {_format(row.get('mse'), '{:.5f}')} | "
-                f"{_format(row.get('bce'), '{:.4f}')} |"
-            )
-    lines += ["", "## Quality bar", ""]
+    if not tuned:
+        return []
+    lines = [
+        "",
+        "## Tuning: the search's fidelity against the final run",
+        "",
+        "| variant | best val loss in the search | chosen | final test MSE | final test BCE |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for row in tuned:
+        chosen = ", ".join(f"{k}={_format(v, '{:.3g}')}" for k, v in row["search_params"].items())
+        lines.append(
+            f"| `{row['variant']}` | {_format(row['search_best_value'], '{:.4f}')} | "
+            f"{chosen or '–'} | {_format(row.get('mse'), '{:.5f}')} | "
+            f"{_format(row.get('bce'), '{:.4f}')} |"
+        )
+    return lines
+
+
+def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Quality bar", ""]
     verdict = "PASS" if quality["passed"] else "FAIL"
     bar = quality.get("pca_ratio_bar", PCA_RATIO_BAR)
     beat = (
@@ -304,4 +329,4 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
     )
     lines.append(f"**{verdict}**: {beat}; {cluster}.")
     lines.append("")
-    return "\n".join(lines)
+    return lines

@@ -137,52 +137,10 @@ class ClusteringAutoencoder(Autoencoder):
         x = np.asarray(x, dtype=np.float32)
         codes = self.encode(x, batch_size=1024).reshape(len(x), -1)
         rng = np.random.default_rng(seed)
-        pool, pool_target, previous = None, None, None
-        if objective.init == "manifold":
-            from autoencoders import clustering
-
-            pool = np.sort(rng.choice(len(x), min(objective.init_subsample, len(x)), False))
-            head = clustering.fit_head(codes[pool], n_clusters=objective.n_clusters, seed=seed)
-            pool_target = head.mixture.predict_proba(head.embedding).astype(np.float32)
-            centres = np.stack(
-                [
-                    codes[pool][head.assignments == j].mean(axis=0)
-                    if np.any(head.assignments == j)
-                    else codes[pool][rng.integers(len(pool))]
-                    for j in range(objective.n_clusters)
-                ]
-            )
-        else:
-            from sklearn.cluster import KMeans
-
-            kmeans = KMeans(
-                n_clusters=objective.n_clusters, n_init=objective.kmeans_n_init, random_state=seed
-            ).fit(codes.astype(np.float64))
-            centres = kmeans.cluster_centers_
-            previous = kmeans.labels_.astype(np.int64)
-        self.clusters.centres.assign(centres.astype(np.float32))
+        pool, pool_target, previous = self._init_centres(codes, rng, seed)
         init_seconds = time.perf_counter() - started
         distil = objective.update_interval if pool is not None else 0
-
-        self.clusters.trainable = True
-        optimizer = keras.optimizers.Adam(learning_rate=objective.cluster_learning_rate)
-        weights = self.encoder.trainable_weights + self.decoder.trainable_weights
-        weights = weights + self.clusters.trainable_weights
-        gamma = float(objective.gamma)
-        loss_name = objective.loss
-
-        @tf.function(reduce_retracing=True)
-        def step(images: Any, target: Any) -> tuple[Any, Any]:
-            with tf.GradientTape() as tape:
-                code = self.encoder(images, training=True)
-                reconstruction = objectives.reconstruction_loss(
-                    images, self.decoder(code, training=True), loss_name
-                )
-                divergence = kl_divergence(target, self.clusters(code))
-                loss = reconstruction + gamma * divergence
-            gradients = tape.gradient(loss, weights)
-            optimizer.apply_gradients(zip(gradients, weights, strict=True))
-            return reconstruction, divergence
+        step = self._clustering_step()
 
         order = rng.permutation(len(x))
         position = 0
@@ -231,6 +189,69 @@ class ClusteringAutoencoder(Autoencoder):
             "init_seconds": round(init_seconds, 3),
             "seconds": round(time.perf_counter() - started, 3),
         }
+
+    def _init_centres(
+        self, codes: np.ndarray, rng: np.random.Generator, seed: int
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Set the centres from the pretrained ``codes`` (N, D) as ``init`` says.
+
+        Returns (pool, pool_target, previous labels): the manifold init's subsample indices and
+        its mixture posteriors, or k-means' labels; the others are None.
+        """
+        objective = self.config.objective
+        pool, pool_target, previous = None, None, None
+        if objective.init == "manifold":
+            from autoencoders import clustering
+
+            pool = np.sort(
+                rng.choice(len(codes), min(objective.init_subsample, len(codes)), False)
+            )
+            head = clustering.fit_head(codes[pool], n_clusters=objective.n_clusters, seed=seed)
+            pool_target = head.mixture.predict_proba(head.embedding).astype(np.float32)
+            centres = np.stack(
+                [
+                    codes[pool][head.assignments == j].mean(axis=0)
+                    if np.any(head.assignments == j)
+                    else codes[pool][rng.integers(len(pool))]
+                    for j in range(objective.n_clusters)
+                ]
+            )
+        else:
+            from sklearn.cluster import KMeans
+
+            kmeans = KMeans(
+                n_clusters=objective.n_clusters, n_init=objective.kmeans_n_init, random_state=seed
+            ).fit(codes.astype(np.float64))
+            centres = kmeans.cluster_centers_
+            previous = kmeans.labels_.astype(np.int64)
+        self.clusters.centres.assign(centres.astype(np.float32))
+        return pool, pool_target, previous
+
+    def _clustering_step(self) -> Any:
+        """A compiled step (images, target P) -> (reconstruction, KL) that updates the encoder,
+        the decoder and the (now trainable) centres with reconstruction + gamma x KL(P || Q)."""
+        objective = self.config.objective
+        self.clusters.trainable = True
+        optimizer = keras.optimizers.Adam(learning_rate=objective.cluster_learning_rate)
+        weights = self.encoder.trainable_weights + self.decoder.trainable_weights
+        weights = weights + self.clusters.trainable_weights
+        gamma = float(objective.gamma)
+        loss_name = objective.loss
+
+        @tf.function(reduce_retracing=True)
+        def step(images: Any, target: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                code = self.encoder(images, training=True)
+                reconstruction = objectives.reconstruction_loss(
+                    images, self.decoder(code, training=True), loss_name
+                )
+                divergence = kl_divergence(target, self.clusters(code))
+                loss = reconstruction + gamma * divergence
+            gradients = tape.gradient(loss, weights)
+            optimizer.apply_gradients(zip(gradients, weights, strict=True))
+            return reconstruction, divergence
+
+        return step
 
 
 __all__ = [

@@ -144,6 +144,25 @@ def _number(value: Any, where: str) -> float | int:
     return value
 
 
+def _parse_choices(name: str, spec: Mapping[str, Any], where: str) -> Dimension:
+    """A ``{choices: [..]}`` entry: a non-empty list of distinct JSON scalars."""
+    extra = sorted(set(spec) - {"choices"})
+    choices = spec["choices"]
+    if extra:
+        raise ConfigError(f"{where}: 'choices' cannot be combined with {extra}; use one form.")
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise ConfigError(f"{where}.choices must be a non-empty list, got {choices!r}.")
+    for choice in choices:
+        if choice is not None and not isinstance(choice, (bool, int, float, str)):
+            raise ConfigError(
+                f"{where}.choices may hold numbers, strings, booleans or null, got "
+                f"{choice!r}: Optuna stores only such values."
+            )
+    if len(set(map(repr, choices))) != len(choices):
+        raise ConfigError(f"{where}.choices lists a value twice: {list(choices)}.")
+    return Dimension(name=name, kind="categorical", choices=tuple(choices))
+
+
 def _parse_dimension(name: str, spec: Any, where: str, current: Any) -> Dimension:
     """One ``search.<name>`` entry; ``current`` is the configured value (its type decides)."""
     if not isinstance(spec, Mapping):
@@ -152,21 +171,7 @@ def _parse_dimension(name: str, spec: Any, where: str, current: Any) -> Dimensio
             f"got {spec!r}."
         )
     if "choices" in spec:
-        extra = sorted(set(spec) - {"choices"})
-        choices = spec["choices"]
-        if extra:
-            raise ConfigError(f"{where}: 'choices' cannot be combined with {extra}; use one form.")
-        if not isinstance(choices, (list, tuple)) or not choices:
-            raise ConfigError(f"{where}.choices must be a non-empty list, got {choices!r}.")
-        for choice in choices:
-            if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise ConfigError(
-                    f"{where}.choices may hold numbers, strings, booleans or null, got "
-                    f"{choice!r}: Optuna stores only such values."
-                )
-        if len(set(map(repr, choices))) != len(choices):
-            raise ConfigError(f"{where}.choices lists a value twice: {list(choices)}.")
-        return Dimension(name=name, kind="categorical", choices=tuple(choices))
+        return _parse_choices(name, spec, where)
     unknown = sorted(set(spec) - _RANGE_KEYS)
     missing = sorted({"low", "high"} - set(spec))
     if unknown or missing:

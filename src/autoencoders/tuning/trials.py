@@ -259,22 +259,8 @@ def make_objective(
         started = time.perf_counter()
         finish = logger.finish if logger is not None else (lambda *args: None)
         try:
-            _, _, info = training.train_variant(
-                trial_config,
-                x_train,
-                x_val,
-                epochs=plan.settings.epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=plan.seed,
-                patience=plan.base.early_stopping_patience,
-                shuffle_buffer=plan.base.shuffle_buffer,
-                callbacks=callbacks,
-                verbose=verbose,
-                steps_per_execution=plan.base.steps_per_execution,
-                # No XLA in trials: its compile (seconds) costs more than it saves on a trial's
-                # few thousand images; the final training uses the variant's setting.
-                jit_compile=False,
+            info = _train_trial(
+                plan, trial_config, x_train, x_val, learning_rate, batch_size, callbacks, verbose
             )
         except optuna.TrialPruned as pruned:
             if verbose:
@@ -294,6 +280,37 @@ def make_objective(
         return value
 
     return objective
+
+
+def _train_trial(
+    plan: space.SearchPlan,
+    trial_config: Any,
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    learning_rate: float,
+    batch_size: int,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: bool,
+) -> dict[str, Any]:
+    """train_variant at the plan's fidelity (its epochs, no XLA); returns its info."""
+    _, _, info = training.train_variant(
+        trial_config,
+        x_train,
+        x_val,
+        epochs=plan.settings.epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=plan.seed,
+        patience=plan.base.early_stopping_patience,
+        shuffle_buffer=plan.base.shuffle_buffer,
+        callbacks=callbacks,
+        verbose=verbose,
+        steps_per_execution=plan.base.steps_per_execution,
+        # No XLA in trials: its compile (seconds) costs more than it saves on a trial's
+        # few thousand images; the final training uses the variant's setting.
+        jit_compile=False,
+    )
+    return info
 
 
 def _start_trial_run(

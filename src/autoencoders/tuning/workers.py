@@ -224,23 +224,7 @@ def tune(
         )
     started = time.perf_counter()
     if plan.space:
-        # Create the study and the tracking store here, before any worker races to do so;
-        # trials of dead workers are failed and queued again first.
-        study = studies.open_study(plan, url, rerun_command=command)
-        tracking.setup()
-        recovery.recover(study, verbose=verbose)
-        remaining = plan.settings.n_trials - studies.counted_trials(study)
-        try:
-            _search(plan, plan_arguments, processed_dir, url, command, workers, remaining, verbose)
-        except KeyboardInterrupt:
-            # Workers that died mid-trial left RUNNING trials: fail, re-queue, close their runs.
-            recovered = recovery.recover(studies.open_study(plan, url), verbose=False)
-            counts = studies.finished_counts(study)
-            raise SearchInterrupted(
-                f"[tune {variant}] interrupted: {counts} finished, "
-                f"{recovered['killed']} trial(s) of stopped workers queued again; "
-                f"re-run `{command}` to resume."
-            ) from None
+        _top_up(plan, plan_arguments, processed_dir, url, command, workers, verbose)
     # best.json holds only what the study determines (no timings): when tune@V re-runs without
     # adding trials, the file is byte-identical and DVC does not retrain the variant.
     payload = best.best_payload(plan, url, rerun_command=command)
@@ -253,6 +237,35 @@ def tune(
             flush=True,
         )
     return payload
+
+
+def _top_up(
+    plan: space.SearchPlan,
+    plan_arguments: dict[str, Any],
+    processed_dir: str | Path,
+    url: str,
+    command: str,
+    workers: int,
+    verbose: bool,
+) -> None:
+    """Open the study, recover dead workers' trials and run the missing ones."""
+    # Create the study and the tracking store here, before any worker races to do so;
+    # trials of dead workers are failed and queued again first.
+    study = studies.open_study(plan, url, rerun_command=command)
+    tracking.setup()
+    recovery.recover(study, verbose=verbose)
+    remaining = plan.settings.n_trials - studies.counted_trials(study)
+    try:
+        _search(plan, plan_arguments, processed_dir, url, command, workers, remaining, verbose)
+    except KeyboardInterrupt:
+        # Workers that died mid-trial left RUNNING trials: fail, re-queue, close their runs.
+        recovered = recovery.recover(studies.open_study(plan, url), verbose=False)
+        counts = studies.finished_counts(study)
+        raise SearchInterrupted(
+            f"[tune {plan.variant}] interrupted: {counts} finished, "
+            f"{recovered['killed']} trial(s) of stopped workers queued again; "
+            f"re-run `{command}` to resume."
+        ) from None
 
 
 def _search(
@@ -300,16 +313,7 @@ def _search(
         for process in processes:
             process.join()
     except KeyboardInterrupt:
-        # Ctrl-C in a terminal reaches the workers too; `kill -INT <pid>` only this one.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGINT)
-        for process in processes:
-            process.join(60)
-            if process.is_alive():
-                process.terminate()
-                process.join()
+        _stop(processes)
         raise
     crashed = [p.name for p in processes if p.exitcode != 0]
     if crashed:
@@ -317,3 +321,17 @@ def _search(
             f"tuning worker(s) {crashed} of {variant} exited with an error (see above); "
             f"the study keeps their finished trials: re-run `{command}` to top it up."
         )
+
+
+def _stop(processes: list[Any]) -> None:
+    """Pass Ctrl-C on to the workers; terminate any still alive a minute later."""
+    # Ctrl-C in a terminal reaches the workers too; `kill -INT <pid>` only this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(60)
+        if process.is_alive():
+            process.terminate()
+            process.join()

@@ -1,0 +1,169 @@
+"""The report stage's work: every variant side by side, with live baselines.
+
+``write_report(["dense", "conv"], seed=42, kmeans_n_init=10)`` reads metrics/<V>.json for each
+variant (plus models/<V>/training.json and config.json where the metrics file lacks size or
+training time, and metrics/export/<V>.json for ONNX parity when present), computes the baselines
+in this run (k-means on the raw pixels of the test split; PCA fitted on the training split at
+each variant's code size), and writes reports/summary.md, summary.json, comparison.png,
+reports/metrics/<V>.json (one compact row per variant for ``dvc metrics show/diff``) and
+reports/timings.json (every stage's wall seconds from timings/ and their sum). The clustering
+head's figures (metrics/cluster/<V>.json, metrics/cluster/pixels.json) get their own section.
+``pipeline/report.py`` parses the arguments and calls it. Paths are relative to the project.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from autoencoders import clustering_report, data, fileio, plots, timing
+from autoencoders.evaluation.baselines import pixel_baselines
+from autoencoders.evaluation.report import (
+    build_summary,
+    metric_row,
+    render_summary_markdown,
+    summary_row,
+)
+
+PROCESSED_DIR = "data/processed"
+REPORT_DIR = Path("reports")
+METRICS_DIR = Path("metrics")
+MODELS_DIR = Path("models")
+# Every stage whose wall seconds reports/timings.json gathers, besides the report itself.
+VARIANT_STAGE_KINDS = ("tune", "train", "evaluate", "export", "cluster")
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    return fileio.read_json(path) if path.exists() else None
+
+
+def collect_variant(name: str) -> tuple[dict[str, Any] | None, dict[str, Any], Any]:
+    """(metrics or None, training facts, export parity or None) of one variant from disk."""
+    metrics = _read_optional(METRICS_DIR / f"{name}.json")
+    model_dir = MODELS_DIR / name
+    training = dict(_read_optional(model_dir / "training.json") or {})
+    saved = _read_optional(model_dir / "config.json") or {}
+    for key in ("parameter_count", "latent_dim"):
+        if training.get(key) is None and saved.get(key) is not None:
+            training[key] = saved[key]
+    parity = _read_optional(METRICS_DIR / "export" / f"{name}.json")
+    return metrics, training, parity
+
+
+def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str, Any]:
+    """Write every report file for the variants ``names``; return the summary."""
+    started = time.monotonic()
+    collected = {name: collect_variant(name) for name in names}
+    code_sizes = _code_sizes(collected)
+    x_train, _ = data.load_split(PROCESSED_DIR, "train")
+    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
+    print(
+        f"[report] baselines on {len(x_test)} test images: k-means on pixels, PCA at code sizes "
+        f"{sorted(code_sizes)}"
+    )
+    baselines = pixel_baselines(
+        x_train=x_train,
+        x_test=x_test,
+        y_test=y_test,
+        code_sizes=code_sizes or [2],
+        seed=seed,
+        kmeans_n_init=kmeans_n_init,
+    )
+    rows = [
+        summary_row(name, metrics, training, parity, pca=baselines["pca"])
+        for name, (metrics, training, parity) in collected.items()
+    ]
+    summary = build_summary(rows, baselines, data.load_card(PROCESSED_DIR))
+    head_section = _clustering_head(names, collected, baselines, summary)
+    _write_summary(summary, rows, baselines, head_section)
+    timings = _write_timings(names)
+    _print_verdict(summary["quality"], len(rows))
+    print(
+        f"[report] wrote {REPORT_DIR}/summary.md, summary.json, comparison.png in "
+        f"{time.monotonic() - started:.1f} s; pipeline_seconds {timings['pipeline_seconds']:.0f}"
+        f" over {len(timings['stages'])} stage(s) in {REPORT_DIR}/timings.json"
+    )
+    return summary
+
+
+def _code_sizes(collected: dict[str, Any]) -> set[int]:
+    """Every variant's code size, from its metrics or its training facts."""
+    code_sizes = set()
+    for metrics, training, _ in collected.values():
+        size = (metrics or {}).get("latent_dim") or training.get("latent_dim")
+        if size:
+            code_sizes.add(int(size))
+    return code_sizes
+
+
+def _clustering_head(
+    names: list[str], collected: dict[str, Any], baselines: dict[str, Any], summary: dict
+) -> str:
+    """Add the clustering head's rows to ``summary`` and return its markdown section."""
+    heads = {name: _read_optional(METRICS_DIR / "cluster" / f"{name}.json") for name in names}
+    pixels = _read_optional(METRICS_DIR / "cluster" / "pixels.json")
+    rows = clustering_report.head_rows(
+        names,
+        heads,
+        {name: value[0] for name, value in collected.items()},
+        {name: value[2] for name, value in collected.items()},
+    )
+    quality = clustering_report.head_quality(rows, pixels)
+    summary["clustering"] = {
+        "variants": {row["variant"]: row for row in rows},
+        "pixels": {key: value for key, value in (pixels or {}).items() if "sizes" not in key},
+        "published": dict(clustering_report.N2D_PUBLISHED),
+        "quality": quality,
+    }
+    return clustering_report.render_head_section(
+        rows, pixels, baselines.get("kmeans_pixels"), quality
+    )
+
+
+def _write_summary(
+    summary: dict[str, Any], rows: list[dict[str, Any]], baselines: dict[str, Any], head: str
+) -> None:
+    """summary.md, summary.json, metrics/<V>.json and comparison.png under REPORT_DIR."""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_path(REPORT_DIR / "summary.md") as temporary:
+        temporary.write_text(render_summary_markdown(summary) + "\n" + head)
+    fileio.write_json(REPORT_DIR / "summary.json", summary)
+    heads = summary["clustering"]["variants"]
+    with fileio.atomic_directory(REPORT_DIR / "metrics") as staging:
+        for row in rows:
+            if row.get("status") == "ok":
+                fileio.write_json(
+                    staging / f"{row['variant']}.json",
+                    metric_row(row, heads.get(row["variant"])),
+                )
+    kmeans = baselines.get("kmeans_pixels") or {}
+    plots.plot_comparison(
+        rows,
+        REPORT_DIR / "comparison.png",
+        kmeans_pixels_accuracy=kmeans.get("cluster_accuracy"),
+        cluster_bar=summary["quality"]["cluster_accuracy_bar"],
+    )
+
+
+def _write_timings(names: list[str]) -> dict[str, Any]:
+    """reports/timings.json: every stage's wall seconds (this one so far) and their sum."""
+    stages = ["fetch", "preprocess", "cluster_pixels"] + [
+        f"{kind}@{name}" for name in names for kind in VARIANT_STAGE_KINDS
+    ]
+    timings = timing.collect(stages)
+    timings["stages"]["report"] = round(time.time() - timing.process_started_at(), 2)
+    timings["pipeline_seconds"] = round(sum(timings["stages"].values()), 1)
+    fileio.write_json(REPORT_DIR / "timings.json", timings)
+    return timings
+
+
+def _print_verdict(quality: dict[str, Any], n_rows: int) -> None:
+    missing = quality["missing"]
+    print(
+        f"[report] {n_rows - len(missing)} of {n_rows} variants"
+        + (f" (missing: {', '.join(missing)})" if missing else "")
+        + f"; quality bar {'PASS' if quality['passed'] else 'FAIL'}"
+        f" (not beating PCA: {', '.join(quality['not_beating_pca']) or 'none'}; "
+        f"best cluster acc {quality['best_cluster_accuracy']})"
+    )

@@ -144,31 +144,29 @@ def _labelled_table(
     cell = _cell
     lines = [
         "| variant | code | k-means acc | head acc | head NMI | head ARI | inductive acc | "
-        "own acc | head s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "own acc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| `{row['variant']}` | {cell(row.get('code_size'), '{:.0f}')} | "
             f"{cell(row.get('kmeans_accuracy'))} | {cell(row.get('head_accuracy'))} | "
             f"{cell(row.get('head_nmi'))} | {cell(row.get('head_ari'))} | "
-            f"{cell(row.get('head_inductive_accuracy'))} | {cell(row.get('own_accuracy'))} | "
-            f"{cell(row.get('head_seconds'), '{:.1f}')} |"
+            f"{cell(row.get('head_inductive_accuracy'))} | {cell(row.get('own_accuracy'))} |"
         )
     pixel_kmeans = (kmeans_pixels or {}).get("cluster_accuracy")
     lines.append(
         f"| raw pixels (anchor) | {cell(pixels.get('code_size'), '{:.0f}')} | "
         f"{cell(pixel_kmeans)} | {cell(pixels.get('head_accuracy'))} | "
-        f"{cell(pixels.get('head_nmi'))} | {cell(pixels.get('head_ari'))} | – | – | "
-        f"{cell(pixels.get('head_seconds'), '{:.1f}')} |"
+        f"{cell(pixels.get('head_nmi'))} | {cell(pixels.get('head_ari'))} | – | – |"
     )
     lines.append(
         f"| N2D, published (test split) | 10 | – | {N2D_PUBLISHED['n2d_test']:.3f} | – | – "
-        "| – | – | – |"
+        "| – | – |"
     )
     lines.append(
         f"| N2D, published (all 70,000) | 10 | – | {N2D_PUBLISHED['n2d_all_70k']:.3f} | – "
-        "| – | – | – | – |"
+        "| – | – | – |"
     )
     return lines
 
@@ -180,15 +178,14 @@ def _label_free_table(
     lines = [
         "No labels in this dataset: accuracy cannot be scored; label-free figures instead.",
         "",
-        "| variant | code | silhouette (manifold) | smallest cluster | head s |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | code | silhouette (manifold) | smallest cluster |",
+        "|---|---:|---:|---:|",
     ]
     for row in [*rows, {"variant": "raw pixels", **(pixels or {})}]:
         lines.append(
             f"| `{row['variant']}` | {cell(row.get('code_size'), '{:.0f}')} | "
             f"{cell(row.get('head_silhouette'))} | "
-            f"{cell(row.get('head_smallest_cluster_share'))} | "
-            f"{cell(row.get('head_seconds'), '{:.1f}')} |"
+            f"{cell(row.get('head_smallest_cluster_share'))} |"
         )
     return lines
 

@@ -110,9 +110,14 @@ def search_clone(root: Path, processed: Path, params: dict) -> Path:
     return root
 
 
+# Variables a surrounding `make test ARGS=...` passes down to every make it starts: a clone's
+# `make push` must not inherit the pytest arguments.
+MAKE_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARGS")
+
+
 def clone_env(clone: Path, tracking_uri: str) -> dict[str, str]:
     return {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key not in MAKE_VARIABLES},
         "PYTHONPATH": str(clone / "src"),  # this clone's library, not the installed one
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": tracking_uri,

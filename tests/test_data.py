@@ -177,6 +177,22 @@ def test_failed_fetch_keeps_the_previous_good_output(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["raw"]
 
 
+def test_fetch_and_preprocess_write_byte_identical_outputs_every_time(tmp_path):
+    # dvc.lock is in git: a fetch or preprocess on another day must hash the same.
+    def contents(directory):
+        return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+    outputs = []
+    for run in ("a", "b"):
+        data.fetch("digits", tmp_path / run / "raw")
+        data.preprocess(tmp_path / run / "raw", tmp_path / run / "processed", 0.1, seed=0)
+        outputs.append((contents(tmp_path / run / "raw"), contents(tmp_path / run / "processed")))
+    assert outputs[0] == outputs[1]
+    assert sorted(outputs[0][0]) == ["dataset.npz", "source.json"]
+    # A fast source can fetch twice in the same hundredth of a second: name the usual culprit.
+    assert b"seconds" not in outputs[0][0]["source.json"]
+
+
 def test_digits_source_is_8x8_with_all_classes(tmp_path):
     record = data.fetch("digits", tmp_path / "raw")
     assert record["counts"] == {"x_train": 1438, "x_test": 359}

@@ -56,7 +56,8 @@ def read_npz(path: str | Path, fix: str) -> Arrays:
 
 
 def fetch(source: str, raw_dir: str | Path, npz_path: str | None = None) -> dict[str, Any]:
-    """Fetch ``source`` into ``raw_dir`` (``dataset.npz`` + ``source.json``); return the record."""
+    """Fetch ``source`` into ``raw_dir`` (``dataset.npz`` + ``source.json``); return the record
+    plus the wall ``seconds`` it took (kept out of the file, which must be deterministic)."""
     sources.check_source(source)
     started = time.monotonic()
     fetcher = sources.SOURCES[source]
@@ -70,10 +71,10 @@ def fetch(source: str, raw_dir: str | Path, npz_path: str | None = None) -> dict
             "counts": {key: int(len(value)) for key, value in arrays.items() if key[0] == "x"},
             "image_shape": list(arrays["x_train"].shape[1:]),
             "dataset_sha256": fileio.sha256_file(staging / "dataset.npz"),
-            "seconds": round(time.monotonic() - started, 2),
         }
+        # No seconds in the file: data/raw must hash the same on every fetch (dvc.lock in git).
         fileio.write_json(staging / "source.json", record)
-    return record
+    return {**record, "seconds": round(time.monotonic() - started, 2)}
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ scikit-learn's 8x8 digits, so a trial takes a second or two.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -699,3 +700,38 @@ def test_trial_of_a_worker_on_another_host_is_failed_by_its_heartbeat(tmp_path, 
     assert trials[1].system_attrs["fixed_params"] == trials[0].params
     assert client.get_run(child).info.status == "KILLED"
     assert client.get_run(parent).info.status == "KILLED"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() with heartbeats on
+def test_trial_killed_while_claiming_is_failed_and_queued_again(tmp_path):
+    """kill -9 between study.ask() and the worker's first write (seen in CI): the trial has no
+    worker and no heartbeat, so neither the pid check nor Optuna's grace would ever fail it."""
+    storage = tuning.open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="claiming", storage=storage)
+    study.enqueue_trial({"learning_rate": 0.003})
+    study.ask()  # popped from the queue, then its process "died": nothing recorded
+    counts = tuning.recover(study, verbose=False)
+    assert counts["killed"] == 1 and counts["requeued"] == 1
+    orphan, retry = study.get_trials(deepcopy=False)
+    assert orphan.state.name == "FAIL" and "is gone" in orphan.user_attrs["failure"]
+    assert retry.state.name == "WAITING" and retry.user_attrs["retry_of"] == orphan.number
+    assert retry.system_attrs["fixed_params"] == {"learning_rate": 0.003}  # the queued values
+
+
+def test_claim_without_a_worker_is_left_alone_on_shared_storage_until_the_grace_passes():
+    """Without the SQLite claim lock (PostgreSQL) a claim in progress elsewhere is not a death;
+    a claim takes milliseconds, so one older than the heartbeat grace is."""
+    now = datetime.datetime.now()
+
+    def running(age_s: float) -> optuna.trial.FrozenTrial:
+        return optuna.trial.FrozenTrial(
+            number=0, state=optuna.trial.TrialState.RUNNING, value=None,
+            datetime_start=now - datetime.timedelta(seconds=age_s), datetime_complete=None,
+            params={}, distributions={}, user_attrs={}, system_attrs={},
+            intermediate_values={}, trial_id=0,
+        )  # fmt: skip
+
+    grace = tuning.recovery.HEARTBEAT_GRACE_S
+    assert tuning.recovery._dead_reason(running(1), claims_locked=False) is None
+    assert "is gone" in tuning.recovery._dead_reason(running(grace + 5), claims_locked=False)
+    assert "is gone" in tuning.recovery._dead_reason(running(1), claims_locked=True)

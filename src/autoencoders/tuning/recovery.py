@@ -9,9 +9,12 @@ parent run of its dead worker, are closed as KILLED.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import socket
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,48 @@ def worker_alive(host: Any, pid: Any, started: Any = "") -> bool | None:
     return not started or stat[19] == str(started)
 
 
+@contextlib.contextmanager
+def claim_lock(study: optuna.Study) -> Iterator[bool]:
+    """Serialise claims of the processes sharing one SQLite file; yields True when it did.
+
+    SQLite gives no atomic pop of a WAITING trial across processes (seen: two workers of one
+    resume both ran a re-queued trial). Holding it, no claim is half done: a RUNNING trial that
+    has not recorded its worker yet was claimed by a process that died claiming it. Other
+    storages lock the row themselves; there this does nothing (and yields False).
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    url = str(getattr(storage, "url", ""))
+    if not url.startswith("sqlite:///"):
+        yield False
+        return
+    import fcntl
+
+    with open(url[len("sqlite:///") :] + ".claim.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _dead_reason(trial: optuna.trial.FrozenTrial, claims_locked: bool) -> str | None:
+    """Why a RUNNING trial's worker is certainly gone; None when it may be alive."""
+    attributes = trial.user_attrs
+    host, pid = attributes.get("worker_host"), attributes.get("worker_pid")
+    if host is None:
+        # Claimed, then killed before it recorded its worker (a few writes after study.ask):
+        # no heartbeat either, so Optuna's check would never fail it. Under the SQLite claim
+        # lock no live claim is half done; elsewhere, a claim takes milliseconds, not a grace.
+        started = trial.datetime_start
+        age = (datetime.datetime.now() - started).total_seconds() if started else 0.0
+        if claims_locked or age > HEARTBEAT_GRACE_S:
+            return "killed: its worker is gone (it died claiming the trial)"
+        return None
+    if worker_alive(host, pid, attributes.get("worker_started", "")) is not False:
+        return None
+    return f"killed: its worker (pid {pid} on {host}) is gone"
+
+
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
     """Queue a killed trial's parameters again; return the retry count, None when given up."""
     retries = int(trial.user_attrs.get("retries", 0))
@@ -77,7 +122,9 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
     attributes = {"retry_of": trial.number, "retries": retries + 1}
     if "source" in trial.user_attrs:
         attributes["source"] = trial.user_attrs["source"]
-    study.enqueue_trial(dict(trial.params), user_attrs=attributes)
+    # A trial killed before its objective suggested anything keeps its queued values, if any.
+    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+    study.enqueue_trial(params, user_attrs=attributes)
     return retries + 1
 
 
@@ -105,20 +152,18 @@ def fail_killed(study: optuna.Study, trial_id: int, reason: str) -> bool:
 def recover(study: optuna.Study, verbose: bool = True) -> dict[str, int]:
     """Fail and re-queue the trials of dead workers; close their MLflow runs as KILLED.
 
-    A RUNNING trial whose worker process on this host is gone is failed at once; trials of
-    other hosts go through Optuna's heartbeat check (failed past the grace period). Running
+    A RUNNING trial whose worker process on this host is gone, or that died before recording
+    its worker, is failed at once; trials of other hosts go through Optuna's heartbeat check
+    (failed past the grace period). Running
     parent runs of this study whose worker on this host is gone are closed too.
     Returns {"killed", "requeued", "runs_closed"}.
     """
     killed = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attributes = trial.user_attrs
-        host, pid = attributes.get("worker_host"), attributes.get("worker_pid")
-        if worker_alive(host, pid, attributes.get("worker_started", "")) is not False:
-            continue
-        reason = f"killed: its worker (pid {pid} on {host}) is gone"
-        if fail_killed(study, trial._trial_id, reason):
-            killed.append(study._storage.get_trial(trial._trial_id))
+    with claim_lock(study) as claims_locked:
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            reason = _dead_reason(trial, claims_locked)
+            if reason and fail_killed(study, trial._trial_id, reason):
+                killed.append(study._storage.get_trial(trial._trial_id))
     counts = {"killed": len(killed), "requeued": 0, "runs_closed": 0}
     for trial in killed:
         counts["requeued"] += requeue(study, trial) is not None

@@ -49,28 +49,8 @@ class _Heartbeat:
         self._thread.join()
 
 
-@contextlib.contextmanager
-def _claim_lock(study: optuna.Study) -> Iterator[None]:
-    """Serialise claims of the workers sharing one SQLite file: SQLite gives no atomic pop of a
-    WAITING trial across processes (seen: two workers of one resume both ran a re-queued
-    trial). Other storages lock the row themselves; there this does nothing."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    url = str(getattr(storage, "url", ""))
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    with open(url[len("sqlite:///") :] + ".claim.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _claim(study: optuna.Study, target: int) -> optuna.Trial | None:
-    with _claim_lock(study):
+    with recovery.claim_lock(study):
         return _claim_unlocked(study, target)
 
 

@@ -127,8 +127,9 @@ class ClusteringAutoencoder(Autoencoder):
 
         ``init: kmeans`` (the IDEC paper): centres at k-means (``kmeans_n_init`` seeded
         restarts) on the pretrained codes. ``init: manifold``: the N2D head (UMAP + Gaussian
-        mixture, ``autoencoders.clustering``) partitions the pretrained codes of a seeded
-        subsample of ``init_subsample`` images; the centres start at each part's mean code, and
+        mixture of ``manifold_n_init`` restarts, ``autoencoders.clustering``) partitions the
+        pretrained codes of a seeded subsample of ``init_subsample`` images; the centres start
+        at each part's mean code, and
         the first ``update_interval`` batches (drawn from that subsample) take the mixture's
         posteriors as their target P before Q takes over. Labels are never used.
         """
@@ -206,7 +207,12 @@ class ClusteringAutoencoder(Autoencoder):
             pool = np.sort(
                 rng.choice(len(codes), min(objective.init_subsample, len(codes)), False)
             )
-            head = clustering.fit_head(codes[pool], n_clusters=objective.n_clusters, seed=seed)
+            head = clustering.fit_head(
+                codes[pool],
+                n_clusters=objective.n_clusters,
+                seed=seed,
+                gmm_n_init=objective.manifold_n_init,
+            )
             pool_target = head.mixture.predict_proba(head.embedding).astype(np.float32)
             centres = np.stack(
                 [

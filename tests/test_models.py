@@ -452,3 +452,10 @@ def test_single_channel_conv_is_conv2d_with_the_same_weights_and_gradients():
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     wide = SingleChannelConv2D(3, 3, padding="valid")  # more than one channel: a plain Conv2D
     assert wide(x).shape == (4, 7, 5, 3)
+
+
+def test_idec_manifold_restarts_are_checked_where_written():
+    config = variant("idec")
+    assert config.objective.init == "manifold" and config.objective.manifold_n_init >= 1
+    with pytest.raises(models.ConfigError, match="objective.manifold_n_init"):
+        config.with_overrides({"objective.manifold_n_init": 0})

@@ -468,7 +468,7 @@ def test_dvc_remote_push_pull_and_get(tmp_path, mlflow_server):
     run([*GIT, "add", "-A"], a)
     run([*GIT, "commit", "-qm", "tiny pipeline"], a)
     started = time.monotonic()
-    run([str(BIN / "dvc"), "repro"], a)
+    run(["make", "repro", *venv], a)  # the README's first command
     repro_seconds = time.monotonic() - started
     check_readme_commands(a, run, venv, env)
     run(["make", "push", *venv, f"DVC_REMOTE={remote_dir}"], a)

@@ -26,7 +26,7 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds
+	bench-train clean cluster-seeds train-seeds
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -76,10 +76,11 @@ push: $(STAMP) ## Upload data, models and exports to the DVC remote [DVC_REMOTE=
 pull: $(STAMP) ## Download them from the DVC remote (a fresh clone skips retraining)
 	$(BIN)/python -m autoencoders.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
 
-dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 for the study storage
+DASHBOARD_PORT ?= 8080
+dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 (DASHBOARD_PORT=) for the study storage
 	$(BIN)/optuna-dashboard $(or $(STORAGE),$(shell $(BIN)/python -c "from autoencoders import \
 		config, tuning; print(tuning.storage_url(config.load_params()['tune']['storage']))")) \
-		--host 127.0.0.1 --port 8080
+		--host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder -> reports/bench.md
 	$(BIN)/python pipeline/bench.py
@@ -88,10 +89,13 @@ SEEDS ?= 0,1,2
 cluster-seeds: $(STAMP) ## Best variant's clustering head over SEEDS=0,1,2: mean ± std (after repro)
 	$(BIN)/python pipeline/cluster.py $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
 
+train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (IDEC: own accuracy) mean ± std
+	$(BIN)/python pipeline/train_seeds.py --variant $(or $(VARIANT),idec) --seeds $(SEEDS)
+
 bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python pipeline/bench_train.py
 
 clean: ## Remove untracked outputs and caches (keeps git-tracked files, .venv, mlflow.db, studies)
-	rm -rf .pytest_cache .ruff_cache data models plots exports/*/ timings reports/timings.json
+	rm -rf .pytest_cache .ruff_cache data models plots exports/*/ timings reports/timings.json dvc_plots
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -188,13 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--best needs --seeds")
         variant = best_variant()
     if args.seeds:
-        try:
-            seeds = [int(seed) for seed in args.seeds.split(",")]
-        except ValueError:
-            raise config.ConfigError(
-                f"--seeds must be comma-separated integers such as 0,1,2, got {args.seeds!r}."
-            ) from None
-        run_seeds(variant, settings, seeds)
+        run_seeds(variant, settings, config.parse_seeds(args.seeds))
     else:
         run_head(variant, settings, seed=config.value(params, "seed", int))
 

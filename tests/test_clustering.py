@@ -301,3 +301,19 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init
     np.testing.assert_allclose(after.sum(axis=1), 1.0, atol=1e-5)
     accuracy = evaluation.clustering_accuracy(digits_small["y_test"], after.argmax(axis=1))
     assert accuracy > 0.5  # chance is ~0.1; labels were never used
+
+
+def test_seed_spread_is_the_sample_mean_and_deviation():
+    import statistics
+
+    from autoencoders import config, seeds
+
+    results = [{"mse": 0.01, "own_accuracy": 0.9}, {"mse": 0.02, "own_accuracy": 0.96}]
+    results.append({"mse": 0.03})  # a model without own assignments
+    summary = seeds.spread(results)
+    assert summary["mse"]["mean"] == pytest.approx(statistics.mean([0.01, 0.02, 0.03]))
+    assert summary["mse"]["std"] == pytest.approx(statistics.stdev([0.01, 0.02, 0.03]))
+    assert summary["own_accuracy"]["std"] == pytest.approx(statistics.stdev([0.9, 0.96]))
+    assert config.parse_seeds("0,1,2") == [0, 1, 2]
+    with pytest.raises(config.ConfigError, match="comma-separated integers"):
+        config.parse_seeds("0;1")

@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -467,8 +468,9 @@ def test_dvc_remote_push_pull_and_get(tmp_path, mlflow_server):
     run([*GIT, "add", "-A"], a)
     run([*GIT, "commit", "-qm", "tiny pipeline"], a)
     started = time.monotonic()
-    run([str(BIN / "dvc"), "repro"], a)
+    run(["make", "repro", *venv], a)  # the README's first command
     repro_seconds = time.monotonic() - started
+    check_readme_commands(a, run, venv, env)
     run(["make", "push", *venv, f"DVC_REMOTE={remote_dir}"], a)
     run([*GIT, "add", "-A"], a)
     run([*GIT, "commit", "-qm", "pipeline outputs"], a)
@@ -496,6 +498,10 @@ def test_dvc_remote_push_pull_and_get(tmp_path, mlflow_server):
     got = tmp_path / "got"
     run([str(BIN / "dvc"), "get", str(a), "exports/dense", "-o", str(got)], tmp_path)
     assert (got / "encoder.onnx").read_bytes() == encoder_b.read_bytes()
+    run(["make", "clean", *venv], b)  # untracked outputs only
+    assert not any((b / name).exists() for name in ("data", "models", "plots", "exports/dense"))
+    changed = run(["git", "status", "--porcelain", "--untracked-files=no"], b)
+    assert changed == "", f"make clean touched tracked files: {changed}"
     # The stages logged to the server: the final run holds evaluation metrics and ONNX models.
     client = mlflow.MlflowClient(mlflow_server["uri"])
     run_id = json.loads((a / "models" / "dense" / "run.json").read_text())["run_id"]
@@ -505,6 +511,53 @@ def test_dvc_remote_push_pull_and_get(tmp_path, mlflow_server):
         "repro_s": round(repro_seconds, 1),
         "remote_files": sum(1 for p in remote_dir.rglob("*") if p.is_file()),
     }
+
+
+def check_readme_commands(clone: Path, run: Any, venv: list[str], env: dict[str, str]) -> None:
+    """The README's commands on a finished tiny pipeline: what a DVC user runs first, the
+    seeds check of the clustering head, the ONNX benchmark and the study dashboard."""
+    shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], clone))
+    (rows,) = shown.values()
+    assert list(rows["data"]) == ["reports/metrics/dense.json"]  # one row per variant
+    assert rows["data"]["reports/metrics/dense.json"]["data"]["mse"] > 0
+    plots = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json"], clone))["data"]
+    assert "plots/dense/history.csv" in plots  # the training curves as data
+
+    seeds = run(["make", "cluster-seeds", *venv, "VARIANT=dense", "SEEDS=0,1"], clone)
+    assert "dense over seeds [0, 1]: head_accuracy" in seeds, seeds
+    # The same seed twice trains the same model: seeded and deterministic.
+    spread = run(["make", "train-seeds", *venv, "VARIANT=dense", "SEEDS=0,0,1"], clone)
+    mse = [line.split("mse ")[1].split(" ")[0] for line in spread.splitlines() if " seed " in line]
+    assert len(mse) == 3 and mse[0] == mse[1] and float(mse[2]) > 0, spread
+    assert "dense over seeds [0, 0, 1]: mse" in spread
+    run(["make", "bench", *venv], clone)
+    bench = json.loads((clone / "reports" / "bench.json").read_text())
+    assert "dense" in json.dumps(bench)
+
+    port = free_port()
+    dashboard = subprocess.Popen(
+        ["make", "dashboard", *venv, f"DASHBOARD_PORT={port}"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as reply:
+                    studies = json.loads(reply.read())["studies"]
+                break
+            except OSError:
+                assert dashboard.poll() is None and time.monotonic() < deadline, "no dashboard"
+                time.sleep(0.5)
+        # It shows the study of params.yaml's tune.storage.
+        assert [s["study_name"] for s in studies] == [study_name(clone)]
+    finally:
+        os.killpg(dashboard.pid, signal.SIGTERM)
+        dashboard.wait()
 
 
 # --- clear failures: one line, the URL with its password masked, the fix -----------------------

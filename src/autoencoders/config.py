@@ -195,3 +195,13 @@ def registered_name(registry: Mapping[str, Any], config: Any, kind: str) -> str:
         if type(config) is entry.config_class:
             return name
     raise ValueError(f"{type(config).__name__} is not a registered {kind} config.")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; a ConfigError naming the fix otherwise."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}."
+        ) from None

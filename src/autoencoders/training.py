@@ -298,8 +298,13 @@ def train_and_save(
     with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
         run_id = run.info.run_id
         _log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
-        model, history, info, clustering = _fit(
-            resolved, x_train, x_val, int(seed), mlflow.MlflowClient(), run_id, verbose
+        model, history, info, clustering = fit_resolved(
+            resolved,
+            x_train,
+            x_val,
+            int(seed),
+            [MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
+            verbose,
         )
         record = _training_record(
             variant, info, hyperparameters, resolved, best, card, run_id, clustering
@@ -315,17 +320,17 @@ def train_and_save(
     return record
 
 
-def _fit(
+def fit_resolved(
     resolved: Resolved,
     x_train: np.ndarray,
     x_val: np.ndarray,
     seed: int,
-    client: Any,
-    run_id: str,
-    verbose: bool,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: bool = True,
 ) -> tuple[Any, dict[str, list[float]], dict[str, Any], dict[str, Any] | None]:
-    """train_variant with the resolved settings, logging epochs to ``run_id``; then IDEC's
-    clustering phase when the model has one. Returns (model, history, info, clustering)."""
+    """train_variant with the resolved settings (``callbacks`` added, e.g. an MLflow logger);
+    then IDEC's clustering phase when the model has one. Returns (model, history, info,
+    clustering)."""
     settings = resolved.settings
     model, history, info = train_variant(
         resolved.config,
@@ -337,7 +342,7 @@ def _fit(
         seed=seed,
         patience=settings.early_stopping_patience,
         shuffle_buffer=settings.shuffle_buffer,
-        callbacks=[MlflowEpochLogger(client, run_id)],
+        callbacks=callbacks,
         verbose=verbose,
         steps_per_execution=settings.steps_per_execution,
         jit_compile=settings.jit_compile,

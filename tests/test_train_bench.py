@@ -28,6 +28,17 @@ def test_kernel_share_counts_forward_and_backward_convolutions_only():
     }
     assert train_bench.kernel_share(seconds) == pytest.approx(8.0 / 10.0)
     assert math.isnan(train_bench.kernel_share({}))
+    # The same kernels as oneDNN's native ops (seen on a CPU where TensorFlow picks them).
+    mkl = {
+        "_MklNativeConv2DBackpropFilterWithBias": 3.0,
+        "_MklNativeConv2DBackpropInput": 2.0,
+        "_MklNativeFusedConv2D": 1.0,
+        "_MklNativeDepthwiseConv2dNativeBackpropFilter": 1.0,
+        "_MklNativeDepthwiseConv2dNative": 1.0,
+        "_MklNativeMaxPoolGrad": 1.0,
+        "Sum": 1.0,
+    }
+    assert train_bench.kernel_share(mkl) == pytest.approx(8.0 / 10.0)
 
 
 def test_bench_settings_are_validated():

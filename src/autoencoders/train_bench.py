@@ -158,10 +158,24 @@ def op_seconds(fit: Callable[[int], Any]) -> dict[str, float]:
     return dict(totals.most_common())
 
 
+def base_op(op: str) -> str:
+    """The plain op type of oneDNN's kernels where TensorFlow names them its own way
+    (``_MklNativeFusedConv2D`` -> ``_FusedConv2D``,
+    ``_MklNativeConv2DBackpropFilterWithBias`` -> ``Conv2DBackpropFilter``)."""
+    for prefix in ("_MklNative", "_Mkl"):
+        if op.startswith(prefix):
+            op = op[len(prefix) :]
+            op = "_FusedConv2D" if op == "FusedConv2D" else op
+            break
+    return op.removesuffix("WithBias")
+
+
 def kernel_share(seconds_by_op: Mapping[str, float]) -> float:
     """The share of op time spent in convolution kernels (forward and backward)."""
     total = sum(seconds_by_op.values())
-    convolution = sum(seconds_by_op.get(op, 0.0) for op in CONVOLUTION_OPS)
+    convolution = sum(
+        seconds for op, seconds in seconds_by_op.items() if base_op(op) in CONVOLUTION_OPS
+    )
     return convolution / total if total > 0 else math.nan
 
 

@@ -548,7 +548,7 @@ def check_readme_commands(clone: Path, run: Any, venv: list[str], env: dict[str,
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as reply:
-                    studies = json.loads(reply.read())["studies"]
+                    studies = json.loads(reply.read())["study_summaries"]
                 break
             except OSError:
                 assert dashboard.poll() is None and time.monotonic() < deadline, "no dashboard"

@@ -154,8 +154,8 @@ def recover(study: optuna.Study, verbose: bool = True) -> dict[str, int]:
 
     A RUNNING trial whose worker process on this host is gone, or that died before recording
     its worker, is failed at once; trials of other hosts go through Optuna's heartbeat check
-    (failed past the grace period). Running
-    parent runs of this study whose worker on this host is gone are closed too.
+    (failed past the grace period). Running parent runs of this study whose worker on this
+    host is gone are closed too.
     Returns {"killed", "requeued", "runs_closed"}.
     """
     killed = []

@@ -544,7 +544,7 @@ def check_readme_commands(clone: Path, run: Any, venv: list[str], env: dict[str,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # make, the storage lookup (imports TF), the app
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as reply:

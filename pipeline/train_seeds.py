@@ -24,18 +24,17 @@ def main(argv: list[str] | None = None) -> None:
     params = config.load_params(args.params)
     block = config.variant_block(params, args.variant, stage="train")
     results = []
-    for seed in seed_list:
-        result = seeds.score_seed(
-            args.variant,
-            block,
-            config.section(params, "train"),
-            seed,
-            "data/processed",
-            f"tuning/{args.variant}/best.json",
-        )
+    for result in seeds.score_seeds(
+        args.variant,
+        block,
+        config.section(params, "train"),
+        seed_list,
+        "data/processed",
+        f"tuning/{args.variant}/best.json",
+    ):
         shown = ", ".join(f"{k} {result[k]:.4f}" for k in seeds.KEYS if k in result)
         print(
-            f"[train-seeds] {args.variant} seed {seed}: {shown} ({result['seconds']} s)",
+            f"[train-seeds] {args.variant} seed {result['seed']}: {shown} ({result['seconds']} s)",
             flush=True,
         )
         results.append(result)

@@ -189,11 +189,7 @@ def variant_settings(
 
     ``best_path`` None: no search result applies (the seed models).
     """
-    config = models.VariantConfig.from_params(variant, block)
-    best = training.read_best(best_path) if best_path is not None else None
-    resolved = training.resolve_hyperparameters(
-        train_section, config, best, where=f"variants.{variant}.train"
-    )
+    resolved, _ = training.resolve_variant(variant, block, train_section, best_path)
     return resolved.config, resolved.settings
 
 

@@ -257,6 +257,22 @@ def _training_info(
     return info
 
 
+def resolve_variant(
+    variant: str,
+    variant_block: Mapping[str, Any],
+    train_section: Mapping[str, Any] | None,
+    best_path: str | Path | None,
+) -> tuple[Resolved, dict[str, Any] | None]:
+    """What ``train@variant`` trains with: params.yaml's ``train``, the variant's ``train:``,
+    then ``best_path``'s search result (None: no search applies). Returns (resolved, best)."""
+    variant_config = models.VariantConfig.from_params(variant, variant_block)
+    best = read_best(best_path) if best_path is not None else None
+    resolved = resolve_hyperparameters(
+        train_section, variant_config, best, where=f"train (with variants.{variant}.train)"
+    )
+    return resolved, best
+
+
 def train_and_save(
     variant: str,
     variant_block: Mapping[str, Any],
@@ -277,11 +293,7 @@ def train_and_save(
 
     from autoencoders import tracking
 
-    variant_config = models.VariantConfig.from_params(variant, variant_block)
-    best = read_best(best_path)
-    resolved = resolve_hyperparameters(
-        train_section, variant_config, best, where=f"train (with variants.{variant}.train)"
-    )
+    resolved, best = resolve_variant(variant, variant_block, train_section, best_path)
     card = data.load_card(processed_dir)
     x_train, _ = data.load_split(processed_dir, "train")
     x_val, _ = data.load_split(processed_dir, "val")

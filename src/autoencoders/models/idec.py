@@ -129,9 +129,9 @@ class ClusteringAutoencoder(Autoencoder):
         restarts) on the pretrained codes. ``init: manifold``: the N2D head (UMAP + Gaussian
         mixture of ``manifold_n_init`` restarts, ``autoencoders.clustering``) partitions the
         pretrained codes of a seeded subsample of ``init_subsample`` images; the centres start
-        at each part's mean code, and
-        the first ``update_interval`` batches (drawn from that subsample) take the mixture's
-        posteriors as their target P before Q takes over. Labels are never used.
+        at each part's mean code, and the first ``update_interval`` batches (drawn from that
+        subsample) take the mixture's posteriors as their target P before Q takes over. Labels
+        are never used.
         """
         objective = self.config.objective
         started = time.perf_counter()

@@ -94,12 +94,37 @@ def test_onnx_files_carry_names_dynamic_batch_and_metadata(conv_export):
         )
         metadata = {entry.key: entry.value for entry in proto.metadata_props}
         assert metadata["variant"] == "conv"
-        assert metadata["source_run_id"] == "run123"
+        # What differs from run to run stays out of the ONNX files (run.json holds it).
+        assert "source_run_id" not in metadata and "git_commit" not in metadata
         assert metadata["opset"] == "17"
         assert metadata["pixel_scaling"] == "float32 in [0,1]; uint8 images divided by 255"
         assert json.loads(metadata["image_shape"]) == [28, 28, 1]
         assert json.loads(metadata["latent_dim"]) == conv_export["model"].latent_dim
-        assert metadata["git_commit"]
+    run = fileio.read_json(directory / "run.json")
+    assert run["source_run_id"] == "run123" and run["git_commit"]
+
+
+def test_a_second_export_of_the_same_model_is_byte_identical(conv_export, tmp_path, mnist_small):
+    """What DVC hashes (everything but run.json) is the same on every run: a second machine's
+    `make repro` leaves dvc.lock, and so git, unchanged."""
+    model = conv_export["model"]
+    again = tmp_path / "conv"
+    export.export_models(
+        model.encoder,
+        model.decoder,
+        again,
+        variant="conv",
+        opset=17,
+        tolerance=1e-5,
+        parity_images=mnist_small["x_test"],
+        parity_batch_sizes=BATCH_SIZES,
+        source_run_id="another-run",
+        resolved_config={"name": "conv", "objective": "plain"},
+    )
+    first = {p.name: p.read_bytes() for p in conv_export["dir"].iterdir() if p.name != "run.json"}
+    second = {p.name: p.read_bytes() for p in again.iterdir() if p.name != "run.json"}
+    assert sorted(first) == sorted(second) == ["decoder.onnx", "encoder.onnx", "model_card.json"]
+    assert first == second
 
 
 def test_model_card_checksums_and_fields(conv_export):
@@ -112,7 +137,7 @@ def test_model_card_checksums_and_fields(conv_export):
         "dtype": "float32",
         "scaling": "float32 in [0,1]; uint8 images divided by 255",
     }
-    assert card["opset"] == 17 and card["source_run_id"] == "run123"
+    assert card["opset"] == 17 and "source_run_id" not in card
     assert card["code_shape"] == list(conv_export["model"].code_shape)
     for role in ("encoder", "decoder"):
         assert card["files"][role]["sha256"] == fileio.sha256_file(directory / f"{role}.onnx")
@@ -227,7 +252,8 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     assert after.status == "FINISHED" and after.end_time == before.end_time
     assert after.start_time == before.start_time
     card = fileio.read_json(root / "exports" / "conv" / "model_card.json")
-    assert card["source_run_id"] == trained_layout["run_id"]
+    run = fileio.read_json(root / "exports" / "conv" / "run.json")
+    assert run["source_run_id"] == trained_layout["run_id"]
     assert card["config"]["name"] == "conv" and card["config"]["input_shape"] == [28, 28, 1]
     metrics = fileio.read_json(root / "metrics" / "export" / "conv.json")
     assert metrics["encoder"]["max_abs_diff"] <= 1e-5

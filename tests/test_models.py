@@ -5,6 +5,7 @@ and configs failing loudly."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from autoencoders import config as config_module
 from autoencoders import data, models
-from autoencoders.models import objectives
+from autoencoders.models import autoencoder, objectives
 
 PARAMS = config_module.load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 # The ten variants of params.yaml (nine autoencoders and idec), plus one made by params alone
@@ -104,6 +105,31 @@ def test_variant_save_load_round_trip(name, mnist_small, tmp_path):
     np.testing.assert_array_equal(np.asarray(encoder(images)), model.encode(images))
     saved = models.load_config(tmp_path)
     assert saved == (model.config, (28, 28, 1))
+
+
+def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path):
+    """What DVC hashes in dvc.lock: the same weights saved later, from other Python objects,
+    give byte-identical files (Keras stamps the save time and numbers shared objects by their
+    memory address; both are taken out)."""
+    first = models.build_autoencoder(variant("conv"), (28, 28, 1))
+    second = models.build_autoencoder(variant("conv"), (28, 28, 1))
+    second.set_weights(first.get_weights())
+    models.save_autoencoder(first, tmp_path / "a")
+    time.sleep(1.1)  # the stamp counts seconds
+    models.save_autoencoder(second, tmp_path / "b")
+    for name in models.SAVED_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # Within one process the shared objects have the same addresses; across processes (a second
+    # machine's `make repro`, tests/test_team.py) they do not: the renumbering keeps the links.
+    address = 140559776905616
+    keras_config = {
+        "a": {"shared_object_id": address},
+        "b": [{"shared_object_id": 7}, {"c": {"shared_object_id": address}}],
+    }
+    assert autoencoder._renumber_shared_objects(keras_config, {}) == {
+        "a": {"shared_object_id": 0},
+        "b": [{"shared_object_id": 1}, {"c": {"shared_object_id": 0}}],
+    }
 
 
 # ---------------------------------------------------------------------- architectures, shapes

@@ -258,6 +258,10 @@ def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, proce
     assert reloaded.reconstruct(x_val[:5]).shape == x_val[:5].shape
 
     run_ref = json.loads((output / "run.json").read_text())
+    # training.json holds what the same inputs reproduce; this run's id and timings are
+    # run.json's (which .dvcignore keeps out of dvc.lock).
+    assert "seconds" not in json.dumps(saved) and run_ref["run_id"] not in json.dumps(saved)
+    assert run_ref["train_seconds"] > 0 and len(run_ref["epoch_seconds"]) == saved["epochs_run"]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(run_ref["run_id"])
     assert run.info.run_name == "denoising-train" and run.info.status == "FINISHED"

@@ -30,6 +30,7 @@ DECODER_FILE = "decoder.onnx"
 CLUSTERS_FILE = "clusters.onnx"
 CLUSTERS_OUTPUT = "probabilities"
 CARD_FILE = "model_card.json"
+RUN_FILE = "run.json"  # the MLflow run and git commit an export came from
 ENCODER_INPUT = "images"
 ENCODER_OUTPUT = "code"
 DECODER_INPUT = "code"
@@ -208,7 +209,6 @@ def export_models(
     images, input_dims = _parity_images(encoder, parity_images)
     code_dims = _static_dims(encoder.outputs[0].shape, "encoder output")
     latent_dim = int(np.prod(code_dims))
-    git_commit = tracking.git_commit()
     common = {
         "variant": variant,
         "opset": opset,
@@ -217,8 +217,6 @@ def export_models(
         "code_shape": code_dims,
         "latent_dim": latent_dim,
         "image_shape": input_dims,
-        "source_run_id": source_run_id or "unknown",
-        "git_commit": git_commit,
     }
     specs = _model_specs(encoder, decoder, clusters, input_dims, code_dims)
     card_files: dict[str, Any] = {}
@@ -230,10 +228,14 @@ def export_models(
             parity_figures[role], card_files[role] = _export_one(
                 role, spec, staging, common, parity_inputs[role], config, out_dir
             )
-        card = _model_card(
-            common, config, card_files, parity_figures, source_run_id, resolved_config
-        )
+        card = _model_card(common, config, card_files, parity_figures, resolved_config)
         fileio.write_json(staging / CARD_FILE, card)
+        # Which run and commit made these files differs on every run: run.json, not the card
+        # or the ONNX metadata (.dvcignore keeps it out of dvc.lock, so git stays clean).
+        fileio.write_json(
+            staging / RUN_FILE,
+            {"source_run_id": source_run_id, "git_commit": tracking.git_commit()},
+        )
     return card
 
 
@@ -242,10 +244,10 @@ def _model_card(
     config: ExportConfig,
     card_files: Mapping[str, Any],
     parity_figures: Mapping[str, Any],
-    source_run_id: str | None,
     resolved_config: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """model_card.json: the interface, the files with their checksums, parity and provenance."""
+    """model_card.json: the interface, the files with their checksums, parity and the resolved
+    config (what made the model; the same inputs give the same card)."""
     return {
         "variant": common["variant"],
         "format": "onnx",
@@ -260,8 +262,6 @@ def _model_card(
         "code_shape": common["code_shape"],
         "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
         "files": dict(card_files),
-        "source_run_id": source_run_id,
-        "git_commit": common["git_commit"],
         "parity": {
             "provider": PARITY_PROVIDER,
             "tolerance": config.tolerance,

@@ -19,15 +19,18 @@ masked) and the fix (``ServiceError``), before the stage writes anything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +155,31 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends (main thread only): MLflow creates a new store's tables
+    in several steps, and a KeyboardInterrupt between two of them leaves a database every later
+    run refuses ("table ... already exists")."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    heard: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: heard.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if heard and callable(previous):
+        previous(signal.SIGINT, None)
+
+
 def setup(experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the tracking URI and the pipeline's experiment; return its id."""
+    with _sigint_deferred():
+        return _setup(experiment)
+
+
+def _setup(experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri()
@@ -220,10 +246,18 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def write_run_ref(path: str | Path, run_id: str, experiment_id: str) -> None:
-    """Record which MLflow run a model belongs to (``models/<variant>/run.json``)."""
+def write_run_ref(path: str | Path, run_id: str, experiment_id: str, **extra: Any) -> None:
+    """Record which MLflow run a model belongs to (``models/<variant>/run.json``), with
+    ``extra`` facts of this run (timings). Differs on every run: ``.dvcignore`` keeps every
+    ``run.json`` out of the hashes DVC records in dvc.lock."""
     fileio.write_json(
-        path, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri()}
+        path,
+        {
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": tracking_uri(),
+            **extra,
+        },
     )
 
 

@@ -287,7 +287,8 @@ def train_and_save(
 
     ``output_dir`` receives the model files (``models.save_autoencoder``), history.json,
     training.json and run.json (the MLflow run this training logged to: params, per-epoch
-    metrics, final metrics, history.json and config.json as artifacts). Returns training.json.
+    metrics, final metrics, history.json and config.json as artifacts; and this machine's
+    timings; ``.dvcignore`` keeps it out of the output's hash). Returns training.json.
     """
     import mlflow
 
@@ -318,9 +319,7 @@ def train_and_save(
             [MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
             verbose,
         )
-        record = _training_record(
-            variant, info, hyperparameters, resolved, best, card, run_id, clustering
-        )
+        record = _training_record(variant, info, hyperparameters, resolved, best, card, clustering)
         _save_outputs(output_dir, model, history, record, info, run_id, experiment_id)
     if verbose:
         print(
@@ -415,19 +414,16 @@ def _training_record(
     resolved: Any,
     best: Mapping[str, Any] | None,
     card: Mapping[str, Any],
-    run_id: str,
     clustering: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The content of training.json."""
+    """The content of training.json: only what the same inputs reproduce (no run id, no
+    seconds; those are run.json's), so a second machine's ``make repro`` leaves dvc.lock alone."""
     record = {
         "variant": variant,
-        "train_seconds": info["train_seconds"],
         "epochs_run": info["epochs_run"],
         "best_epoch": info["best_epoch"],
         "best_val_loss": info["best_val_loss"],
         "stopped_early": info["stopped_early"],
-        "images_per_second": info["images_per_second"],
-        "epoch_seconds": info["epoch_seconds"],
         "parameter_count": info["parameter_count"],
         "params": hyperparameters,
         "tuning": {
@@ -439,12 +435,16 @@ def _training_record(
         "data_checksum": card["checksum"],
         "train_images": info["train_images"],
         "val_images": info["val_images"],
-        "mlflow_run_id": run_id,
     }
     if clustering is not None:
-        record["pretrain_seconds"] = info["pretrain_seconds"]
-        record["clustering"] = clustering
+        record["clustering"] = {k: v for k, v in clustering.items() if k != "seconds"}
     return record
+
+
+def _run_record(info: Mapping[str, Any]) -> dict[str, Any]:
+    """What run.json adds to the MLflow run reference: this machine's timings."""
+    timings = ("train_seconds", "pretrain_seconds", "images_per_second", "epoch_seconds")
+    return {key: info[key] for key in timings if key in info}
 
 
 def _save_outputs(
@@ -465,7 +465,7 @@ def _save_outputs(
         models.save_autoencoder(model, staging)
         fileio.write_json(staging / "history.json", history)
         fileio.write_json(staging / "training.json", record)
-        tracking.write_run_ref(staging / "run.json", run_id, experiment_id)
+        tracking.write_run_ref(staging / "run.json", run_id, experiment_id, **_run_record(info))
         mlflow.log_metrics(
             {
                 "best_val_loss": info["best_val_loss"],

@@ -10,10 +10,12 @@ whose ``train_step``/``test_step`` add the objective's penalty to the reconstruc
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -236,8 +238,8 @@ def save_autoencoder(model: Autoencoder, directory: str | Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".saving.", dir=directory))
     try:
-        model.encoder.save(staging / "encoder.keras")
-        model.decoder.save(staging / "decoder.keras")
+        _save_keras(model.encoder, staging / "encoder.keras")
+        _save_keras(model.decoder, staging / "decoder.keras")
         model.save_weights(staging / "model.weights.h5")
         fileio.write_json(
             staging / "config.json",
@@ -257,6 +259,45 @@ def save_autoencoder(model: Autoencoder, directory: str | Path) -> None:
             os.replace(staging / name, directory / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_keras(model: keras.Model, path: Path) -> None:
+    """``model.save(path)``, byte-reproducible: Keras stamps the archive with the save time
+    (``date_saved`` in metadata.json, the weights entry's zip date) and numbers objects shared
+    between layers by their memory address, which would give the same model a new hash in
+    dvc.lock on every run. The archive is rewritten without the stamps, the shared objects
+    numbered in order of appearance."""
+    raw = path.with_name(f"unstamped-{path.name}")
+    model.save(raw)
+    with zipfile.ZipFile(raw) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            content = source.read(info)
+            if info.filename == "metadata.json":
+                metadata = json.loads(content)
+                metadata.pop("date_saved", None)
+                content = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                content = json.dumps(_renumber_shared_objects(json.loads(content), {})).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = info.compress_type
+            entry.external_attr = info.external_attr
+            target.writestr(entry, content)
+    raw.unlink()
+
+
+def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
+    """A Keras config with every ``shared_object_id`` (an ``id()``) replaced by 0, 1, ... in
+    order of first appearance: the same objects stay shared, the file is the same each run."""
+    if isinstance(node, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers))
+            if key == "shared_object_id"
+            else _renumber_shared_objects(value, numbers)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_objects(value, numbers) for value in node]
+    return node
 
 
 def load_config(directory: str | Path) -> tuple[VariantConfig, tuple[int, int, int]]:

@@ -104,6 +104,17 @@ def _request_stop(signum: int, frame: Any) -> None:
     _STOP_REQUESTED.set()
 
 
+def interrupt_once(signum: int, frame: Any) -> None:
+    """A worker process's SIGINT handler outside ``stop_on_sigint``: the first Ctrl-C raises
+    KeyboardInterrupt, later ones are ignored. A terminal's Ctrl-C reaches every worker and the
+    parent passes it on as well; a second KeyboardInterrupt landing in the worker's clean-up
+    (or in multiprocessing's exit code) would print a traceback and skip the rest of it."""
+    if _STOP_REQUESTED.is_set():
+        return
+    _STOP_REQUESTED.set()
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def stop_on_sigint() -> Iterator[None]:
     """Turn SIGINT into ``_STOP_REQUESTED`` for the block (main thread only)."""

@@ -144,14 +144,15 @@ def _finish_parent_run(
 
 def _worker_main(job: dict[str, Any]) -> None:
     """Entry point of a spawned worker process: plan again, load data, run its quota."""
+    signal.signal(signal.SIGINT, trials.interrupt_once)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    threads = job.pop("threads", 0)
-    if threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
     try:
+        threads = job.pop("threads", 0)
+        if threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         plan = space.plan_search(**job["plan"])
         x_train, x_val = data.load_subsets(
             job["processed_dir"], plan.settings.train_subset, plan.settings.val_subset, plan.seed
@@ -169,6 +170,8 @@ def _worker_main(job: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         # The trial in flight was failed and re-queued; the parent process says what to do.
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting: nothing left to stop
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -295,21 +298,17 @@ def _search(
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     processes = []
-    for worker, quota in enumerate(quotas):
-        job = {
-            "plan": plan_arguments,
-            "processed_dir": str(processed_dir),
-            "url": url,
-            "worker": worker,
-            "quota": quota,
-            "rerun_command": command,
-            "verbose": verbose,
-            "threads": threads,
-        }
-        process = context.Process(target=_worker_main, args=(job,), name=f"tune-{worker}")
-        process.start()
-        processes.append(process)
+    job = {
+        "plan": plan_arguments,
+        "processed_dir": str(processed_dir),
+        "url": url,
+        "rerun_command": command,
+        "verbose": verbose,
+        "threads": threads,
+    }
     try:
+        for worker, quota in enumerate(quotas):
+            processes.append(_start_worker(context, {**job, "worker": worker, "quota": quota}))
         for process in processes:
             process.join()
     except KeyboardInterrupt:
@@ -323,15 +322,31 @@ def _search(
         )
 
 
+def _start_worker(context: Any, job: dict[str, Any]) -> Any:
+    """Spawn one worker with SIGINT ignored until _worker_main installs its handler: a Ctrl-C
+    during its imports would be a traceback from the middle of an import (blocking the signal
+    instead does not hold: with TensorFlow loaded in the parent, the child takes it during its
+    own imports). _stop repeats the signal until the worker has heard it. The price: a Ctrl-C
+    in the millisecond this process spends in start() is lost, and a second one is needed."""
+    process = context.Process(target=_worker_main, args=(job,), name=f"tune-{job['worker']}")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return process
+
+
 def _stop(processes: list[Any]) -> None:
     """Pass Ctrl-C on to the workers; terminate any still alive a minute later."""
-    # Ctrl-C in a terminal reaches the workers too; `kill -INT <pid>` only this one.
+    # Ctrl-C in a terminal reaches the workers too, `kill -INT <pid>` only this one; a worker
+    # acts on the first SIGINT it hears and ignores the rest (trials.interrupt_once).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    deadline = time.monotonic() + 60
     for process in processes:
-        if process.is_alive():
+        while process.is_alive() and time.monotonic() < deadline:
             os.kill(process.pid, signal.SIGINT)
-    for process in processes:
-        process.join(60)
+            process.join(1)
         if process.is_alive():
             process.terminate()
             process.join()

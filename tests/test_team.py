@@ -254,28 +254,12 @@ def test_kill_9_mid_trial_then_resume(tmp_path, digits_processed, backend, reque
     }
 
 
-def spawned_workers(pid: int) -> list[str]:
-    """The pids of a process's multiprocessing workers (Linux /proc; not its resource
-    tracker, which the first worker's start() spawns before it)."""
-    workers = []
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        for child in children:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                workers.append(child)
-    except OSError:
-        pass
-    return workers
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["mid-trial", "workers-starting"])
-def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed, moment):
+def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed):
     """SIGINT to the process group (Ctrl-C): exit 130, nothing left RUNNING, trial re-queued.
 
-    Mid-trial, and while the spawned workers are still importing (where the parent's own
-    SIGINT, passed on, must not meet the worker a second time, and a Ctrl-C must not print a
-    traceback from the middle of an import)."""
+    The workers hear it twice (the terminal's, then the parent's): the second must not meet a
+    worker in its clean-up (a traceback from multiprocessing's exit code, stop 13's CI)."""
     clone = search_clone(
         tmp_path / "clone",
         digits_processed,
@@ -295,7 +279,7 @@ def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed, moment):
     name = study_name(clone)
     deadline = time.monotonic() + 180
     running = []
-    while moment == "mid-trial" and not running and time.monotonic() < deadline:
+    while not running and time.monotonic() < deadline:
         assert process.poll() is None
         time.sleep(0.2)
         try:
@@ -307,12 +291,7 @@ def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed, moment):
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             if t.user_attrs.get("mlflow_run_id")
         ]
-    while moment == "workers-starting" and len(spawned_workers(process.pid)) < 2:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    if moment == "workers-starting":
-        time.sleep(0.3)  # out of the parent's start() (milliseconds); the imports take seconds
-    assert running or moment == "workers-starting"
+    assert running
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == tuning.INTERRUPTED_EXIT_CODE, output[-3000:]
@@ -324,10 +303,9 @@ def test_ctrl_c_stops_workers_cleanly(tmp_path, digits_processed, moment):
     study = optuna.load_study(study_name=name, storage=url)
     counted = states(study)
     assert counted.get("RUNNING", 0) == 0
-    if moment == "mid-trial":
-        assert counted.get("WAITING", 0) >= 1  # the interrupted trials, queued again
+    assert counted.get("WAITING", 0) >= 1  # the interrupted trials, queued again
     assert running_runs(tracking_uri) == []
-    FIGURES[f"sigint {moment}"] = {"after": counted}
+    FIGURES["sigint"] = {"after": counted}
 
 
 # --- two clones, one PostgreSQL study, one MLflow server --------------------------------------

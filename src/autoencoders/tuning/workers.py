@@ -311,6 +311,10 @@ def _search(
             processes.append(_start_worker(context, {**job, "worker": worker, "quota": quota}))
         for process in processes:
             process.join()
+        if any(p.exitcode == INTERRUPTED_EXIT_CODE for p in processes):
+            # A worker stopped on a Ctrl-C this process did not see (seen on a loaded
+            # machine): the search was interrupted all the same.
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         _stop(processes)
         raise

@@ -374,7 +374,7 @@ def test_two_workers_share_one_study_exactly(
         tmp_path, processed_dir, workers=2, seed=seed, n_trials=5, epochs=1, val_subset=64,
         storage=storage,
     )  # fmt: skip
-    assert payload["storage"] == tuning.redact(tuning.storage_url(storage))
+    assert payload["storage"] == tuning.redact(storage)  # as configured, password hidden
     study = load(tmp_path, payload["study_name"], tuning.storage_url(storage))
     trials = study.trials
     assert len(trials) == 5 and payload["n_trials"] == 5

@@ -30,7 +30,9 @@ def best_payload(plan: space.SearchPlan, url: str, rerun_command: str = "") -> d
         "counts": counts,
         "best_trial": None,
         "study_name": plan.study_name,
-        "storage": studies.redact(url),
+        # As configured (a relative path stays relative): the same study read from another
+        # clone gives the same file, and git stays clean.
+        "storage": studies.redact(plan.settings.storage),
         "search_space": {d.name: d.describe() for d in plan.space},
         "fidelity": plan.fidelity(),
         "data_checksum": plan.data_checksum,

@@ -159,10 +159,18 @@ def test_reference_parameter_counts_on_mnist(architecture, count):
 
 # Hand-computed: Dense(a -> b) has a*b + b weights, Conv2D(3x3, a -> b) 9*a*b + b,
 # LSTM(a -> u) 4*(a*u + u*u + u).
+CONV_DENSE = (
+    (128 * 500 + 500)
+    + (500 * 500 + 500)
+    + (500 * 16 + 16)
+    + (16 * 500 + 500)
+    + (500 * 500 + 500)
+    + (500 * 128 + 128)
+)
 BOTTLENECK_COUNTS = {
-    # conv trunk 16-8-8 and decoder (4,385) + Dense(128 -> 16) + Dense(16 -> 128)
-    "conv": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
-    "denoising": ((16,), 4_385 + (128 * 16 + 16) + (16 * 128 + 128)),
+    # conv trunk 16-8-8 and decoder (4,385) + Dense 128 -> 500 -> 500 -> 16 and back
+    "conv": ((16,), 4_385 + CONV_DENSE),
+    "denoising": ((16,), 4_385 + CONV_DENSE),
     # LSTM(28 -> 64), Dense(64 -> 16), LSTM(16 -> 64), Dense(64 -> 28)
     "seq2seq": (
         (16,),
@@ -171,12 +179,13 @@ BOTTLENECK_COUNTS = {
     ),
     # 784 -> 256 -> 32 -> 256 -> 784
     "dense": ((32,), (784 * 256 + 256) + (256 * 32 + 32) + (32 * 256 + 256) + (256 * 784 + 784)),
-    # convs 1-8-16-32-64 (stride 2: 28 -> 14 -> 7 -> 4 -> 2), Dense(256 -> 32), Dense(32 -> 256),
-    # transposed convs 64 -> 64 -> 32 -> 16 -> 1
+    # convs 1-8-16-32-64 (stride 2: 28 -> 14 -> 7 -> 4 -> 2), Dense 256 -> 500 -> 500 -> 32
+    # and back, transposed convs 64 -> 64 -> 32 -> 16 -> 1
     "deep_conv": (
         (32,),
         (9 * 1 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64)
-        + (256 * 32 + 32) + (32 * 256 + 256)
+        + (256 * 500 + 500) + (500 * 500 + 500) + (500 * 32 + 32)
+        + (32 * 500 + 500) + (500 * 500 + 500) + (500 * 256 + 256)
         + (9 * 64 * 64 + 64) + (9 * 64 * 32 + 32) + (9 * 32 * 16 + 16) + (9 * 16 * 1 + 1),
     ),
 }  # fmt: skip
@@ -189,6 +198,24 @@ def test_default_bottlenecks_have_the_stated_code_and_weights(name):
     assert model.code_shape == code_shape
     assert models.parameter_count(model) == count
     assert model.decoder.output.shape[1:] == (28, 28, 1)
+
+
+def test_hidden_units_need_a_dense_code_and_sit_between_trunk_and_code():
+    with pytest.raises(models.ConfigError, match="set architecture.latent_dim"):
+        reference({"name": "conv", "hidden_units": [64]})  # the 4x4x8 map is the code
+    with pytest.raises(models.ConfigError, match="set architecture.encoder_units"):
+        reference({"name": "seq2seq", "hidden_units": [64]})  # the LSTM state is the code
+    with pytest.raises(models.ConfigError, match="hidden_units must be positive"):
+        reference({"name": "deep_conv", "hidden_units": [64, 0]})
+    model = models.build_autoencoder(
+        reference({"name": "seq2seq", "encoder_units": 64, "latent_dim": 8, "hidden_units": [32]}),
+        (28, 28, 1),
+    )
+    dense = [
+        (layer.name, layer.units) for layer in model.encoder.layers if hasattr(layer, "units")
+    ]
+    assert dense == [("lstm", 64), ("hidden_0", 32), ("code", 8)]
+    assert [layer.name for layer in model.decoder.layers][1:3] == ["unhidden_0", "repeat"]
 
 
 def test_conv_reproduces_the_reference_design_on_28x28():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import keras
@@ -39,6 +40,25 @@ def _positive(where: str, values: dict[str, Any]) -> None:
         items = value if isinstance(value, tuple) else (value,)
         if any(item <= 0 for item in items):
             raise ConfigError(f"{where}.{key} must be positive, got {value!r}.")
+
+
+def _check_hidden_units(units: tuple[int, ...], has_dense_code: bool, code_key: str) -> None:
+    """``hidden_units`` after a convolutional or LSTM trunk: positive, and only before a
+    Dense code."""
+    if not units:
+        return
+    _positive("architecture", {"hidden_units": units})
+    if not has_dense_code:
+        raise ConfigError(
+            f"architecture.hidden_units needs a Dense code: set architecture.{code_key}."
+        )
+
+
+def _dense_stack(x: Any, units: Sequence[int], activation: str, prefix: str) -> Any:
+    """Dense layers of ``units`` (between a trunk and its code, or back)."""
+    for index, count in enumerate(units):
+        x = layers.Dense(count, activation=activation, name=f"{prefix}_{index}")(x)
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +104,8 @@ class ConvConfig:
     activation: str = "relu"
     latent_dim: int | None = None
     code_activation: str = "linear"
+    # Dense layers between the trunk and the Dense code (mirrored in the decoder).
+    hidden_units: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("architecture", {"filters": self.filters, "kernel_size": self.kernel_size})
@@ -91,6 +113,7 @@ class ConvConfig:
             _positive("architecture", {"latent_dim": self.latent_dim})
         if not self.filters:
             raise ConfigError("architecture.filters must list at least one layer.")
+        _check_hidden_units(self.hidden_units, self.latent_dim is not None, "latent_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +127,8 @@ class DeepConvConfig:
     latent_dim: int = 256
     activation: str = "relu"
     code_activation: str = "sigmoid"
+    # Dense layers between the trunk and the code (mirrored in the decoder).
+    hidden_units: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _positive(
@@ -117,6 +142,7 @@ class DeepConvConfig:
         )
         if not self.filters:
             raise ConfigError("architecture.filters must list at least one layer.")
+        _check_hidden_units(self.hidden_units, True, "latent_dim")
         if len(self.strides) != len(self.filters):
             raise ConfigError(
                 f"architecture.strides needs one stride per filter ({len(self.filters)}), "
@@ -135,12 +161,15 @@ class Seq2SeqConfig:
     # design). A number: an LSTM of that width, then a Dense code of latent_dim numbers.
     encoder_units: int | None = None
     code_activation: str = "linear"
+    # Dense layers between the encoder LSTM and the Dense code (mirrored before the decoder).
+    hidden_units: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("architecture", {"latent_dim": self.latent_dim})
         for key in ("decoder_units", "encoder_units"):
             if getattr(self, key) is not None:
                 _positive("architecture", {key: getattr(self, key)})
+        _check_hidden_units(self.hidden_units, self.encoder_units is not None, "encoder_units")
 
 
 @keras.saving.register_keras_serializable(package="autoencoders")
@@ -203,9 +232,7 @@ class DenseBuilder:
 
     def trunk(self, inputs: Any) -> Any:
         x = layers.Flatten(name="flatten")(inputs)  # (batch, H*W*C)
-        for index, units in enumerate(self.config.hidden_units):
-            x = layers.Dense(units, activation=self.config.activation, name=f"dense_{index}")(x)
-        return x
+        return _dense_stack(x, self.config.hidden_units, self.config.activation, "dense")
 
     def code(self, features: Any) -> Any:
         return layers.Dense(
@@ -213,9 +240,7 @@ class DenseBuilder:
         )(features)  # (batch, latent_dim)
 
     def decode(self, code: Any) -> Any:
-        x = code
-        for index, units in enumerate(reversed(self.config.hidden_units)):
-            x = layers.Dense(units, activation=self.config.activation, name=f"dense_{index}")(x)
+        x = _dense_stack(code, self.config.hidden_units[::-1], self.config.activation, "dense")
         x = layers.Dense(math.prod(self.input_shape), activation="sigmoid", name="pixels")(x)
         return layers.Reshape(self.input_shape, name="image")(x)  # (batch, H, W, C)
 
@@ -244,6 +269,9 @@ class ConvBuilder:
             # "same" pooling rounds odd sizes up: 28 -> 14 -> 7 -> 4.
             x = layers.MaxPooling2D(2, padding="same", name=f"pool_{index}")(x)
         self._feature_shape = tuple(x.shape[1:])
+        if self.config.hidden_units:
+            x = layers.Flatten(name="flatten_trunk")(x)
+            return _dense_stack(x, self.config.hidden_units, self.config.activation, "hidden")
         return x  # (batch, ceil(H / 2^n), ceil(W / 2^n), filters[-1])
 
     def code(self, features: Any) -> Any:
@@ -269,9 +297,12 @@ class ConvBuilder:
         if self.config.latent_dim is not None:
             if self._feature_shape is None:
                 raise RuntimeError("ConvBuilder.trunk must run before decode.")
+            x = _dense_stack(
+                code, self.config.hidden_units[::-1], self.config.activation, "unhidden"
+            )
             x = layers.Dense(
                 math.prod(self._feature_shape), activation=self.config.activation, name="expand"
-            )(code)
+            )(x)
             x = layers.Reshape(self._feature_shape, name="features")(x)  # (batch, h, w, f)
         last_valid = self._last_conv_valid(x.shape[1], x.shape[2])
         for index, count in enumerate(filters):
@@ -319,7 +350,8 @@ class DeepConvBuilder:
                 name=f"conv_{index}",
             )(x)
         self._feature_shape = tuple(x.shape[1:])  # (h, w, filters[-1]); 28x28: (14, 14, 128)
-        return layers.Flatten(name="flatten")(x)
+        x = layers.Flatten(name="flatten")(x)
+        return _dense_stack(x, self.config.hidden_units, self.config.activation, "hidden")
 
     def code(self, features: Any) -> Any:
         return layers.Dense(
@@ -329,9 +361,10 @@ class DeepConvBuilder:
     def decode(self, code: Any) -> Any:
         if self._feature_shape is None:
             raise RuntimeError("DeepConvBuilder.trunk must run before decode.")
+        x = _dense_stack(code, self.config.hidden_units[::-1], self.config.activation, "unhidden")
         x = layers.Dense(
             math.prod(self._feature_shape), activation=self.config.activation, name="expand"
-        )(code)
+        )(x)
         x = layers.Reshape(self._feature_shape, name="features")(x)
         filters = (*reversed(self.config.filters[1:]), self.input_shape[2])  # 128, 64, 32, C
         for index, (count, stride) in enumerate(zip(filters, self.config.strides, strict=True)):
@@ -361,7 +394,8 @@ class Seq2SeqBuilder:
         height, width, channels = self.input_shape
         x = layers.Reshape((height, width * channels), name="rows")(inputs)  # (batch, H, W*C)
         units = self.config.encoder_units or self.config.latent_dim
-        return layers.LSTM(units, name="lstm")(x)  # (batch, units)
+        x = layers.LSTM(units, name="lstm")(x)  # (batch, units)
+        return _dense_stack(x, self.config.hidden_units, "relu", "hidden")
 
     def code(self, features: Any) -> Any:
         if self.config.encoder_units is None:
@@ -373,7 +407,8 @@ class Seq2SeqBuilder:
     def decode(self, code: Any) -> Any:
         height, width, channels = self.input_shape
         units = self.config.decoder_units or self.config.latent_dim
-        x = layers.RepeatVector(height, name="repeat")(code)  # (batch, H, latent_dim)
+        x = _dense_stack(code, self.config.hidden_units[::-1], "relu", "unhidden")
+        x = layers.RepeatVector(height, name="repeat")(x)  # (batch, H, latent_dim)
         x = layers.LSTM(units, return_sequences=True, name="lstm")(x)  # (batch, H, units)
         x = layers.Dense(width * channels, activation="sigmoid", name="pixels")(x)
         return layers.Reshape(self.input_shape, name="image")(x)

@@ -320,7 +320,8 @@ def train_and_save(
             verbose,
         )
         record = _training_record(variant, info, hyperparameters, resolved, best, card, clustering)
-        _save_outputs(output_dir, model, history, record, info, run_id, experiment_id)
+        timings = _run_record(info, clustering)
+        _save_outputs(output_dir, model, history, record, info, timings, run_id, experiment_id)
     if verbose:
         print(
             f"[train {variant}] best val_loss {info['best_val_loss']:.5f} at epoch "
@@ -437,14 +438,22 @@ def _training_record(
         "val_images": info["val_images"],
     }
     if clustering is not None:
-        record["clustering"] = {k: v for k, v in clustering.items() if k != "seconds"}
+        record["clustering"] = {k: v for k, v in clustering.items() if not _is_timing(k)}
     return record
 
 
-def _run_record(info: Mapping[str, Any]) -> dict[str, Any]:
+def _is_timing(key: str) -> bool:
+    """Whether a record's key holds this machine's timing (``*seconds``, images/s)."""
+    return key.endswith("seconds") or key == "images_per_second"
+
+
+def _run_record(info: Mapping[str, Any], clustering: Mapping[str, Any] | None) -> dict[str, Any]:
     """What run.json adds to the MLflow run reference: this machine's timings."""
-    timings = ("train_seconds", "pretrain_seconds", "images_per_second", "epoch_seconds")
-    return {key: info[key] for key in timings if key in info}
+    timings = {key: value for key, value in info.items() if _is_timing(key)}
+    for key, value in (clustering or {}).items():
+        if _is_timing(key):
+            timings[f"clustering_{key}"] = value
+    return timings
 
 
 def _save_outputs(
@@ -453,6 +462,7 @@ def _save_outputs(
     history: Mapping[str, list[float]],
     record: Mapping[str, Any],
     info: Mapping[str, Any],
+    timings: Mapping[str, Any],
     run_id: str,
     experiment_id: str,
 ) -> None:
@@ -465,7 +475,7 @@ def _save_outputs(
         models.save_autoencoder(model, staging)
         fileio.write_json(staging / "history.json", history)
         fileio.write_json(staging / "training.json", record)
-        tracking.write_run_ref(staging / "run.json", run_id, experiment_id, **_run_record(info))
+        tracking.write_run_ref(staging / "run.json", run_id, experiment_id, **timings)
         mlflow.log_metrics(
             {
                 "best_val_loss": info["best_val_loss"],

@@ -32,6 +32,17 @@ SAVED_FILES = ("encoder.keras", "decoder.keras", "model.weights.h5", "config.jso
 RETRAIN = "re-train the variant (dvc repro --force train@<variant>)"
 
 
+def _tracker(name: str) -> keras.metrics.Mean:
+    """A running mean of a per-batch loss, summed in float64.
+
+    In float32, TensorFlow's graph optimizer folds ``total + (reconstruction + penalty)`` into
+    one AddN whose order changes from process to process, so the same weights gave validation
+    losses one ulp apart and a re-run changed history.json (seen on contractive). The cast to
+    float64 ends that tree, and the sum of a few hundred batch means keeps its digits.
+    """
+    return keras.metrics.Mean(name=name, dtype="float64")
+
+
 class Autoencoder(keras.Model):
     """Encoder + decoder trained on (input, target) batches; the loss is built in.
 
@@ -53,10 +64,10 @@ class Autoencoder(keras.Model):
         self.image_shape = tuple(int(size) for size in image_shape)
         self.code_shape = tuple(int(size) for size in encoder.output.shape[1:])
         self.latent_dim = math.prod(self.code_shape)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.loss_tracker = _tracker("loss")
+        self.reconstruction_tracker = _tracker("reconstruction_loss")
         extra = objectives.lookup(config.objective_name).metric
-        self.extra_tracker = keras.metrics.Mean(name=extra) if extra else None
+        self.extra_tracker = _tracker(extra) if extra else None
         self.built = True  # every weight exists: the functional parts are built
 
     @property

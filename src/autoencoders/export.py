@@ -166,9 +166,7 @@ def _sorted_by_computation(graph: Any, constants: Mapping[str, Any]) -> list[Any
         node_keys.append(key)
         keys.update({output: f"{key}:{k}" for k, output in enumerate(node.output)})
     producer = {output: i for i, node in enumerate(graph.node) for output in node.output if output}
-    waiting = [
-        {producer[name] for name in node.input if name in producer} for node in graph.node
-    ]
+    waiting = [{producer[name] for name in node.input if name in producer} for node in graph.node]
     consumers: dict[int, list[int]] = {}
     for i, needs in enumerate(waiting):
         for j in needs:
@@ -183,9 +181,12 @@ def _sorted_by_computation(graph: Any, constants: Mapping[str, Any]) -> list[Any
             waiting[j].discard(i)
             if not waiting[j]:
                 heapq.heappush(ready, (node_keys[j], j))
-    copies = [type(node)() for node in order]
-    for copy, node in zip(copies, order):
-        copy.CopyFrom(node)
+    if len(order) != len(graph.node):
+        raise ExportError(f"the converted graph {graph.name!r} has a cycle; cannot order it")
+    copies = []
+    for node in order:
+        copies.append(type(node)())
+        copies[-1].CopyFrom(node)
     return copies
 
 
@@ -196,7 +197,9 @@ def _rename_tensors(graph: Any, rename: Callable[[str], str]) -> None:
         node.input[:] = [rename(name) for name in node.input]
         node.output[:] = [rename(name) for name in node.output]
         for attribute in node.attribute:
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(
+                attribute.graphs
+            ):
                 _rename_tensors(subgraph, rename)
 
 

@@ -265,8 +265,10 @@ def test_save_load_round_trip_keeps_the_centres(idec_export, images, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("init", ["kmeans", "manifold"])
-def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init):
+@pytest.mark.parametrize(
+    ("init", "augment"), [("kmeans", 0.0), ("manifold", 0.0), ("manifold", 0.1)]
+)
+def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init, augment):
     from autoencoders import evaluation, training
 
     block = {
@@ -278,6 +280,8 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init
             "max_iterations": 200,
             "init": init,
             "init_subsample": 200,
+            "augment_shift": augment,  # DEC-DA's batches: shifted and rotated
+            "augment_rotation": 100 * augment,
         },
     }
     config = models.VariantConfig.from_params("idec", block)

@@ -236,3 +236,49 @@ def test_mnist_fetches_all_70000_digits_through_a_verified_mirror(tmp_path):
     assert np.bincount(arrays["y_test"]).tolist() == [
         980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009,
     ]  # fmt: skip
+
+
+def test_affine_matches_numpy_shifts_and_quarter_turns():
+    # Known answers from numpy: a whole-pixel shift is a zero-filled roll, 90 degrees is rot90.
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 7, 7, 1)).astype(np.float32)
+    moved = np.asarray(
+        data.affine(images, degrees=[0.0] * 3, dx=[2.0, 0.0, -1.0], dy=[0.0, 1.0, 0.0])
+    )
+    expected = np.zeros_like(images)
+    expected[0, :, 2:] = images[0, :, :-2]
+    expected[1, 1:, :] = images[1, :-1, :]
+    expected[2, :, :-1] = images[2, :, 1:]
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+    turned = np.asarray(
+        data.affine(images, degrees=[90.0, 180.0, 0.0], dx=[0.0] * 3, dy=[0.0] * 3)
+    )
+    np.testing.assert_allclose(turned[0], np.rot90(images[0], 1), atol=1e-5)
+    np.testing.assert_allclose(turned[1], np.rot90(images[1], 2), atol=1e-5)
+    np.testing.assert_allclose(turned[2], images[2], atol=1e-6)
+
+
+def test_random_affine_is_seeded_and_keeps_within_its_ranges():
+    import tensorflow as tf
+
+    # One bright pixel at the centre: after a pure shift its mass sits within +-shift x size.
+    images = np.zeros((500, 21, 21, 1), np.float32)
+    images[:, 10, 10] = 1.0
+    shift = 0.1
+
+    def draw(seed):
+        generator = tf.random.Generator.from_seed(seed)
+        return np.asarray(data.random_affine(images, generator, shift=shift, rotation=0.0))
+
+    first, again, other = draw(3), draw(3), draw(4)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    mass = first.sum(axis=(1, 2, 3))
+    columns = (first.sum(axis=(1, 3)) * np.arange(21)).sum(axis=1) / mass
+    rows = (first.sum(axis=(2, 3)) * np.arange(21)).sum(axis=1) / mass
+    np.testing.assert_allclose(mass, 1.0, atol=1e-5)  # bilinear keeps an interior pixel's mass
+    limit = shift * 21
+    for centre in (columns, rows):
+        offsets = centre - 10
+        assert np.all(np.abs(offsets) <= limit + 1e-4)
+        assert offsets.min() < -0.8 * limit and offsets.max() > 0.8 * limit  # spans the range

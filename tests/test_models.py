@@ -512,3 +512,6 @@ def test_idec_manifold_restarts_are_checked_where_written():
     assert config.objective.init == "manifold" and config.objective.manifold_n_init >= 1
     with pytest.raises(models.ConfigError, match="objective.manifold_n_init"):
         config.with_overrides({"objective.manifold_n_init": 0})
+    for key, bad in (("augment_shift", 0.5), ("augment_shift", -0.1), ("augment_rotation", 181)):
+        with pytest.raises(models.ConfigError, match=f"objective.{key}"):
+            config.with_overrides({f"objective.{key}": bad})

@@ -1,5 +1,5 @@
 """Raw and processed data: ``fetch`` to ``data/raw/``, ``preprocess`` to the splits, loading them,
-seeded subsets for tuning trials, and tf.data input pipelines.
+seeded subsets for tuning trials, tf.data input pipelines and random shifts and rotations.
 
 ``fetch`` writes ``data/raw/dataset.npz`` (images as uint8, or float32 in [0, 1]) and
 ``data/raw/source.json``. ``preprocess`` writes ``data/processed/{train,val,test}.npz`` (float32
@@ -235,6 +235,64 @@ def make_dataset(
     else:
         dataset = dataset.map(lambda clean: (clean, clean))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def random_affine(images: Any, generator: Any, shift: float, rotation: float) -> Any:
+    """Each image of a (N, H, W, C) batch moved by its own random shift and rotation.
+
+    Shifts are uniform in +-``shift`` of the width and the height, rotations uniform in
+    +-``rotation`` degrees; ``generator`` is a seeded ``tf.random.Generator``. DEC-DA's
+    augmentation (Guo et al. 2018: shift 0.1, rotation 10) for IDEC's clustering phase.
+    """
+    import tensorflow as tf
+
+    count = tf.shape(images)[:1]
+    height, width = int(images.shape[1]), int(images.shape[2])
+    return affine(
+        images,
+        degrees=generator.uniform(count, -rotation, rotation),
+        dx=generator.uniform(count, -shift * width, shift * width),
+        dy=generator.uniform(count, -shift * height, shift * height),
+    )
+
+
+def affine(images: Any, degrees: Any, dx: Any, dy: Any) -> Any:
+    """Images (N, H, W, C) rotated by ``degrees`` (counter-clockwise as displayed, about the
+    centre) then moved ``dx`` pixels right and ``dy`` down, one value per image; bilinear,
+    zeros where the image moved away (MNIST's background)."""
+    import math
+
+    import tensorflow as tf
+
+    angle = tf.convert_to_tensor(degrees, tf.float32) * (math.pi / 180.0)
+    dx, dy = tf.convert_to_tensor(dx, tf.float32), tf.convert_to_tensor(dy, tf.float32)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    zero = tf.zeros_like(cos)
+    # Output pixel (x, y) reads input pixel (a0 x + a1 y + a2, b0 x + b1 y + b2): the inverse
+    # map, rotate back about the centre after undoing the shift (y points down).
+    transforms = tf.stack(
+        [
+            cos,
+            -sin,
+            cx - cos * (cx + dx) + sin * (cy + dy),
+            sin,
+            cos,
+            cy - sin * (cx + dx) - cos * (cy + dy),
+            zero,
+            zero,
+        ],
+        axis=1,
+    )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.convert_to_tensor(images, tf.float32),
+        transforms=transforms,
+        output_shape=[height, width],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 def subset(x: np.ndarray, size: int, seed: int) -> np.ndarray:

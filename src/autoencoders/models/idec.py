@@ -8,7 +8,9 @@ The ``clustering`` objective trains in two phases:
    ``gamma`` x KL(P || Q), where Q is the Student-t soft assignment of each code to the
    trainable centres and P the sharpened target distribution, recomputed on the whole training
    set every ``update_interval`` batches; training stops when fewer than ``tol`` of the
-   assignments changed between two updates (or after ``max_iterations`` batches).
+   assignments changed between two updates (or after ``max_iterations`` batches). With
+   ``augment_shift`` / ``augment_rotation`` each batch is randomly shifted and rotated first
+   (DEC-DA, Guo et al. 2018); P still comes from the clean images.
 
     q_ij = (1 + |z_i - mu_j|^2 / alpha)^(-(alpha + 1) / 2) / sum_j' (same for j')
     p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j'),   f_j = sum_i q_ij
@@ -29,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from autoencoders import data
 from autoencoders.models import objectives
 from autoencoders.models.autoencoder import Autoencoder
 
@@ -141,7 +144,7 @@ class ClusteringAutoencoder(Autoencoder):
         pool, pool_target, previous = self._init_centres(codes, rng, seed)
         init_seconds = time.perf_counter() - started
         distil = objective.update_interval if pool is not None else 0
-        step = self._clustering_step()
+        step = self._clustering_step(seed)
 
         order = rng.permutation(len(x))
         position = 0
@@ -233,9 +236,10 @@ class ClusteringAutoencoder(Autoencoder):
         self.clusters.centres.assign(centres.astype(np.float32))
         return pool, pool_target, previous
 
-    def _clustering_step(self) -> Any:
+    def _clustering_step(self, seed: int) -> Any:
         """A compiled step (images, target P) -> (reconstruction, KL) that updates the encoder,
-        the decoder and the (now trainable) centres with reconstruction + gamma x KL(P || Q)."""
+        the decoder and the (now trainable) centres with reconstruction + gamma x KL(P || Q),
+        on images randomly shifted and rotated first when the objective says so (``seed``)."""
         objective = self.config.objective
         self.clusters.trainable = True
         optimizer = keras.optimizers.Adam(learning_rate=objective.cluster_learning_rate)
@@ -243,9 +247,13 @@ class ClusteringAutoencoder(Autoencoder):
         weights = weights + self.clusters.trainable_weights
         gamma = float(objective.gamma)
         loss_name = objective.loss
+        shift, rotation = float(objective.augment_shift), float(objective.augment_rotation)
+        generator = tf.random.Generator.from_seed(seed)
 
         @tf.function(reduce_retracing=True)
         def step(images: Any, target: Any) -> tuple[Any, Any]:
+            if shift > 0 or rotation > 0:
+                images = data.random_affine(images, generator, shift, rotation)
             with tf.GradientTape() as tape:
                 code = self.encoder(images, training=True)
                 reconstruction = objectives.reconstruction_loss(

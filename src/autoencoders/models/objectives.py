@@ -106,6 +106,10 @@ class ClusteringConfig:
     # (init accuracy 0.82-0.86 against 0.96); ten gave 0.96 in all three it was tried on.
     manifold_n_init: int = 10
     cluster_learning_rate: float = 1.0e-3  # Adam, clustering phase
+    # Clustering-phase batches moved by a random shift (share of the image size) and rotation
+    # (degrees) as in DEC-DA (Guo et al. 2018: 0.1, 10); P still comes from the clean images.
+    augment_shift: float = 0.0
+    augment_rotation: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -119,6 +123,8 @@ class ClusteringConfig:
             "manifold_n_init": self.manifold_n_init >= 1,
             "init_subsample": self.init_subsample >= self.n_clusters,
             "cluster_learning_rate": self.cluster_learning_rate > 0,
+            "augment_shift": 0.0 <= self.augment_shift < 0.5,
+            "augment_rotation": 0.0 <= self.augment_rotation <= 180.0,
         }
         for key, ok in checks.items():
             if not ok:

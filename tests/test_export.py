@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from autoencoders import bench, config, export, fileio, inference, models
+from autoencoders import bench, config, export, fileio, inference, models, onnx_graph
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = config.load_params(REPO / "params.yaml")
@@ -116,7 +116,7 @@ def test_canonical_names_merge_equal_constants_and_order_by_computation():
 
     variants = [graph("c", True, False), graph("k", False, True), graph("z", False, False)]
     for item in variants:
-        export.canonical_names(item)
+        onnx_graph.canonical_names(item)
     assert len({item.SerializeToString() for item in variants}) == 1
     canonical = variants[0]
     assert [t.name for t in canonical.initializer] == ["initializer_0"]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autoencoders import errors, fileio, tracking
+from autoencoders import errors, fileio, onnx_graph, tracking
 from autoencoders.inference import SCALING
 
 ENCODER_FILE = "encoder.onnx"
@@ -99,108 +99,13 @@ def convert_keras_model(model: Any, *, input_name: str, output_name: str, opset:
         raise ExportError(f"tf2onnx could not convert {model.name!r}: {error}") from error
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
-    canonical_names(proto.graph)
+    try:
+        onnx_graph.canonical_names(proto.graph)
+    except ValueError as error:
+        raise ExportError(f"{model.name!r}: {error}") from error
     # tf2onnx writes the traced function's name, which carries TensorFlow's own counter.
     proto.graph.doc_string = f"converted from Keras model {model.name!r} by tf2onnx"
     return proto
-
-
-def canonical_names(graph: Any) -> None:
-    """Give a converted graph an order and names that depend on its computation only, in place.
-
-    tf2onnx's output is not reproducible: it merges equal nodes and constants and orders
-    independent nodes in a way that changes from one conversion to the next (one run keeps
-    ``lstm/zeros``, the next ``lstm/zeros_1``; two independent ``Slice`` nodes swap), so the same
-    model converted twice gave other bytes and DVC saw a changed export. Here equal initializers
-    become one, nodes are sorted topologically with ties broken by what they compute (a hash of
-    the op, its attributes and, recursively, its inputs), then named by position: nodes
-    ``<op>_<index>`` with outputs ``<node>:<k>``, initializers ``initializer_<k>`` in order of
-    first use. The graph's inputs and outputs keep their names. (Loop/Scan/If bodies, which these
-    models do not have, keep their inner names.)
-    """
-    constants = {}
-    for tensor in graph.initializer:
-        content = type(tensor)()
-        content.CopyFrom(tensor)
-        content.name = ""
-        constants[tensor.name] = content
-    nodes = _sorted_by_computation(graph, constants)
-    interface = {value.name for value in (*graph.input, *graph.output)}
-    names: dict[str, str] = {}
-    unique: dict[bytes, Any] = {}  # equal constants become one, whichever of them tf2onnx merged
-    for name in (name for node in nodes for name in node.input):
-        if name in constants and name not in names:
-            content = constants[name]
-            key = content.SerializeToString()
-            if key not in unique:
-                content.name = f"initializer_{len(unique)}"
-                unique[key] = content
-            names[name] = unique[key].name
-    for index, node in enumerate(nodes):
-        node.name = f"{node.op_type}_{index}"
-        for k, output in enumerate(node.output):
-            if output and output not in interface:
-                names[output] = f"{node.name}:{k}"
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(unique.values())
-    _rename_tensors(graph, lambda name: names.get(name, name))
-
-
-def _sorted_by_computation(graph: Any, constants: Mapping[str, Any]) -> list[Any]:
-    # Kahn's algorithm over the nodes; among the nodes ready at once, the smallest hash first.
-    import hashlib
-    import heapq
-
-    keys: dict[str, str] = {value.name: "input:" + value.name for value in graph.input}
-    keys.update(
-        {name: hashlib.sha256(c.SerializeToString()).hexdigest() for name, c in constants.items()}
-    )
-    node_keys = []
-    for node in graph.node:  # tf2onnx's order is topological: inputs come first
-        attributes = sorted(a.SerializeToString() for a in node.attribute)
-        signature = [node.op_type, node.domain, *map(bytes.hex, attributes)]
-        signature += [keys.get(name, "outer:" + name) for name in node.input]
-        key = hashlib.sha256("|".join(signature).encode()).hexdigest()
-        node_keys.append(key)
-        keys.update({output: f"{key}:{k}" for k, output in enumerate(node.output)})
-    producer = {output: i for i, node in enumerate(graph.node) for output in node.output if output}
-    waiting = [{producer[name] for name in node.input if name in producer} for node in graph.node]
-    consumers: dict[int, list[int]] = {}
-    for i, needs in enumerate(waiting):
-        for j in needs:
-            consumers.setdefault(j, []).append(i)
-    ready = [(node_keys[i], i) for i, needs in enumerate(waiting) if not needs]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, i = heapq.heappop(ready)
-        order.append(graph.node[i])
-        for j in consumers.get(i, []):
-            waiting[j].discard(i)
-            if not waiting[j]:
-                heapq.heappush(ready, (node_keys[j], j))
-    if len(order) != len(graph.node):
-        raise ExportError(f"the converted graph {graph.name!r} has a cycle; cannot order it")
-    copies = []
-    for node in order:
-        copies.append(type(node)())
-        copies[-1].CopyFrom(node)
-    return copies
-
-
-def _rename_tensors(graph: Any, rename: Callable[[str], str]) -> None:
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        value.name = rename(value.name)
-    for node in graph.node:
-        node.input[:] = [rename(name) for name in node.input]
-        node.output[:] = [rename(name) for name in node.output]
-        for attribute in node.attribute:
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(
-                attribute.graphs
-            ):
-                _rename_tensors(subgraph, rename)
 
 
 def set_metadata(proto: Any, properties: Mapping[str, Any]) -> None:

@@ -44,3 +44,19 @@ def test_kernel_share_counts_forward_and_backward_convolutions_only():
 def test_bench_settings_are_validated():
     with pytest.raises(ValueError, match="bench_train.epochs"):
         train_bench.TrainBenchConfig(epochs=0)
+    with pytest.raises(ValueError, match="bench_train.repeats"):
+        train_bench.TrainBenchConfig(repeats=0)
+
+
+def test_interleaved_warms_each_once_then_alternates():
+    # A slow spell of the machine must fall on both trainers: they take turns.
+    calls = []
+    rates = train_bench.interleaved(
+        lambda epochs: calls.append(("seed", epochs)),
+        lambda epochs: calls.append(("project", epochs)),
+        images=100,
+        epochs=2,
+        repeats=3,
+    )
+    assert calls == [("seed", 1), ("project", 1)] + [("seed", 2), ("project", 2)] * 3
+    assert [len(r) for r in rates] == [3, 3] and all(v > 0 for r in rates for v in r)

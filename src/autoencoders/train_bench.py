@@ -1,7 +1,8 @@
 """Training throughput: the seed code's plain ``model.fit`` against the project's trainer.
 
 In one process, on the same images (the processed training split), the same model, batch size
-and number of epochs, each after one untimed warm-up epoch:
+and number of epochs, each after one untimed warm-up epoch, the two timed alternately
+``repeats`` times (medians reported, and each repeat's ratio):
 
 - ``seed``: the seed articles' code as written, a Sequential-style Keras model compiled with
   ``optimizer="adam"`` and a built-in loss, trained by ``model.fit(x, x, batch_size, epochs,
@@ -55,14 +56,17 @@ SEED_MODELS = {
 class TrainBenchConfig:
     """params.yaml ``bench_train``."""
 
-    epochs: int = 2  # timed epochs, after one warm-up epoch
+    epochs: int = 2  # timed epochs per repeat, after one warm-up epoch
+    # Seed and project timed alternately this many times; medians and each repeat's ratio are
+    # reported (on a shared 2-core machine one 2-epoch timing moved by up to 40%).
+    repeats: int = 3
     batch_size: int = 128
     images: int = 0  # training images used (0: the whole split)
     variant_images: int = 10000  # images per timed epoch for each default variant
     profile_images: int = 4096  # images in the profiled epoch of the conv trainer
 
     def __post_init__(self) -> None:
-        for field in ("epochs", "batch_size", "variant_images", "profile_images"):
+        for field in ("epochs", "repeats", "batch_size", "variant_images", "profile_images"):
             if getattr(self, field) < 1:
                 raise ValueError(f"bench_train.{field} must be >= 1, got {getattr(self, field)}")
         if self.images < 0:
@@ -103,9 +107,31 @@ def seed_model(name: str, input_shape: tuple[int, int, int]) -> Any:
 def images_per_second(fit: Callable[[int], Any], images: int, epochs: int) -> float:
     """Run ``fit(1)`` untimed (tracing, caches), then time ``fit(epochs)``."""
     fit(1)
+    return _timed(fit, images, epochs)
+
+
+def _timed(fit: Callable[[int], Any], images: int, epochs: int) -> float:
     start = time.perf_counter()
     fit(epochs)
     return images * epochs / (time.perf_counter() - start)
+
+
+def interleaved(
+    first: Callable[[int], Any],
+    second: Callable[[int], Any],
+    images: int,
+    epochs: int,
+    repeats: int,
+) -> tuple[list[float], list[float]]:
+    """Images/s of two trainers timed alternately ``repeats`` times, each warmed up once first:
+    a slow spell of the machine then falls on both rather than on one."""
+    first(1)
+    second(1)
+    rates: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        rates[0].append(_timed(first, images, epochs))
+        rates[1].append(_timed(second, images, epochs))
+    return rates
 
 
 def project_trainer(
@@ -209,6 +235,7 @@ def run_train_bench(
         "images": len(x),
         "batch_size": settings.batch_size,
         "epochs": settings.epochs,
+        "repeats": settings.repeats,
         "models": {},
         "variants": {},
     }
@@ -252,7 +279,14 @@ def _bench_seed_model(
     keras.utils.set_random_seed(seed)
     seed_net = seed_model(name, tuple(x.shape[1:]))
     seed_x = x.reshape(len(x), -1) if name == "dense" else x
-    seed_rate = images_per_second(
+    keras.utils.set_random_seed(seed)
+    model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
+    if models.parameter_count(model) != seed_net.count_params():
+        raise RuntimeError(
+            f"{name}: the project model has {models.parameter_count(model)} weights, the "
+            f"seed model {seed_net.count_params()}: they must be the same model."
+        )
+    seed_rates, project_rates = interleaved(
         lambda epochs, net=seed_net, images=seed_x: net.fit(
             images,
             images,
@@ -261,22 +295,18 @@ def _bench_seed_model(
             shuffle=True,
             verbose=0,
         ),
+        fit,
         len(x),
         settings.epochs,
+        settings.repeats,
     )
-    keras.utils.set_random_seed(seed)
-    model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
-    if models.parameter_count(model) != seed_net.count_params():
-        raise RuntimeError(
-            f"{name}: the project model has {models.parameter_count(model)} weights, the "
-            f"seed model {seed_net.count_params()}: they must be the same model."
-        )
-    project_rate = images_per_second(fit, len(x), settings.epochs)
+    seed_rate, project_rate = float(np.median(seed_rates)), float(np.median(project_rates))
     entry = {
         "parameters": seed_net.count_params(),
         "seed_images_per_second": round(seed_rate, 1),
         "project_images_per_second": round(project_rate, 1),
         "ratio": round(project_rate / seed_rate, 3),
+        "repeat_ratios": [round(p / q, 3) for p, q in zip(project_rates, seed_rates, strict=True)],
         "project_settings": {
             "steps_per_execution": train_settings.steps_per_execution,
             "jit_compile": train_settings.jit_compile,
@@ -326,16 +356,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} usable cores; "
         f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}. "
         f"{report['images']:,} training images, batch {report['batch_size']}, "
-        f"{report['epochs']} timed epochs after one warm-up epoch, one process.",
+        f"one warm-up epoch each, then seed and project timed alternately "
+        f"{report.get('repeats', 1)} times, {report['epochs']} epochs each (medians; one "
+        "process).",
         "",
-        "| model | weights | seed `fit` img/s | project img/s | ratio | project settings |",
-        "|---|---:|---:|---:|---:|---|",
+        "| model | weights | seed `fit` img/s | project img/s | ratio | each repeat's ratio "
+        "| project settings |",
+        "|---|---:|---:|---:|---:|---|---|",
     ]
     for name, entry in report["models"].items():
         settings = ", ".join(f"{k}={v}" for k, v in entry["project_settings"].items())
+        repeats = ", ".join(f"{ratio:.2f}" for ratio in entry.get("repeat_ratios", []))
         lines.append(
             f"| {name} | {entry['parameters']:,} | {entry['seed_images_per_second']:,.0f} | "
-            f"{entry['project_images_per_second']:,.0f} | {entry['ratio']:.2f} | {settings} |"
+            f"{entry['project_images_per_second']:,.0f} | {entry['ratio']:.2f} | {repeats} | "
+            f"{settings} |"
         )
     conv = report["models"].get("conv", {})
     if "kernel_share" in conv:

@@ -28,20 +28,19 @@ def canonical_names(graph: Any) -> None:
     (Loop/Scan/If bodies, which these models do not have, keep their inner names.) A graph
     with a cycle raises ValueError.
     """
-    constants = {}
+    constants = {}  # name -> (the tensor without its name, a digest of its content)
     for tensor in graph.initializer:
         content = type(tensor)()
         content.CopyFrom(tensor)
         content.name = ""
-        constants[tensor.name] = content
-    nodes = _sorted_by_computation(graph, constants)
+        constants[tensor.name] = (content, hashlib.sha256(content.SerializeToString()).hexdigest())
+    nodes = _sorted_by_computation(graph, {name: key for name, (_, key) in constants.items()})
     interface = {value.name for value in (*graph.input, *graph.output)}
     names: dict[str, str] = {}
-    unique: dict[bytes, Any] = {}  # equal constants become one, whichever of them tf2onnx merged
+    unique: dict[str, Any] = {}  # equal constants become one, whichever of them tf2onnx merged
     for name in (name for node in nodes for name in node.input):
         if name in constants and name not in names:
-            content = constants[name]
-            key = content.SerializeToString()
+            content, key = constants[name]
             if key not in unique:
                 content.name = f"initializer_{len(unique)}"
                 unique[key] = content
@@ -58,12 +57,11 @@ def canonical_names(graph: Any) -> None:
     _rename_tensors(graph, lambda name: names.get(name, name))
 
 
-def _sorted_by_computation(graph: Any, constants: Mapping[str, Any]) -> list[Any]:
+def _sorted_by_computation(graph: Any, constant_keys: Mapping[str, str]) -> list[Any]:
     # Kahn's algorithm over the nodes; among the nodes ready at once, the smallest hash first.
+    # constant_keys: each initializer's content digest.
     keys: dict[str, str] = {value.name: "input:" + value.name for value in graph.input}
-    keys.update(
-        {name: hashlib.sha256(c.SerializeToString()).hexdigest() for name, c in constants.items()}
-    )
+    keys.update(constant_keys)
     node_keys = []
     for node in graph.node:  # tf2onnx's order is topological: inputs come first
         attributes = sorted(a.SerializeToString() for a in node.attribute)

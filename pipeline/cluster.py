@@ -122,7 +122,7 @@ def _log(variant: str, metrics_path: Path, plot_dir: Path, seconds: dict[str, fl
         tracking.log_file_as(
             metrics_path, "head_metrics.json", artifact_path="clustering", run_id=run_id
         )
-    except RuntimeError as error:  # the store lost the run: the metrics file still stands
+    except tracking.MissingRunError as error:  # the store lost the run: the metrics stand
         print(f"[cluster] {variant}: not logged to MLflow: {error}")
 
 

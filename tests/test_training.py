@@ -215,6 +215,19 @@ def test_bad_hyperparameters_name_the_key(train_section, variant_train, best, me
         training.resolve_hyperparameters(train_section, config, best)
 
 
+def test_a_run_missing_from_the_store_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    # models/V/run.json names a run of another store (copied outputs, a changed URI): the
+    # export and evaluate stop with one line (a ServiceError: no traceback, exit 1); cluster
+    # says it did not log and keeps its metrics.
+    from autoencoders import fileio, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    reference = tmp_path / "run.json"
+    fileio.write_json(reference, {"run_id": "0123456789abcdef0123456789abcdef"})
+    with pytest.raises(tracking.MissingRunError, match=r"re-run training \(dvc repro --force"):
+        tracking.finished_run(reference)
+
+
 @pytest.mark.slow
 def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, processed_dir):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

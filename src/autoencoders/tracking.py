@@ -60,6 +60,10 @@ class ServiceError(SystemExit):
         return self.message
 
 
+class MissingRunError(ServiceError):
+    """``run.json`` names a run this tracking store does not hold (one line, exit code 1)."""
+
+
 def mask(url: str) -> str:
     """``scheme://user:***@host/...``: a URL fit for logs and errors (no password)."""
     try:
@@ -277,7 +281,7 @@ def finished_run(run_ref_path: str | Path) -> str:
     try:
         mlflow.get_run(reference["run_id"])
     except mlflow.exceptions.MlflowException as error:
-        raise RuntimeError(
+        raise MissingRunError(
             f"MLflow run {reference['run_id']} from {run_ref_path} is not in {tracking_uri()}: "
             "re-run training (dvc repro --force train@<variant>) or point "
             "MLFLOW_TRACKING_URI at the store it was logged to."

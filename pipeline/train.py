@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, timing, training
+from autoencoders import backend, config, timing
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     variant_block = config.variant_block(params, args.variant, stage="train")
+    backend.activate(backend.variant_backend(params, args.variant))
+    from autoencoders import training  # imports Keras: after its backend is chosen
+
     training.train_and_save(
         variant=args.variant,
         variant_block=variant_block,

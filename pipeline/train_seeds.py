@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, errors, seeds
+from autoencoders import backend, config, errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     seed_list = config.parse_seeds(args.seeds)
     params = config.load_params(args.params)
     block = config.variant_block(params, args.variant, stage="train")
+    backend.activate(backend.variant_backend(params, args.variant))
+    from autoencoders import seeds  # imports Keras: after its backend is chosen
+
     results = []
     for result in seeds.score_seeds(
         args.variant,

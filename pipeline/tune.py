@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autoencoders import config, timing, tuning
+from autoencoders import backend, config, timing
 
 
 def dvc_commit(variant: str) -> None:
@@ -54,6 +54,20 @@ def _variant_names(
     return names
 
 
+def _run_group(names: list[str], args: argparse.Namespace) -> None:
+    """This script on ``names`` (variants of one backend) in a child process."""
+    command = [sys.executable, __file__, "--variants", ",".join(names), "--params", args.params]
+    command += ["--workers", str(args.workers)] + (["--no-commit"] if args.no_commit else [])
+    for flag, value in (("--trials", args.trials), ("--timeout", args.timeout)):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.storage is not None:
+        command += ["--storage", args.storage]
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
@@ -72,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     names = _variant_names(args.variant, args.variants, variants)
     if args.workers < 1:
         raise config.ConfigError(f"--workers must be at least 1, got {args.workers}.")
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(backend.variant_backend(params, name), []).append(name)
+    if len(groups) == 1:
+        backend.activate(next(iter(groups)))
+    from autoencoders import tuning  # imports Keras: after its backend is chosen
 
     shared = {
         "train_section": config.section(params, "train"),
@@ -87,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
             tuning.plan_search(
                 variant=name, variant_block=variants[name], data_checksum="not-read-yet", **shared
             )
+        if len(groups) > 1:  # Keras' backend is fixed per process: one child per backend
+            for group in groups.values():
+                _run_group(group, args)
+            return
         for name in names:
             tuning.tune(
                 variant=name,

@@ -14,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from autoencoders import config as config_module
 from autoencoders import errors, fileio
@@ -37,6 +37,9 @@ class TrainSettings:
     steps_per_execution: int = 1
     # XLA: fuses the small dense models' step (measured faster); slower for convolutions here.
     jit_compile: bool = False
+    # Keras' backend for this variant's training (autoencoders.backend): jax always compiles
+    # with XLA and feeds Keras' own array batches; the dense objectives only (see _check_backend).
+    backend: Literal["tensorflow", "jax"] = "tensorflow"
 
     def __post_init__(self) -> None:
         checks = {
@@ -117,7 +120,25 @@ def resolve_hyperparameters(
     resolved_config = (
         variant_config.with_overrides(field_overrides) if field_overrides else variant_config
     )
+    _check_backend(settings, resolved_config)
     return Resolved(config=resolved_config, settings=settings, tuned=tuned, tuning_source=source)
+
+
+def _check_backend(settings: TrainSettings, variant_config: Any) -> None:
+    """The JAX trainer runs Keras' own train step on numpy batches: no TensorFlow-only penalty
+    (contractive's Jacobian, IDEC's clustering phase), no tf.data noise or shuffle buffer."""
+    if settings.backend != "jax":
+        return
+    where = f"variants.{variant_config.name}.train.backend: jax"
+    if variant_config.objective_name in ("contractive", "clustering"):
+        reason = f"the {variant_config.objective_name} objective trains on TensorFlow only"
+    elif variant_config.noise_std > 0:
+        reason = "input noise (denoising) comes from the TensorFlow input pipeline"
+    elif settings.shuffle_buffer:
+        reason = "it always shuffles the whole split (shuffle_buffer: 0)"
+    else:
+        return
+    raise ConfigError(f"{where} is not supported here: {reason}; use backend: tensorflow.")
 
 
 def read_best(path: str | Path) -> dict[str, Any] | None:

@@ -21,8 +21,7 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from autoencoders import errors, fileio
 from autoencoders.models import architectures, objectives
@@ -38,9 +37,11 @@ def _tracker(name: str) -> keras.metrics.Mean:
     In float32, TensorFlow's graph optimizer folds ``total + (reconstruction + penalty)`` into
     one AddN whose order changes from process to process, so the same weights gave validation
     losses one ulp apart and a re-run changed history.json (seen on contractive). The cast to
-    float64 ends that tree, and the sum of a few hundred batch means keeps its digits.
+    float64 ends that tree, and the sum of a few hundred batch means keeps its digits. JAX
+    (without its x64 mode) has no float64 and XLA keeps the order: float32 there.
     """
-    return keras.metrics.Mean(name=name, dtype="float64")
+    dtype = "float64" if keras.backend.backend() == "tensorflow" else "float32"
+    return keras.metrics.Mean(name=name, dtype=dtype)
 
 
 class Autoencoder(keras.Model):
@@ -95,7 +96,7 @@ class Autoencoder(keras.Model):
             code, squared_norm = objectives.code_and_jacobian_norm(
                 self.encoder, inputs, training=training
             )
-            penalty = objective.lambda_ * tf.reduce_mean(squared_norm)
+            penalty = objective.lambda_ * ops.mean(squared_norm)
         else:
             code = self.encoder(inputs, training=training)
             penalty = None
@@ -111,27 +112,20 @@ class Autoencoder(keras.Model):
             values["penalty"] = penalty
         return values
 
-    @staticmethod
-    def _unpack(data: Any) -> tuple[Any, Any]:
-        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return inputs, inputs if targets is None else targets
-
-    def _record(self, values: dict[str, Any]) -> dict[str, Any]:
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """Keras' hook for every backend's train and test step: the objective's total loss,
+        recomputed from ``x`` (``y_pred`` is unused); the loss trackers are updated here."""
+        values = self.compute_losses(x, x if y is None else y, training=training)
         for tracker in self.metrics:
             tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.metrics}
-
-    def train_step(self, data: Any) -> dict[str, Any]:
-        inputs, targets = self._unpack(data)
-        with tf.GradientTape() as tape:
-            values = self.compute_losses(inputs, targets, training=True)
-        gradients = tape.gradient(values["loss"], self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
-        return self._record(values)
-
-    def test_step(self, data: Any) -> dict[str, Any]:
-        inputs, targets = self._unpack(data)
-        return self._record(self.compute_losses(inputs, targets, training=False))
+        return values["loss"]
 
     def _batched(self, function: Any, x: Any, batch_size: int) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -182,15 +176,15 @@ class VariationalAutoencoder(Autoencoder):
     def compute_losses(self, inputs: Any, targets: Any, training: bool = False) -> dict[str, Any]:
         mean, log_var = self.posterior(inputs, training=training)
         if training:
-            noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
-            latent = mean + tf.exp(0.5 * log_var) * noise
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            latent = mean + ops.exp(0.5 * log_var) * noise
         else:
             latent = mean
         outputs = self.decoder(latent, training=training)
         reconstruction = objectives.reconstruction_loss(
             targets, outputs, self.config.objective.loss
         )
-        kl_loss = tf.reduce_mean(objectives.kl_divergence(mean, log_var))
+        kl_loss = ops.mean(objectives.kl_divergence(mean, log_var))
         pixels = float(math.prod(self.image_shape))
         loss = reconstruction + self.config.objective.beta * kl_loss / pixels
         return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl_loss}

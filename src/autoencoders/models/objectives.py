@@ -158,7 +158,10 @@ def lookup(name: Any) -> Objective:
 
 def reconstruction_loss(targets: Any, outputs: Any, loss: str) -> Any:
     """Per-pixel ``mse`` or ``bce`` averaged over pixels and the batch (a scalar)."""
-    targets = ops.cast(targets, outputs.dtype)
+    # Flat (batch, pixels): on the JAX backend XLA computes (batch, H, W, 1) elementwise ops
+    # and their gradients with a size-1 minor dimension, 3.5x slower for a dense model's step.
+    outputs = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
+    targets = ops.reshape(ops.cast(targets, outputs.dtype), ops.shape(outputs))
     if loss == "mse":
         per_pixel = ops.square(targets - outputs)
     elif loss == "bce":

@@ -284,6 +284,7 @@ def _train_trial(
     verbose: bool,
 ) -> dict[str, Any]:
     """train_variant at the plan's fidelity (its epochs, no XLA); returns its info."""
+    training.require_backend(plan.base.backend, plan.variant)
     _, _, info = training.train_variant(
         trial_config,
         x_train,

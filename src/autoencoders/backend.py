@@ -11,11 +11,13 @@ Why JAX for the dense variants: measured on a 2-core CPU (``make bench-train``),
 trains the 784-32-784 autoencoder at about 3x the images/s of TensorFlow, where TensorFlow's
 per-step cost dominates such small matrix products; convolutions run about 10x slower on
 JAX's CPU backend than on TensorFlow's oneDNN kernels, so the convolutional variants stay.
-This module imports no Keras.
+``require`` guards the trainer against the wrong one; ``ChildTrainer`` runs a trainer on
+another backend in a spawned process. This module imports no Keras itself.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Mapping
@@ -57,3 +59,103 @@ def activate(name: str) -> None:
                 "variant in its own process)."
             )
     os.environ["KERAS_BACKEND"] = name
+
+
+def require(name: str, variant: str) -> None:
+    """ConfigError unless this process's Keras runs on ``name``, ``variant``'s backend."""
+    import keras
+
+    if keras.backend.backend() != name:
+        raise ConfigError(
+            f"variant {variant!r} trains on Keras' {name} backend but this process loaded "
+            f"{keras.backend.backend()}: call autoencoders.backend.activate({name!r}) before "
+            "importing the trainer (the pipeline's stages do), or set KERAS_BACKEND."
+        )
+
+
+class ChildTrainer:
+    """A project trainer (``train_bench.project_trainer`` for ``spec``: variant, block, train
+    section, best.json path) on another Keras backend, in a spawned process: ``trainer(epochs)``
+    trains there and returns when it is done, so the parent times it like a local ``fit``;
+    ``parameters`` is its model's weight count. ``make bench-train`` times the JAX variants
+    from its TensorFlow process this way."""
+
+    def __init__(
+        self,
+        backend_name: str,
+        spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+        x: Any,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve_trainer,
+            args=(child_end, backend_name, spec, x, batch_size, seed),
+            daemon=True,
+        )
+        # A spawned child re-imports the parent's main module (bench_train.py imports Keras)
+        # before it runs a line of ours: the backend must be in the environment it inherits.
+        previous = os.environ.get("KERAS_BACKEND")
+        os.environ["KERAS_BACKEND"] = backend_name
+        try:
+            self._process.start()
+        finally:
+            if previous is None:
+                del os.environ["KERAS_BACKEND"]
+            else:
+                os.environ["KERAS_BACKEND"] = previous
+        child_end.close()
+        self.parameters = self._reply()
+
+    def _reply(self) -> Any:
+        try:
+            reply = self._connection.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the bench's trainer process exited (code {self._process.exitcode})"
+            ) from None
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def __call__(self, epochs: int) -> None:
+        self._connection.send(epochs)
+        self._reply()
+
+    def close(self) -> None:
+        self._connection.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _serve_trainer(
+    connection: Any,
+    backend_name: str,
+    spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+    x: Any,
+    batch_size: int,
+    seed: int,
+) -> None:
+    """ChildTrainer's process: build the trainer on ``backend_name``, then fit on request."""
+    try:
+        activate(backend_name)
+        import keras
+
+        from autoencoders import models, train_bench
+
+        config, settings = train_bench.variant_settings(*spec)
+        keras.utils.set_random_seed(seed)
+        model, fit = train_bench.project_trainer(config, settings, x, batch_size, seed)
+        connection.send(models.parameter_count(model))
+        while True:
+            try:
+                epochs = connection.recv()
+            except EOFError:  # the parent closed the pipe: done
+                return
+            fit(epochs)
+            connection.send(None)
+    except Exception as error:  # sent to the parent, which raises it
+        connection.send(RuntimeError(f"{type(error).__name__}: {error}"))

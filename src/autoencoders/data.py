@@ -237,6 +237,48 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def fit_arguments(
+    x: np.ndarray,
+    batch_size: int,
+    seed: int,
+    noise_std: float = 0.0,
+    shuffle_buffer: int = 0,
+    x_val: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``model.fit``'s data arguments for this process's Keras backend: shuffled (input, target)
+    batches of ``x`` and, with ``x_val``, unshuffled validation batches.
+
+    TensorFlow: ``make_dataset`` pipelines (seeded; the denoising noise lives there).
+    JAX: the arrays themselves, batched by Keras and shuffled with ``np.random`` (seeded by
+    ``keras.utils.set_random_seed``): a tf.data pipeline's per-batch conversion to JAX arrays
+    cost the dense model 3x its step. The JAX settings exclude noise and shuffle buffers.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        arguments: dict[str, Any] = {"x": x, "y": x, "batch_size": batch_size, "shuffle": True}
+        if x_val is not None:
+            arguments.update(validation_data=(x_val, x_val), validation_batch_size=batch_size)
+        return arguments
+    arguments = {
+        "x": make_dataset(
+            x,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            noise_std=noise_std,
+            shuffle_buffer=shuffle_buffer,
+        ),
+        "shuffle": False,  # the dataset shuffles itself, seeded
+    }
+    if x_val is not None:
+        # The denoising objective is judged on noisy inputs too: val_loss measures what it learns.
+        arguments["validation_data"] = make_dataset(
+            x_val, batch_size=batch_size, seed=seed + 1, noise_std=noise_std
+        )
+    return arguments
+
+
 def random_affine(images: Any, generator: Any, shift: float, rotation: float) -> Any:
     """Each image of a (N, H, W, C) batch moved by its own random shift and rotation.
 

@@ -1,15 +1,17 @@
 """Training throughput: the seed code's plain ``model.fit`` against the project's trainer.
 
-In one process, on the same images (the processed training split), the same model, batch size
-and number of epochs, each after one untimed warm-up epoch, the two timed alternately
-``repeats`` times (medians reported, and each repeat's ratio):
+On the same images (the processed training split), the same model, batch size and number of
+epochs, each after one untimed warm-up epoch, the two timed alternately ``repeats`` times
+(medians reported, and each repeat's ratio), so that a slow spell of the machine falls on both:
 
 - ``seed``: the seed articles' code as written, a Sequential-style Keras model compiled with
   ``optimizer="adam"`` and a built-in loss, trained by ``model.fit(x, x, batch_size, epochs,
-  shuffle=True)`` on numpy arrays;
-- ``project``: ``training.build_and_compile`` plus ``data.make_dataset``, with the settings the
-  pipeline trains that architecture with (params.yaml ``train`` and the variant's ``train:``):
-  ``steps_per_execution``, ``jit_compile``, the gathered tf.data pipeline.
+  shuffle=True)`` on numpy arrays, on TensorFlow (the seed's backend), in this process;
+- ``project``: ``training.build_and_compile`` plus ``data.fit_arguments``, with the settings
+  the pipeline trains that architecture with (params.yaml ``train`` and the variant's
+  ``train:``): ``backend``, ``steps_per_execution``, ``jit_compile``. A variant on another Keras
+  backend (the dense ones train on JAX) runs in a spawned child process (Keras' backend is
+  fixed per process; ``backend.ChildTrainer``), idle while the seed trains and vice versa.
 
 Two seed models: the Keras blog's simple autoencoder (784-32-784, relu code, sigmoid output, BCE)
 and its convolutional one (the 4,385-weight design). For the convolutional pair, a per-op profile
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import bench, data, models, training
+from autoencoders import backend, bench, data, models, training
 
 CONVOLUTION_OPS = (
     "Conv2D",
@@ -137,7 +139,8 @@ def interleaved(
 def project_trainer(
     config: Any, settings: training.TrainSettings, x: np.ndarray, batch_size: int, seed: int
 ) -> tuple[Any, Callable[[int], Any]]:
-    """The model and a ``fit(epochs)`` that trains it as ``training.train_variant`` does."""
+    """The model and a ``fit(epochs)`` that trains it as ``training.train_variant`` does (this
+    process's Keras backend)."""
     model = training.build_and_compile(
         config,
         tuple(x.shape[1:]),
@@ -146,10 +149,27 @@ def project_trainer(
         settings.steps_per_execution,
         settings.jit_compile,
     )
-    dataset = data.make_dataset(
-        x, batch_size, shuffle=True, seed=seed, noise_std=config.noise_std, shuffle_buffer=0
-    )
-    return model, lambda epochs: model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
+    arguments = data.fit_arguments(x, batch_size, seed, config.noise_std)
+    return model, lambda epochs: model.fit(**arguments, epochs=epochs, verbose=0)
+
+
+def trainer_for(
+    spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+    x: np.ndarray,
+    batch_size: int,
+    seed: int,
+) -> tuple[int, training.TrainSettings, Callable[[int], Any], Callable[[], None]]:
+    """(weights, settings, fit, close) of ``spec``'s project trainer (variant, block, train
+    section, best.json path) on its own backend: here, or in a ChildTrainer."""
+    import keras
+
+    config, settings = variant_settings(*spec)
+    if settings.backend != keras.backend.backend():
+        child = backend.ChildTrainer(settings.backend, spec, x, batch_size, seed)
+        return child.parameters, settings, child, child.close
+    keras.utils.set_random_seed(seed)
+    model, fit = project_trainer(config, settings, x, batch_size, seed)
+    return models.parameter_count(model), settings, fit, lambda: None
 
 
 def op_seconds(fit: Callable[[int], Any]) -> dict[str, float]:
@@ -275,31 +295,33 @@ def _bench_seed_model(
     """One seed model's ``fit`` against the project trainer on the same architecture."""
     import keras
 
-    config, train_settings = variant_settings(name, block, train_section, None)
     keras.utils.set_random_seed(seed)
     seed_net = seed_model(name, tuple(x.shape[1:]))
     seed_x = x.reshape(len(x), -1) if name == "dense" else x
-    keras.utils.set_random_seed(seed)
-    model, fit = project_trainer(config, train_settings, x, settings.batch_size, seed)
-    if models.parameter_count(model) != seed_net.count_params():
-        raise RuntimeError(
-            f"{name}: the project model has {models.parameter_count(model)} weights, the "
-            f"seed model {seed_net.count_params()}: they must be the same model."
+    spec = (name, block, train_section, None)
+    parameters, train_settings, fit, close = trainer_for(spec, x, settings.batch_size, seed)
+    try:
+        if parameters != seed_net.count_params():
+            raise RuntimeError(
+                f"{name}: the project model has {parameters} weights, the seed model "
+                f"{seed_net.count_params()}: they must be the same model."
+            )
+        seed_rates, project_rates = interleaved(
+            lambda epochs, net=seed_net, images=seed_x: net.fit(
+                images,
+                images,
+                batch_size=settings.batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=0,
+            ),
+            fit,
+            len(x),
+            settings.epochs,
+            settings.repeats,
         )
-    seed_rates, project_rates = interleaved(
-        lambda epochs, net=seed_net, images=seed_x: net.fit(
-            images,
-            images,
-            batch_size=settings.batch_size,
-            epochs=epochs,
-            shuffle=True,
-            verbose=0,
-        ),
-        fit,
-        len(x),
-        settings.epochs,
-        settings.repeats,
-    )
+    finally:
+        close()
     seed_rate, project_rate = float(np.median(seed_rates)), float(np.median(project_rates))
     entry = {
         "parameters": seed_net.count_params(),
@@ -307,12 +329,10 @@ def _bench_seed_model(
         "project_images_per_second": round(project_rate, 1),
         "ratio": round(project_rate / seed_rate, 3),
         "repeat_ratios": [round(p / q, 3) for p, q in zip(project_rates, seed_rates, strict=True)],
-        "project_settings": {
-            "steps_per_execution": train_settings.steps_per_execution,
-            "jit_compile": train_settings.jit_compile,
-        },
+        "project_settings": _settings_entry(train_settings),
     }
-    if name == "conv":
+    if name == "conv" and train_settings.backend == keras.backend.backend():
+        config, _ = variant_settings(*spec)
         _, profiled = project_trainer(
             config, train_settings, x[: settings.profile_images], settings.batch_size, seed
         )
@@ -321,6 +341,15 @@ def _bench_seed_model(
         entry["kernel_share"] = round(kernel_share(by_op), 4)
         entry["op_seconds"] = {op: round(value, 4) for op, value in list(by_op.items())[:12]}
     return entry
+
+
+def _settings_entry(settings: training.TrainSettings) -> dict[str, Any]:
+    """The settings that set a trainer's speed, as the report shows them."""
+    return {
+        "backend": settings.backend,
+        "steps_per_execution": settings.steps_per_execution,
+        "jit_compile": settings.jit_compile or settings.backend == "jax",
+    }
 
 
 def _bench_variant(
@@ -332,18 +361,18 @@ def _bench_variant(
     seed: int,
 ) -> dict[str, Any]:
     """One epoch of a variant with its resolved settings: img/s and what it ran with."""
-    import keras
-
-    config, train_settings = variant_settings(variant, block, train_section, best_path)
-    keras.utils.set_random_seed(seed)
-    model, fit = project_trainer(config, train_settings, subset, train_settings.batch_size, seed)
-    rate = images_per_second(fit, len(subset), 1)
+    _, settings = variant_settings(variant, block, train_section, best_path)
+    spec = (variant, block, train_section, best_path)
+    parameters, settings, fit, close = trainer_for(spec, subset, settings.batch_size, seed)
+    try:
+        rate = images_per_second(fit, len(subset), 1)
+    finally:
+        close()
     return {
         "images_per_second": round(rate, 1),
-        "parameters": models.parameter_count(model),
-        "batch_size": train_settings.batch_size,
-        "steps_per_execution": train_settings.steps_per_execution,
-        "jit_compile": train_settings.jit_compile,
+        "parameters": parameters,
+        "batch_size": settings.batch_size,
+        **_settings_entry(settings),
     }
 
 
@@ -388,12 +417,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "Every default variant (its resolved settings, one timed epoch):",
         "",
-        "| variant | weights | batch | steps/execution | XLA | img/s |",
-        "|---|---:|---:|---:|---|---:|",
+        "| variant | weights | backend | batch | steps/execution | XLA | img/s |",
+        "|---|---:|---|---:|---:|---|---:|",
     ]
     for variant, entry in report["variants"].items():
         lines.append(
-            f"| `{variant}` | {entry['parameters']:,} | {entry['batch_size']} | "
+            f"| `{variant}` | {entry['parameters']:,} | {entry.get('backend', 'tensorflow')} | "
+            f"{entry['batch_size']} | "
             f"{entry['steps_per_execution']} | {'yes' if entry['jit_compile'] else 'no'} | "
             f"{entry['images_per_second']:,.0f} |"
         )

@@ -22,8 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from autoencoders import data, errors, fileio, models
-from autoencoders.config import ConfigError
+from autoencoders import backend, data, errors, fileio, models
 
 # Re-exported: callers name them training.TrainSettings, training.resolve_hyperparameters, ...
 from autoencoders.hyperparameters import SEARCHABLE_HYPERPARAMETERS as SEARCHABLE_HYPERPARAMETERS
@@ -194,7 +193,9 @@ def train_variant(
     """
     _check_arrays(x_train, x_val)
     keras.utils.set_random_seed(seed)
-    fit_data = fit_arguments(x_train, batch_size, seed, config.noise_std, shuffle_buffer, x_val)
+    fit_data = data.fit_arguments(
+        x_train, batch_size, seed, config.noise_std, shuffle_buffer, x_val
+    )
 
     input_shape = tuple(int(size) for size in x_train.shape[1:])
     model = build_and_compile(
@@ -218,46 +219,6 @@ def train_variant(
 
     info = _training_info(history, progress, model, epochs, train_seconds, x_train, x_val)
     return model, history, info
-
-
-def fit_arguments(
-    x: np.ndarray,
-    batch_size: int,
-    seed: int,
-    noise_std: float = 0.0,
-    shuffle_buffer: int = 0,
-    x_val: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """``model.fit``'s data arguments for this process's Keras backend: shuffled (input, target)
-    batches of ``x`` and, with ``x_val``, unshuffled validation batches.
-
-    TensorFlow: ``data.make_dataset`` pipelines (seeded; the denoising noise lives there).
-    JAX: the arrays themselves, batched by Keras and shuffled with ``np.random`` (seeded by
-    ``keras.utils.set_random_seed``): a tf.data pipeline's per-batch conversion to JAX arrays
-    cost the dense model 3x its step. The JAX settings exclude noise and shuffle buffers.
-    """
-    if keras.backend.backend() == "jax":
-        arguments: dict[str, Any] = {"x": x, "y": x, "batch_size": batch_size, "shuffle": True}
-        if x_val is not None:
-            arguments.update(validation_data=(x_val, x_val), validation_batch_size=batch_size)
-        return arguments
-    arguments = {
-        "x": data.make_dataset(
-            x,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            noise_std=noise_std,
-            shuffle_buffer=shuffle_buffer,
-        ),
-        "shuffle": False,  # the dataset shuffles itself, seeded
-    }
-    if x_val is not None:
-        # The denoising objective is judged on noisy inputs too: val_loss measures what it learns.
-        arguments["validation_data"] = data.make_dataset(
-            x_val, batch_size=batch_size, seed=seed + 1, noise_std=noise_std
-        )
-    return arguments
 
 
 def _training_info(
@@ -362,16 +323,6 @@ def train_and_save(
     return record
 
 
-def require_backend(backend: str, variant: str) -> None:
-    """ConfigError unless this process's Keras runs on ``backend``, the variant's setting."""
-    if keras.backend.backend() != backend:
-        raise ConfigError(
-            f"variant {variant!r} trains on Keras' {backend} backend but this process loaded "
-            f"{keras.backend.backend()}: call autoencoders.backend.activate({backend!r}) before "
-            "importing the trainer (the pipeline's stages do), or set KERAS_BACKEND."
-        )
-
-
 def fit_resolved(
     resolved: Resolved,
     x_train: np.ndarray,
@@ -384,7 +335,7 @@ def fit_resolved(
     then IDEC's clustering phase when the model has one. Returns (model, history, info,
     clustering)."""
     settings = resolved.settings
-    require_backend(settings.backend, resolved.config.name)
+    backend.require(settings.backend, resolved.config.name)
     model, history, info = train_variant(
         resolved.config,
         x_train,

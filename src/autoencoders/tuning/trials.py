@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import optuna
 
-from autoencoders import training
+from autoencoders import backend, training
 from autoencoders.tuning import recovery, runs, space, studies
 
 # What holds a slot while a worker claims a trial (see _claim).
@@ -284,7 +284,7 @@ def _train_trial(
     verbose: bool,
 ) -> dict[str, Any]:
     """train_variant at the plan's fidelity (its epochs, no XLA); returns its info."""
-    training.require_backend(plan.base.backend, plan.variant)
+    backend.require(plan.base.backend, plan.variant)
     _, _, info = training.train_variant(
         trial_config,
         x_train,

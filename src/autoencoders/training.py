@@ -1,8 +1,9 @@
 """Fit one autoencoder variant: input pipelines, callbacks, the best checkpoint, throughput.
 
 ``train_variant(config, x_train, x_val, ...)`` builds the model from its variant config, trains it
-on ``tf.data`` pipelines (cached, seeded shuffle, prefetched; Gaussian input noise for the
-denoising objective) with early stopping on the validation loss, and returns the model holding
+on ``data.fit_arguments``' batches (on TensorFlow, ``tf.data`` pipelines: seeded shuffle, gathered,
+prefetched, Gaussian input noise for the denoising objective; on JAX, Keras' own batches of the
+arrays) with early stopping on the validation loss, and returns the model holding
 the weights of its best epoch, its history and a few facts about the run (seconds, images per
 second, best epoch). ``resolve_hyperparameters`` (from ``autoencoders.hyperparameters``) layers
 params.yaml's ``train`` section, the variant's own ``train:`` overrides and

@@ -1,10 +1,11 @@
 """The trainable autoencoder: functional ``encoder`` and ``decoder`` joined in a keras.Model
-whose ``train_step``/``test_step`` add the objective's penalty to the reconstruction loss
-(the keras-io VAE example idiom), plus building from a config and saving/loading.
+whose ``compute_loss`` adds the objective's penalty to the reconstruction loss, so that Keras'
+own train and test steps train it on every backend (TensorFlow, JAX), plus building from a
+config and saving/loading.
 
     model = build_autoencoder(config, input_shape=(28, 28, 1))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(data.make_dataset(x, 128, noise_std=config.noise_std), epochs=1)
+    model.fit(**data.fit_arguments(x, 128, seed=0, noise_std=config.noise_std), epochs=1)
     save_autoencoder(model, "models/conv")
 """
 

@@ -45,19 +45,13 @@ def variant_backend(params: Mapping[str, Any], variant: str) -> str:
 def activate(name: str) -> None:
     """Make ``name`` Keras' backend in this process (and the processes it spawns).
 
-    Raises RuntimeError when Keras is already loaded with another backend: the caller imported
-    the trainer too early, and a process cannot switch.
+    When Keras is already loaded with another backend (the caller imported it first, e.g. a
+    test calling a stage's main), nothing changes: ``require`` then refuses to train.
     """
     if name not in BACKENDS:
         raise ConfigError(f"unknown Keras backend {name!r}; valid backends are {list(BACKENDS)}.")
-    if "keras" in sys.modules:
-        loaded = sys.modules["keras"].backend.backend()
-        if loaded != name:
-            raise RuntimeError(
-                f"Keras is already loaded with the {loaded} backend, so this process cannot "
-                f"train on {name}: select the backend before importing the trainer (run the "
-                "variant in its own process)."
-            )
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
+        return  # too late to switch (a caller imported Keras first): ``require`` refuses training
     os.environ["KERAS_BACKEND"] = name
 
 

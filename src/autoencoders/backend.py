@@ -27,6 +27,9 @@ from autoencoders.config import ConfigError
 
 BACKENDS = ("tensorflow", "jax")
 DEFAULT = "tensorflow"
+# What a project trainer is built from: variant name, its params.yaml block, the train section
+# and its best.json path (None: no search applies); see train_bench.variant_settings.
+TrainerSpec = tuple[str, Mapping[str, Any], Mapping[str, Any], str | None]
 
 
 def variant_backend(params: Mapping[str, Any], variant: str) -> str:
@@ -77,7 +80,7 @@ class ChildTrainer:
     def __init__(
         self,
         backend_name: str,
-        spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+        spec: TrainerSpec,
         x: Any,
         batch_size: int,
         seed: int,
@@ -128,7 +131,7 @@ class ChildTrainer:
 def _serve_trainer(
     connection: Any,
     backend_name: str,
-    spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+    spec: TrainerSpec,
     x: Any,
     batch_size: int,
     seed: int,

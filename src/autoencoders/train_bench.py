@@ -154,16 +154,18 @@ def project_trainer(
 
 
 def trainer_for(
-    spec: tuple[str, Mapping[str, Any], Mapping[str, Any], str | None],
+    spec: backend.TrainerSpec,
     x: np.ndarray,
-    batch_size: int,
+    batch_size: int | None,
     seed: int,
 ) -> tuple[int, training.TrainSettings, Callable[[int], Any], Callable[[], None]]:
     """(weights, settings, fit, close) of ``spec``'s project trainer (variant, block, train
-    section, best.json path) on its own backend: here, or in a ChildTrainer."""
+    section, best.json path) on its own backend: here, or in a ChildTrainer. ``batch_size``
+    None: the variant's own."""
     import keras
 
     config, settings = variant_settings(*spec)
+    batch_size = settings.batch_size if batch_size is None else batch_size
     if settings.backend != keras.backend.backend():
         child = backend.ChildTrainer(settings.backend, spec, x, batch_size, seed)
         return child.parameters, settings, child, child.close
@@ -361,9 +363,8 @@ def _bench_variant(
     seed: int,
 ) -> dict[str, Any]:
     """One epoch of a variant with its resolved settings: img/s and what it ran with."""
-    _, settings = variant_settings(variant, block, train_section, best_path)
     spec = (variant, block, train_section, best_path)
-    parameters, settings, fit, close = trainer_for(spec, subset, settings.batch_size, seed)
+    parameters, settings, fit, close = trainer_for(spec, subset, None, seed)
     try:
         rate = images_per_second(fit, len(subset), 1)
     finally:

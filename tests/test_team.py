@@ -783,8 +783,9 @@ def test_trial_killed_while_claiming_is_failed_and_queued_again(tmp_path):
 
 
 def test_claim_without_a_worker_is_left_alone_on_shared_storage_until_the_grace_passes():
-    """Without the SQLite claim lock (PostgreSQL) a claim in progress elsewhere is not a death;
-    a claim takes milliseconds, so one older than the heartbeat grace is."""
+    """Without a claim lock (a storage other than SQLite or PostgreSQL) a claim in progress
+    elsewhere is not a death; a claim takes milliseconds, so one older than the heartbeat grace
+    is."""
     now = datetime.datetime.now()
 
     def running(age_s: float) -> optuna.trial.FrozenTrial:
@@ -799,3 +800,53 @@ def test_claim_without_a_worker_is_left_alone_on_shared_storage_until_the_grace_
     assert tuning.recovery._dead_reason(running(1), claims_locked=False) is None
     assert "is gone" in tuning.recovery._dead_reason(running(grace + 5), claims_locked=False)
     assert "is gone" in tuning.recovery._dead_reason(running(1), claims_locked=True)
+
+
+HOLD_CLAIM_LOCK = """
+import sys, time, optuna
+from autoencoders import tuning
+study = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+with tuning.recovery.claim_lock(study):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_claims_on_postgresql_hold_an_advisory_lock_a_killed_claimer_releases(postgres_url):
+    # Checked against PostgreSQL's own lock table (pg_try_advisory_lock from another
+    # connection): held during a claim, free after it, and free once a claimer is killed -9
+    # mid-claim, so a resume's recovery neither waits forever nor meets a half-done claim.
+    import sqlalchemy
+
+    study = optuna.create_study(study_name=f"claim-{uuid.uuid4().hex}", storage=postgres_url)
+    key = {"key": tuning.recovery.claim_key(study.study_name)}
+    engine = sqlalchemy.create_engine(postgres_url)
+
+    def free() -> bool:
+        with engine.connect() as connection:
+            taken = connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), key)
+            if not taken.scalar():
+                return False
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+            return True
+
+    with tuning.recovery.claim_lock(study) as locked:
+        assert locked and not free()
+    assert free()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CLAIM_LOCK, postgres_url, study.study_name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert not free()
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while not free():
+        assert time.monotonic() < deadline, "the killed claimer's lock was never released"
+        time.sleep(0.1)
+    engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import socket
 import warnings
@@ -74,26 +75,44 @@ def worker_alive(host: Any, pid: Any, started: Any = "") -> bool | None:
 
 @contextlib.contextmanager
 def claim_lock(study: optuna.Study) -> Iterator[bool]:
-    """Serialise claims of the processes sharing one SQLite file; yields True when it did.
+    """Serialise claims of the processes sharing one study; yields True when it did.
 
     SQLite gives no atomic pop of a WAITING trial across processes (seen: two workers of one
-    resume both ran a re-queued trial). Holding it, no claim is half done: a RUNNING trial that
-    has not recorded its worker yet was claimed by a process that died claiming it. Other
-    storages lock the row themselves; there this does nothing (and yields False).
+    resume both ran a re-queued trial); on any storage a claim is several writes (study.ask,
+    then the worker's identity). Holding the lock, no claim is half done: a RUNNING trial that
+    has not recorded its worker yet was claimed by a process that died claiming it. SQLite: a
+    file lock beside the database; PostgreSQL: an advisory lock on the study's name, held by a
+    connection of its own (the server drops it with the connection of a killed process). On
+    other storages this does nothing and yields False.
     """
     storage = getattr(study._storage, "_backend", study._storage)
     url = str(getattr(storage, "url", ""))
-    if not url.startswith("sqlite:///"):
-        yield False
-        return
-    import fcntl
+    if url.startswith("sqlite:///"):
+        import fcntl
 
-    with open(url[len("sqlite:///") :] + ".claim.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        with open(url[len("sqlite:///") :] + ".claim.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    elif url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = {"key": claim_key(study.study_name)}
+        with storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                yield True
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+    else:
+        yield False
+
+
+def claim_key(study_name: str) -> int:
+    """The PostgreSQL advisory-lock key of a study's claims: a signed 64-bit digest of its name."""
+    return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
 
 
 def _dead_reason(trial: optuna.trial.FrozenTrial, claims_locked: bool) -> str | None:
@@ -102,8 +121,9 @@ def _dead_reason(trial: optuna.trial.FrozenTrial, claims_locked: bool) -> str | 
     host, pid = attributes.get("worker_host"), attributes.get("worker_pid")
     if host is None:
         # Claimed, then killed before it recorded its worker (a few writes after study.ask):
-        # no heartbeat either, so Optuna's check would never fail it. Under the SQLite claim
-        # lock no live claim is half done; elsewhere, a claim takes milliseconds, not a grace.
+        # no heartbeat either, so Optuna's check would never fail it. Under the claim lock
+        # (SQLite, PostgreSQL) no live claim is half done; elsewhere, a claim takes
+        # milliseconds, not a grace.
         started = trial.datetime_start
         age = (datetime.datetime.now() - started).total_seconds() if started else 0.0
         if claims_locked or age > HEARTBEAT_GRACE_S:

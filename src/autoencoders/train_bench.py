@@ -387,8 +387,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}. "
         f"{report['images']:,} training images, batch {report['batch_size']}, "
         f"one warm-up epoch each, then seed and project timed alternately "
-        f"{report.get('repeats', 1)} times, {report['epochs']} epochs each (medians; one "
-        "process).",
+        f"{report.get('repeats', 1)} times, {report['epochs']} epochs each (medians). The "
+        "seed trains on TensorFlow in the bench's process; a project trainer on another Keras "
+        "backend (`backend=jax`) in a child process, idle while the other trains.",
         "",
         "| model | weights | seed `fit` img/s | project img/s | ratio | each repeat's ratio "
         "| project settings |",

@@ -482,29 +482,46 @@ def test_tunable_fields_and_params_round_trip():
                 assert key in models.tunable_fields(config)
 
 
-def test_single_channel_conv_is_conv2d_with_the_same_weights_and_gradients():
+@pytest.mark.parametrize(
+    ("filters", "kernel", "padding", "shape"),
+    [
+        (1, 3, "same", (4, 7, 5, 6)),  # the sigmoid pixels layer; odd, non-square input
+        (16, 3, "valid", (4, 8, 8, 8)),  # the reference's valid 16x16 -> 14x14 layer
+        (3, (2, 4), "same", (2, 5, 6, 3)),  # even, non-square kernels
+        (2, 2, "valid", (2, 5, 4, 3)),  # even valid kernel: an odd output size
+        (2, 5, "valid", (2, 6, 7, 2)),
+    ],
+)
+def test_upsampled_conv_is_upsampling_then_conv2d_with_the_same_weights_and_gradients(
+    filters, kernel, padding, shape
+):
     import tensorflow as tf
 
-    from autoencoders.models.architectures import SingleChannelConv2D
+    from autoencoders.models.architectures import UpsampledConv2D
 
-    x = tf.constant(np.random.default_rng(0).random((4, 9, 7, 5), dtype=np.float32))
-    reference = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
-    fast = SingleChannelConv2D(1, 3, padding="same", activation="sigmoid")
-    reference.build(x.shape)
-    fast.build(x.shape)
-    fast.set_weights(reference.get_weights())
-    assert [w.shape for w in fast.weights] == [(3, 3, 5, 1), (1,)]
-    gradients = []
-    for layer in (reference, fast):
+    x = tf.constant(np.random.default_rng(0).random(shape, dtype=np.float32))
+    upsample = keras.layers.UpSampling2D(2)  # Keras' own layers are the reference
+    reference = keras.layers.Conv2D(filters, kernel, padding=padding, activation="sigmoid")
+    fused = UpsampledConv2D(filters, kernel, padding=padding, activation="sigmoid")
+    reference.build(upsample.compute_output_shape(x.shape))
+    fused.build(x.shape)
+    rng = np.random.default_rng(1)  # bias too, so that a dropped bias shows
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in reference.get_weights()]
+    reference.set_weights(weights)
+    fused.set_weights(weights)
+    assert [tuple(w.shape) for w in fused.weights] == [tuple(w.shape) for w in reference.weights]
+    results = []
+    for forward, layer in ((lambda t: reference(upsample(t)), reference), (fused, fused)):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            output = layer(x)
-            loss = tf.reduce_sum(output * output)
-        gradients.append([output, *tape.gradient(loss, [x, *layer.trainable_weights])])
-    for expected, actual in zip(*gradients, strict=True):
-        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    wide = SingleChannelConv2D(3, 3, padding="valid")  # more than one channel: a plain Conv2D
-    assert wide(x).shape == (4, 7, 5, 3)
+            output = forward(x)
+            loss = tf.reduce_sum(output * tf.range(output.shape[-1], dtype=tf.float32) + output**2)
+        results.append([output, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    assert tuple(results[1][0].shape) == fused.compute_output_shape(x.shape)
+    for expected, actual in zip(*results, strict=True):
+        assert actual.shape == expected.shape
+        scale = float(np.abs(expected.numpy()).max())  # float32 sums taken in another order
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_idec_manifold_restarts_are_checked_where_written():

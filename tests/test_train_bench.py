@@ -60,3 +60,36 @@ def test_interleaved_warms_each_once_then_alternates():
     )
     assert calls == [("seed", 1), ("project", 1)] + [("seed", 2), ("project", 2)] * 3
     assert [len(r) for r in rates] == [3, 3] and all(v > 0 for r in rates for v in r)
+
+
+def test_markdown_shows_each_repeat_of_each_trainer_and_the_variants():
+    entry = {
+        "parameters": 4385,
+        "seed_images_per_second": 8000.0,
+        "project_images_per_second": 12000.0,
+        "ratio": 1.5,
+        "repeat_ratios": [2.0, 1.2],
+        "seed_repeats": [6000, 10000],
+        "project_repeats": [12000, 12000],
+        "project_settings": {"backend": "tensorflow"},
+    }
+    variant = {
+        "parameters": 10,
+        "batch_size": 128,
+        "steps_per_execution": 32,
+        "jit_compile": False,
+        "images_per_second": 5000.0,
+    }
+    report = {
+        "machine": {"cpu": "x", "usable_cores": 2},
+        "images": 100,
+        "batch_size": 128,
+        "repeats": 2,
+        "epochs": 1,
+        "models": {"conv": entry},
+        "variants": {"conv": variant},
+    }
+    markdown = train_bench.render_markdown(report)
+    assert "| conv | 4,385 | 8,000 | 12,000 | 1.50 | 2.00, 1.20 |" in markdown
+    assert "- conv: 6,000 / 12,000, 10,000 / 12,000" in markdown
+    assert "| `conv` | 10 | tensorflow | 128 | 32 | no | 5,000 |" in markdown

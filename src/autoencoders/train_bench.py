@@ -331,6 +331,9 @@ def _bench_seed_model(
         "project_images_per_second": round(project_rate, 1),
         "ratio": round(project_rate / seed_rate, 3),
         "repeat_ratios": [round(p / q, 3) for p, q in zip(project_rates, seed_rates, strict=True)],
+        # Each repeat's rates: on a shared VM one trainer's speed can jump between levels.
+        "seed_repeats": [round(rate) for rate in seed_rates],
+        "project_repeats": [round(rate) for rate in project_rates],
         "project_settings": _settings_entry(train_settings),
     }
     if name == "conv" and train_settings.backend == keras.backend.backend():
@@ -403,6 +406,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{entry['project_images_per_second']:,.0f} | {entry['ratio']:.2f} | {repeats} | "
             f"{settings} |"
         )
+    lines += ["", "Each repeat's images/s (seed / project):", ""]
+    for name, entry in report["models"].items():
+        pairs = zip(entry.get("seed_repeats", []), entry.get("project_repeats", []), strict=True)
+        lines.append(f"- {name}: " + ", ".join(f"{seed:,} / {ours:,}" for seed, ours in pairs))
     conv = report["models"].get("conv", {})
     if "kernel_share" in conv:
         lines += [

@@ -59,6 +59,12 @@ class TrainSettings:
                 raise ValueError(f"{name} must be {minimum}, got {getattr(self, name)!r}.")
 
 
+def compiles_with_xla(jit_compile: bool, backend_name: str) -> bool:
+    """Whether a trainer's step compiles with XLA: ``jit_compile``, and always on JAX (where
+    Keras would otherwise run the step eagerly)."""
+    return jit_compile or backend_name == "jax"
+
+
 @dataclasses.dataclass(frozen=True)
 class Resolved:
     """The final hyperparameters of one variant and where each layer came from."""

@@ -353,7 +353,7 @@ def _settings_entry(settings: training.TrainSettings) -> dict[str, Any]:
     return {
         "backend": settings.backend,
         "steps_per_execution": settings.steps_per_execution,
-        "jit_compile": settings.jit_compile or settings.backend == "jax",
+        "jit_compile": training.compiles_with_xla(settings.jit_compile, settings.backend),
     }
 
 

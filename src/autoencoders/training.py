@@ -29,6 +29,7 @@ from autoencoders import backend, data, errors, fileio, models
 from autoencoders.hyperparameters import SEARCHABLE_HYPERPARAMETERS as SEARCHABLE_HYPERPARAMETERS
 from autoencoders.hyperparameters import Resolved as Resolved
 from autoencoders.hyperparameters import TrainSettings as TrainSettings
+from autoencoders.hyperparameters import compiles_with_xla as compiles_with_xla
 from autoencoders.hyperparameters import read_best as read_best
 from autoencoders.hyperparameters import resolve_hyperparameters as resolve_hyperparameters
 
@@ -138,8 +139,7 @@ def build_and_compile(
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         steps_per_execution=steps_per_execution,
-        # Keras on JAX runs eagerly without XLA: always compile there.
-        jit_compile=jit_compile or keras.backend.backend() == "jax",
+        jit_compile=compiles_with_xla(jit_compile, keras.backend.backend()),
     )
     return model
 

@@ -62,12 +62,25 @@ def test_interleaved_warms_each_once_then_alternates():
     assert [len(r) for r in rates] == [3, 3] and all(v > 0 for r in rates for v in r)
 
 
+def test_throughput_is_total_images_over_total_seconds():
+    # 100 images in 1 s, then 100 in 3 s: 200 images in 4 s (the median would say 66.7).
+    assert train_bench.throughput([100.0, 100.0 / 3]) == pytest.approx(50.0)
+    # Bimodal timings as on the VM: the total follows the share of slow epochs.
+    rates = [9000.0] * 5 + [6000.0] * 4
+    seconds = sum(54000 / rate for rate in rates)
+    assert train_bench.throughput(rates) == pytest.approx(9 * 54000 / seconds)
+    for bad in ([], [100.0, 0.0]):
+        with pytest.raises(ValueError, match="positive rates"):
+            train_bench.throughput(bad)
+
+
 def test_markdown_shows_each_repeat_of_each_trainer_and_the_variants():
     entry = {
         "parameters": 4385,
         "seed_images_per_second": 8000.0,
         "project_images_per_second": 12000.0,
         "ratio": 1.5,
+        "ratio_of_medians": 1.5,
         "repeat_ratios": [2.0, 1.2],
         "seed_repeats": [6000, 10000],
         "project_repeats": [12000, 12000],
@@ -91,5 +104,5 @@ def test_markdown_shows_each_repeat_of_each_trainer_and_the_variants():
     }
     markdown = train_bench.render_markdown(report)
     assert "| conv | 4,385 | 8,000 | 12,000 | 1.50 | 2.00, 1.20 |" in markdown
-    assert "- conv: 6,000 / 12,000, 10,000 / 12,000" in markdown
+    assert "- conv: 6,000 / 12,000, 10,000 / 12,000 (ratio of the medians 1.50)" in markdown
     assert "| `conv` | 10 | tensorflow | 128 | 32 | no | 5,000 |" in markdown

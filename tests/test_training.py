@@ -199,6 +199,20 @@ def test_hyperparameter_layers_in_order():
     assert tuned.settings.epochs == 5 and tuned.tuning_source == "study"
 
 
+def test_recorded_jit_compile_is_what_the_trainer_compiles_with():
+    # JAX always compiles the step with XLA; training.json and MLflow must not say otherwise.
+    config = dense_config()
+    for backend_name, jit_compile, recorded in (
+        ("jax", False, True),
+        ("tensorflow", False, False),
+        ("tensorflow", True, True),
+    ):
+        train = {"epochs": 1, "backend": backend_name, "jit_compile": jit_compile}
+        resolved = training.resolve_hyperparameters(train, config)
+        assert resolved.settings.jit_compile is jit_compile
+        assert resolved.as_params()["jit_compile"] is recorded
+
+
 @pytest.mark.parametrize(
     ("train_section", "variant_train", "best", "message"),
     [

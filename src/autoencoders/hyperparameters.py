@@ -75,8 +75,10 @@ class Resolved:
     tuning_source: str  # "study", "defaults" or "none"
 
     def as_params(self) -> dict[str, Any]:
-        """Flat, JSON-ready hyperparameters, as written to training.json and MLflow."""
+        """Flat, JSON-ready hyperparameters, as written to training.json and MLflow;
+        ``jit_compile`` as the trainer compiles (a JAX variant always with XLA)."""
         flat = dataclasses.asdict(self.settings)
+        flat["jit_compile"] = compiles_with_xla(self.settings.jit_compile, self.settings.backend)
         flat.update({key: value for key, value in self.tuned.items() if "." in key})
         return flat
 

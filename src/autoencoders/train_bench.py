@@ -63,7 +63,7 @@ class TrainBenchConfig:
     epochs: int = 2  # timed epochs per repeat, after one warm-up epoch
     # Seed and project timed alternately this many times; throughput over all of them and each
     # repeat's rates are reported (on a shared 2-core machine one 2-epoch timing moved by up to
-    # 40%: both trainers' epochs run at one of two or three speeds, see ``throughput``).
+    # 40%: the seed fit's epochs run at one of two speeds, see ``throughput``).
     repeats: int = 3
     batch_size: int = 128
     images: int = 0  # training images used (0: the whole split)
@@ -143,13 +143,13 @@ def throughput(rates: Sequence[float]) -> float:
     """Images/s over several timings of the same number of images: the total images over the
     total seconds (the harmonic mean of the rates).
 
-    Why not the median: on the 2-core VM this was built on, each trainer's epochs run at one of
-    two or three speeds (the seed conv ``fit`` at about 6.0k or 9.7k images/s from one epoch to
-    the next, while a busy loop on both cores timed before and after each epoch kept one speed:
-    the slow epochs use the same CPU seconds with more idle time, inside TensorFlow's runtime).
-    The median of such a sample jumps between the modes with the draw (a 9-repeat run: seed 9.0k
-    from five fast and four slow epochs); the total over all repeats is what a long training run
-    gets.
+    Why not the median: on the 2-core VM this was built on, the seed conv ``fit``'s epochs run
+    at about 10k or 5-6k images/s from one epoch to the next (the trainer's did too, until
+    ``data.make_dataset`` turned tf.data's autotuning off), while a busy loop on both cores
+    timed before and after each epoch kept one speed: the slow epochs use the same CPU seconds
+    with more idle time, inside TensorFlow's runtime. The median of such a sample jumps between
+    the modes with the draw (a 9-repeat run: seed 9.0k from five fast and four slow epochs); the
+    total over all repeats is what a long training run gets.
     """
     if not rates or min(rates) <= 0:
         raise ValueError(f"throughput needs positive rates, got {list(rates)!r}")

@@ -412,7 +412,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"TensorFlow {machine.get('tensorflow')}, Keras {machine.get('keras')}. "
         f"{report['images']:,} training images, batch {report['batch_size']}, "
         f"one warm-up epoch each, then seed and project timed alternately "
-        f"{report.get('repeats', 1)} times, {report['epochs']} epochs each; images/s over all "
+        f"{report['repeats']} times, {report['epochs']} epochs each; images/s over all "
         "repeats (total images over total seconds). The seed trains on TensorFlow in the "
         "bench's process; a project trainer on another Keras "
         "backend (`backend=jax`) in a child process, idle while the other trains.",
@@ -423,7 +423,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     for name, entry in report["models"].items():
         settings = ", ".join(f"{k}={v}" for k, v in entry["project_settings"].items())
-        repeats = ", ".join(f"{ratio:.2f}" for ratio in entry.get("repeat_ratios", []))
+        repeats = ", ".join(f"{ratio:.2f}" for ratio in entry["repeat_ratios"])
         lines.append(
             f"| {name} | {entry['parameters']:,} | {entry['seed_images_per_second']:,.0f} | "
             f"{entry['project_images_per_second']:,.0f} | {entry['ratio']:.2f} | {repeats} | "
@@ -431,14 +431,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         )
     lines += ["", "Each repeat's images/s (seed / project):", ""]
     for name, entry in report["models"].items():
-        pairs = zip(entry.get("seed_repeats", []), entry.get("project_repeats", []), strict=True)
-        medians = (
-            f" (ratio of the medians {entry['ratio_of_medians']:.2f})"
-            if "ratio_of_medians" in entry
-            else ""
-        )
+        pairs = zip(entry["seed_repeats"], entry["project_repeats"], strict=True)
         lines.append(
-            f"- {name}: " + ", ".join(f"{seed:,} / {ours:,}" for seed, ours in pairs) + medians
+            f"- {name}: "
+            + ", ".join(f"{seed:,} / {ours:,}" for seed, ours in pairs)
+            + f" (ratio of the medians {entry['ratio_of_medians']:.2f})"
         )
     conv = report["models"].get("conv", {})
     if "kernel_share" in conv:

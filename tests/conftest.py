@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -61,16 +62,18 @@ def _postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL server on 127.0.0.1, started for the test session and stopped after.
+@contextlib.contextmanager
+def start_postgres() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for the block; yields its SQLAlchemy URL.
 
     Uses the Debian ``postgresql`` package (``.ci/run`` installs it when missing); the cluster
     lives in a temporary directory owned by the ``postgres`` user, with trust authentication.
     """
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+        raise FileNotFoundError(
+            "PostgreSQL server binaries not installed (apt-get install postgresql)"
+        )
     # Not under pytest's tmp dir: its 0700 parents would lock the postgres user out.
     root = Path(tempfile.mkdtemp(prefix="autoencoders-pg-"))
     cluster = root / "cluster"
@@ -117,3 +120,12 @@ def postgres_url() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the test session (``start_postgres``), stopped after."""
+    if _postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    with start_postgres() as url:
+        yield url

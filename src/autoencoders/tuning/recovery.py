@@ -32,6 +32,9 @@ HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 
 
+# The trial's user attribute holding its worker's identity (worker_identity).
+WORKER_ATTR = "worker"
+
 # A trial whose worker was killed is queued again, but not forever (it may be what kills it).
 MAX_RETRIES = 2
 
@@ -50,6 +53,26 @@ def worker_identity(pid: int | None = None) -> dict[str, Any]:
     pid = os.getpid() if pid is None else pid
     stat = _process_stat(pid)
     return {"host": socket.gethostname(), "pid": pid, "started": stat[19] if stat else ""}
+
+
+def record_worker(trial: optuna.Trial) -> None:
+    """Record this process as the trial's worker, in one write: written key by key, a kill
+    between two writes left a trial with a host and no pid, which no check could ever fail
+    (its worker could not be looked up, and under the claim lock it did not look half claimed).
+    """
+    trial.set_user_attr(WORKER_ATTR, worker_identity())
+
+
+def trial_worker(attributes: dict[str, Any]) -> dict[str, Any] | None:
+    """The worker a trial recorded ({host, pid, started}), or None when it recorded none or only
+    part of one (its claimer died claiming). Reads the one-key-per-field form of earlier
+    releases too, so trials of a shared study written by them are still told apart."""
+    worker = attributes.get(WORKER_ATTR)
+    if not isinstance(worker, dict):
+        worker = {key: attributes.get(f"worker_{key}") for key in ("host", "pid", "started")}
+    if worker.get("host") is None or worker.get("pid") is None:
+        return None
+    return worker
 
 
 def worker_alive(host: Any, pid: Any, started: Any = "") -> bool | None:
@@ -117,9 +140,8 @@ def claim_key(study_name: str) -> int:
 
 def _dead_reason(trial: optuna.trial.FrozenTrial, claims_locked: bool) -> str | None:
     """Why a RUNNING trial's worker is certainly gone; None when it may be alive."""
-    attributes = trial.user_attrs
-    host, pid = attributes.get("worker_host"), attributes.get("worker_pid")
-    if host is None:
+    worker = trial_worker(trial.user_attrs)
+    if worker is None:
         # Claimed, then killed before it recorded its worker (a few writes after study.ask):
         # no heartbeat either, so Optuna's check would never fail it. Under the claim lock
         # (SQLite, PostgreSQL) no live claim is half done; elsewhere, a claim takes
@@ -129,7 +151,8 @@ def _dead_reason(trial: optuna.trial.FrozenTrial, claims_locked: bool) -> str | 
         if claims_locked or age > HEARTBEAT_GRACE_S:
             return "killed: its worker is gone (it died claiming the trial)"
         return None
-    if worker_alive(host, pid, attributes.get("worker_started", "")) is not False:
+    host, pid = worker["host"], worker["pid"]
+    if worker_alive(host, pid, worker.get("started") or "") is not False:
         return None
     return f"killed: its worker (pid {pid} on {host}) is gone"
 

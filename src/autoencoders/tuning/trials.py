@@ -68,8 +68,7 @@ def _claim_unlocked(study: optuna.Study, target: int) -> optuna.Trial | None:
         # "Heartbeat ... supposed to be used with Study.optimize": run_trials beats itself.
         warnings.simplefilter("ignore", UserWarning)
         trial = study.ask()
-    for key, value in recovery.worker_identity().items():
-        trial.set_user_attr(f"worker_{key}", value)
+    recovery.record_worker(trial)
     ahead = sum(
         other.number < trial.number
         for other in study.get_trials(deepcopy=False, states=CLAIMED_STATES)

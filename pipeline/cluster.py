@@ -9,7 +9,8 @@ Encodes the test split (and the training split, for the inductive figure) with t
 encoder exports/<V>/encoder.onnx (ONNX Runtime, no TensorFlow: the export is parity-checked
 against Keras), fits UMAP + a Gaussian mixture (params.yaml `cluster`), and writes
 metrics/cluster/<V>.json and plots/cluster/<V>/head.png; logs both into the variant's MLflow run
-when models/<V>/run.json exists. Labels only score (see autoencoders.clustering).
+when models/<V>/run.json exists (looked up first: a run the store lacks stops the stage before it
+writes anything). Labels only score (see autoencoders.clustering).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import clustering, config, data, errors, fileio, plots, timing
+from autoencoders import clustering, config, data, errors, fileio, plots, timing, tracking
 
 PROCESSED_DIR = "data/processed"
 METRICS_DIR = Path("metrics") / "cluster"
@@ -53,6 +54,8 @@ def _inputs(variant: str, inductive: bool) -> tuple[np.ndarray, Any, np.ndarray 
 def run_head(variant: str, params: clustering.HeadParams, seed: int) -> dict[str, Any]:
     """Score the head on one variant (or the pixels), write its metrics and figure."""
     started = time.monotonic()
+    # Looked up before any output is written: a run the store lacks stops here.
+    run_id = tracking.logged_run(Path("models") / variant / "run.json")
     inductive = params.inductive_subsample > 0 and variant != PIXELS
     test_codes, y_test, train_codes = _inputs(variant, inductive)
     print(
@@ -84,7 +87,7 @@ def run_head(variant: str, params: clustering.HeadParams, seed: int) -> dict[str
     fileio.write_json(timing.TIMINGS_DIR / f"cluster@{variant}.head.json", seconds)
     metrics_path = METRICS_DIR / f"{variant}.json"
     fileio.write_json(metrics_path, metrics)
-    _log(variant, metrics_path, plot_dir, seconds)
+    _log(run_id, metrics_path, plot_dir, seconds)
     shown = ", ".join(
         f"{key} {metrics[key]:.4f}"
         for key in (*SEED_KEYS, "head_silhouette")
@@ -98,32 +101,27 @@ def run_head(variant: str, params: clustering.HeadParams, seed: int) -> dict[str
     return metrics
 
 
-def _log(variant: str, metrics_path: Path, plot_dir: Path, seconds: dict[str, float]) -> None:
-    run_ref = Path("models") / variant / "run.json"
-    if not run_ref.exists():
+def _log(
+    run_id: str | None, metrics_path: Path, plot_dir: Path, seconds: dict[str, float]
+) -> None:
+    if run_id is None:  # no models/<V>/run.json (the pixels): nothing to log into
         return
     import mlflow
 
-    from autoencoders import tracking
-
     metrics = fileio.read_json(metrics_path)
-    try:
-        run_id = tracking.finished_run(run_ref)
-        mlflow.log_metrics(
-            {
-                f"test_{key}": float(value)
-                for key, value in metrics.items()
-                if key.startswith("head_") and isinstance(value, (int, float))
-            }
-            | {f"cluster_{key}": float(value) for key, value in seconds.items()},
-            run_id=run_id,
-        )
-        mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots", run_id=run_id)
-        tracking.log_file_as(
-            metrics_path, "head_metrics.json", artifact_path="clustering", run_id=run_id
-        )
-    except tracking.MissingRunError as error:  # the store lost the run: the metrics stand
-        print(f"[cluster] {variant}: not logged to MLflow: {error}")
+    mlflow.log_metrics(
+        {
+            f"test_{key}": float(value)
+            for key, value in metrics.items()
+            if key.startswith("head_") and isinstance(value, (int, float))
+        }
+        | {f"cluster_{key}": float(value) for key, value in seconds.items()},
+        run_id=run_id,
+    )
+    mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots", run_id=run_id)
+    tracking.log_file_as(
+        metrics_path, "head_metrics.json", artifact_path="clustering", run_id=run_id
+    )
 
 
 def best_variant() -> str:

@@ -4,7 +4,8 @@ python pipeline/export.py --variant conv      # what `dvc repro export@conv` run
 
 Converts with tf2onnx, checks, compares ONNX Runtime with Keras on test images at each of
 ``export.parity_batch_sizes`` (fails above ``export.tolerance``, keeping the previous export),
-writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run,
+writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run
+(models/<v>/run.json: a run the store lacks stops the stage before it writes anything),
 registering the encoder as ``<v>-encoder``. An IDEC export also holds clusters.onnx; its
 assignments of the whole test split by ONNX Runtime alone are scored into the same metrics file
 (``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always).
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     model_dir, export_dir = f"models/{args.variant}", f"exports/{args.variant}"
     started = time.monotonic()
+    # The run, the data and the model are looked up before exports/<v>/ is replaced.
+    run_id = tracking.finished_run(f"{model_dir}/run.json")
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
     card = export.export_variant(
         model_dir,
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         tolerance=settings.tolerance,
         parity_images=x_test[: max(settings.parity_batch_sizes)],
         parity_batch_sizes=settings.parity_batch_sizes,
+        source_run_id=run_id,
     )
     metrics = export.parity_metrics(card)
     if "clusters" in card["files"]:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         export_dir,
         variant=args.variant,
         example_images=x_test[:2],
-        run_id=tracking.finished_run(f"{model_dir}/run.json"),
+        run_id=run_id,
     )
     print(f"[export] {args.variant}: logged {uris}; registered {args.variant}-encoder")
 

@@ -1,7 +1,8 @@
 """The catalog of expected failures: each bad input ends its stage or command in one line.
 
 Every case copies a small real project (digits data fetched and preprocessed, a saved untrained
-``dense`` model, its best.json, its ONNX export and previous metrics), breaks one thing, runs the
+``dense`` model, its best.json, its MLflow run in a SQLite store, its ONNX export and previous
+metrics and figures), breaks one thing, runs the
 real stage ``main`` (or CLI) behind the same boundary the scripts use (``errors.cli``, which
 ``timing.run_stage`` calls), and asserts: exit code != 0, exactly one line of error text naming
 the file or key (and the fix where there is one), no traceback, and every file of the project
@@ -32,6 +33,8 @@ from autoencoders import errors
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "dense"
+RUN_REF = f"models/{VARIANT}/run.json"
+MISSING_RUN = "0123456789abcdef0123456789abcdef"  # a run id no store of these tests holds
 
 
 def _free_port() -> int:
@@ -53,8 +56,11 @@ def _stage(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project after a tiny `dvc repro`: data, a dense model, best.json, export, metrics."""
-    from autoencoders import data, export, fileio, models
+    """A project after a tiny `dvc repro`: data, a dense model with its MLflow run (mlflow.db),
+    best.json, export, metrics and figures."""
+    import mlflow
+
+    from autoencoders import data, export, fileio, models, tracking
 
     root = tmp_path_factory.mktemp("project")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -65,6 +71,12 @@ def project(tmp_path_factory) -> Path:
     config = models.VariantConfig.from_params(VARIANT, params["variants"][VARIANT])
     model = models.build_autoencoder(config, (8, 8, 1), seed=0)
     models.save_autoencoder(model, root / "models" / VARIANT)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        experiment_id = tracking.setup()
+        with mlflow.start_run() as run:  # the training run export, evaluate and cluster log into
+            pass
+        tracking.write_run_ref(root / RUN_REF, run.info.run_id, experiment_id)
     fileio.write_json(
         root / "tuning" / VARIANT / "best.json",
         {"params": {"learning_rate": 1e-3, "batch_size": 128}, "source": "study"},
@@ -84,6 +96,9 @@ def project(tmp_path_factory) -> Path:
     fileio.write_json(root / "metrics" / "export" / f"{VARIANT}.json", {"encoder": {}})
     (root / "plots" / VARIANT).mkdir(parents=True)
     (root / "plots" / VARIANT / "reconstructions.png").write_bytes(b"\x89PNG previous figure")
+    fileio.write_json(root / "metrics" / "cluster" / f"{VARIANT}.json", {"head_accuracy": 0.5})
+    (root / "plots" / "cluster" / VARIANT).mkdir(parents=True)
+    (root / "plots" / "cluster" / VARIANT / "head.png").write_bytes(b"\x89PNG previous head")
     np.save(root / "images.npy", x_test[:5])
     np.save(root / "codes.npy", np.zeros((5, 32), np.float32))
     (root / "previous.npy").write_bytes(b"a previous output")
@@ -156,6 +171,11 @@ def both(*mutations: Callable[[Path], None]) -> Callable[[Path], None]:
 
 def npz_source(**arrays: np.ndarray) -> Callable[[Path], None]:
     return both(params(data__source="npz", data__npz_path="mine.npz"), npz("mine.npz", **arrays))
+
+
+def missing_run() -> Callable[[Path], None]:
+    """run.json names a run the tracking store does not hold (copied outputs, another store)."""
+    return write(RUN_REF, json.dumps({"run_id": MISSING_RUN, "experiment_id": "1"}))
 
 
 BEST = f"tuning/{VARIANT}/best.json"
@@ -272,6 +292,22 @@ CASES = [
      [f"models/{VARIANT}", "train the variant first"]),
     ("encoder_onnx_truncated", "cluster", ["--variant", VARIANT],
      truncate(f"exports/{VARIANT}/encoder.onnx"), [f"exports/{VARIANT}/encoder.onnx"]),
+    # the MLflow run of run.json, looked up before export, evaluate and cluster write anything
+    ("run_missing_export", "export", ["--variant", VARIANT], missing_run(),
+     [f"MLflow run {MISSING_RUN} from {RUN_REF} is not in sqlite:", "re-run training",
+      "MLFLOW_TRACKING_URI"]),
+    ("run_missing_evaluate", "evaluate", ["--variant", VARIANT], missing_run(),
+     [f"MLflow run {MISSING_RUN} from {RUN_REF}", "re-run training"]),
+    ("run_missing_cluster", "cluster", ["--variant", VARIANT], missing_run(),
+     [f"MLflow run {MISSING_RUN} from {RUN_REF}", "re-run training"]),
+    ("run_store_deleted_export", "export", ["--variant", VARIANT], remove("mlflow.db"),
+     [f"from {RUN_REF} is not in sqlite:", "mlflow.db", "re-run training"]),
+    ("run_ref_without_id_evaluate", "evaluate", ["--variant", VARIANT], write(RUN_REF, "{}"),
+     [f"{RUN_REF} is unreadable (no run_id)", "re-run training"]),
+    ("run_ref_corrupt_cluster", "cluster", ["--variant", VARIANT], truncate(RUN_REF),
+     [f"{RUN_REF} is unreadable", "re-run training"]),
+    ("run_ref_missing_export", "export", ["--variant", VARIANT], remove(RUN_REF),
+     [f"{RUN_REF} not found", "train the variant first"]),
     ("metrics_corrupt_report", "report", [], write(f"metrics/{VARIANT}.json", "{'mse': 1}"),
      [f"metrics/{VARIANT}.json is unreadable"]),
     # storage URLs: the Optuna storage and the tracking server
@@ -389,6 +425,44 @@ def test_expected_failure_is_one_line_and_touches_nothing(
     assert tree_hashes(root) == before, "a failed run changed the project's files"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "logged"),
+    [("export", "export_encoder.max_abs_diff"), ("evaluate", "test_mse"),
+     ("cluster", "test_head_accuracy")],
+)  # fmt: skip
+def test_the_unbroken_project_logs_into_its_finished_run(
+    project, tmp_path, monkeypatch, capsys, kind, logged
+):
+    """The control of the run_* cases: with run.json's run in the store, the same stage passes
+    the lookup, replaces its outputs and logs into that run by id (it stays finished)."""
+    import mlflow
+
+    from autoencoders import fileio
+
+    root = tmp_path / "project"
+    shutil.copytree(project, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    run_id = fileio.read_json(root / RUN_REF)["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    before = client.get_run(run_id).info
+    outputs = {
+        "export": f"exports/{VARIANT}/model_card.json",
+        "evaluate": f"metrics/{VARIANT}.json",
+        "cluster": f"metrics/cluster/{VARIANT}.json",
+    }
+    previous = (root / outputs[kind]).read_bytes()
+
+    code, stderr = run_in_process(kind, ["--variant", VARIANT], capsys)
+
+    assert code == 0, stderr
+    assert (root / outputs[kind]).read_bytes() != previous
+    after = client.get_run(run_id)
+    assert after.info.status == "FINISHED" and after.info.end_time == before.end_time
+    assert np.isfinite(after.data.metrics[logged])
+
+
 # --- real processes: what reaches the terminal -----------------------------------------------
 
 
@@ -420,6 +494,9 @@ SUBPROCESS_CASES = [
      write("bad.npy", b"\x93NUMPY torn"), ["python -m autoencoders: error:", "bad.npy"]),
     ("remote_missing", [sys.executable, "-m", "autoencoders.remote", "pull", "--url",
      "no/remote"], None, ["does not exist", "DVC_REMOTE"]),
+    ("run_missing_export", [sys.executable, str(REPO / "pipeline" / "export.py"), "--variant",
+     VARIANT], missing_run(), [f"export@{VARIANT}: error: MLflow run {MISSING_RUN}",
+     "re-run training"]),
 ]  # fmt: skip
 
 

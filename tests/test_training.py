@@ -230,9 +230,9 @@ def test_bad_hyperparameters_name_the_key(train_section, variant_train, best, me
 
 
 def test_a_run_missing_from_the_store_is_one_line_naming_the_fix(tmp_path, monkeypatch):
-    # models/V/run.json names a run of another store (copied outputs, a changed URI): the
-    # export and evaluate stop with one line (a ServiceError: no traceback, exit 1); cluster
-    # says it did not log and keeps its metrics.
+    # models/V/run.json names a run of another store (copied outputs, a changed URI): export,
+    # evaluate and cluster stop with one line (a UserError: no traceback, exit 1) before they
+    # write anything (tests/test_errors.py checks their outputs stay as they were).
     from autoencoders import fileio, tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

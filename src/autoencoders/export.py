@@ -382,18 +382,19 @@ def export_variant(
     parity_images: np.ndarray,
     parity_batch_sizes: Sequence[int],
     variant: str | None = None,
+    source_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Load ``models/<variant>`` (``models.load_autoencoder``) and :func:`export_models` it.
 
-    The source MLflow run comes from ``run.json``; the resolved config from ``config.json``
-    (with the training hyperparameters of ``training.json`` under ``"training"`` when present).
+    ``source_run_id`` is the MLflow run the model came from, looked up by the caller before
+    anything is written (``tracking.finished_run("models/<v>/run.json")``) and recorded in the
+    export's run.json. The resolved config comes from ``config.json`` (with the training
+    hyperparameters of ``training.json`` under ``"training"`` when present).
     """
     from autoencoders import models
 
     model_dir = Path(model_dir)
     autoencoder = models.load_autoencoder(model_dir)
-    run_ref = model_dir / "run.json"
-    source_run_id = fileio.read_json(run_ref)["run_id"] if run_ref.exists() else None
     config_path = model_dir / "config.json"
     resolved_config = fileio.read_json(config_path) if config_path.exists() else {}
     training_path = model_dir / "training.json"

@@ -6,8 +6,10 @@ says otherwise: a team points it at one shared ``mlflow server`` (``http://host:
 (``autoencoders``) holds every run. Each run carries the tags ``variant``, ``git_commit``,
 ``data_checksum`` and ``dvc_stage``. The final training run of a variant is recorded in
 ``models/<variant>/run.json`` so that evaluate, export and cluster log into it after it has
-finished, by its id, without re-opening it (its duration is the training's). It logs the training
-and validation splits as its datasets, with the data checksum as digest.
+finished, by its id, without re-opening it (its duration is the training's). They look it up
+(``finished_run``) before they write anything: a run the store lacks stops them with one line
+(``MissingRunError``) and their previous outputs stay as they were. It logs the training and
+validation splits as its datasets, with the data checksum as digest.
 
 A server or database that cannot be used stops the stage with one line naming it (password
 masked) and the fix (``ServiceError``), before the stage writes anything.
@@ -34,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoencoders import fileio
+from autoencoders import errors, fileio
 
 EXPERIMENT = "autoencoders"
 DEFAULT_DB = "mlflow.db"
@@ -43,6 +45,7 @@ CONNECT_TIMEOUT_S = 5
 DATASET_DIGEST_CHARS = 36
 # The MLflow 3 UI's "Model training" view of an experiment (its default is GenAI).
 WORKFLOW_TYPE = "machine_learning"
+RETRAIN = "re-run training (dvc repro --force train@<variant>)"
 
 
 class ServiceError(SystemExit):
@@ -60,8 +63,9 @@ class ServiceError(SystemExit):
         return self.message
 
 
-class MissingRunError(ServiceError):
-    """``run.json`` names a run this tracking store does not hold (one line, exit code 1)."""
+class MissingRunError(errors.UserError, LookupError):
+    """``run.json`` names a run this tracking store does not hold: an expected failure, one line
+    naming the fix (``errors.cli``), raised before a stage writes any output."""
 
 
 def mask(url: str) -> str:
@@ -271,22 +275,48 @@ def finished_run(run_ref_path: str | Path) -> str:
     The run stays finished: callers log with ``run_id=`` (``mlflow.log_metrics(...,
     run_id=run_id)``, ``MlflowClient``), never by re-opening it, so its start and end times keep
     measuring training alone (``mlflow.start_run(run_id=...)`` would set its end to the last
-    stage's). If the run is missing from this tracking store (the store was deleted or
-    ``MLFLOW_TRACKING_URI`` changed), a clear error says to re-run training.
+    stage's). Stages call it before they write any output. If the run is missing from this
+    tracking store (the store was deleted or ``MLFLOW_TRACKING_URI`` changed), a
+    ``MissingRunError`` says to re-run training; a SQLite store that does not exist is not
+    created on the way, nor an experiment in a store that lacks the run.
     """
+    run_id = _run_id(run_ref_path)
+    uri = tracking_uri()
+    missing = MissingRunError(
+        f"MLflow run {run_id} from {run_ref_path} is not in {mask(uri)}: {RETRAIN} or point "
+        "MLFLOW_TRACKING_URI at the store it was logged to."
+    )
+    database = uri.removeprefix("sqlite:///").split("?")[0]
+    if uri.startswith("sqlite:///") and not Path(database).exists():
+        raise missing
     import mlflow
 
-    reference = fileio.read_json(run_ref_path)
-    setup()
+    check_tracking(uri)
     try:
-        mlflow.get_run(reference["run_id"])
+        mlflow.MlflowClient(uri).get_run(run_id)
     except mlflow.exceptions.MlflowException as error:
-        raise MissingRunError(
-            f"MLflow run {reference['run_id']} from {run_ref_path} is not in {tracking_uri()}: "
-            "re-run training (dvc repro --force train@<variant>) or point "
-            "MLFLOW_TRACKING_URI at the store it was logged to."
-        ) from error
-    return reference["run_id"]
+        raise missing from error
+    setup()
+    return run_id
+
+
+def logged_run(run_ref_path: str | Path) -> str | None:
+    """``finished_run(run_ref_path)``, or None when there is no ``run.json`` (nothing to log
+    into: a model trained outside the pipeline, the raw-pixel anchor)."""
+    return finished_run(run_ref_path) if Path(run_ref_path).exists() else None
+
+
+def _run_id(run_ref_path: str | Path) -> str:
+    """The ``run_id`` of a ``run.json`` (``write_run_ref``); a file without one is corrupt."""
+    if not Path(run_ref_path).exists():
+        raise FileNotFoundError(
+            f"{run_ref_path} not found: train the variant first (dvc repro train@<variant>)."
+        )
+    reference = fileio.read_json(run_ref_path, fix=RETRAIN)
+    run_id = reference.get("run_id") if isinstance(reference, Mapping) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise errors.corrupt(run_ref_path, "no run_id", RETRAIN)
+    return run_id
 
 
 def log_file_as(path: str | Path, name: str, *, artifact_path: str, run_id: str) -> None:

@@ -34,22 +34,27 @@ def evaluate_variant(
     """Evaluate ``model_dir`` on the test split; write ``metrics_path`` and ``plots_dir``.
 
     Returns the metrics written. The test split is used here and nowhere before; the training
-    split fits the PCA baseline and the linear probe.
+    split fits the PCA baseline and the linear probe. Everything it reads (the MLflow run of
+    ``run.json``, the model, the splits, ``history.json``) is looked up before the first output
+    is replaced: a failed lookup leaves the previous metrics and figures as they were.
     """
-    from autoencoders import models  # TensorFlow loads here, after the caller's cheap checks
-
     model_dir, metrics_path, plots_dir = Path(model_dir), Path(metrics_path), Path(plots_dir)
     started = time.monotonic()
+    run_ref = model_dir / "run.json"
+    run_id = tracking.logged_run(run_ref)  # first: it needs no TensorFlow
+    from autoencoders import models  # TensorFlow loads here, after the cheap checks
+
     model = models.load_autoencoder(model_dir)
     x_train, y_train = data.load_split(processed_dir, "train")
     x_test, y_test = data.load_split(processed_dir, "test")
+    history_path = model_dir / "history.json"
+    history = fileio.read_json(history_path) if history_path.exists() else None
     print(
         f"[evaluate] {variant}: code {model.code_shape} ({model.latent_dim}), "
         f"{len(x_train)} train / {len(x_test)} test images"
     )
     metrics, outputs = _test_metrics(model, x_train, y_train, x_test, y_test, seed, settings)
     _add_training_facts(metrics, model, model_dir)
-    history_path = model_dir / "history.json"
     with fileio.atomic_directory(plots_dir) as staging:
         figures = plots.plot_variant(
             directory=staging,
@@ -57,14 +62,14 @@ def evaluate_variant(
             outputs=outputs,
             x_test=x_test,
             y_test=y_test,
-            history=fileio.read_json(history_path) if history_path.exists() else None,
+            history=history,
             variant=variant,
             n_examples=settings.n_examples,
             seed=seed,
             noise_std=metrics.get("noise_std", 0.0),
         )
     fileio.write_json(metrics_path, metrics)
-    logged = _log_to_run(model_dir / "run.json", metrics, metrics_path, plots_dir)
+    logged = _log_to_run(run_id, run_ref, metrics, metrics_path, plots_dir)
 
     summary = ", ".join(f"{key} {metrics[key]:.4g}" for key in PRINTED_METRICS if key in metrics)
     print(f"[evaluate] {variant}: {summary}")
@@ -118,14 +123,18 @@ def _add_training_facts(metrics: dict[str, Any], model: Any, model_dir: Path) ->
 
 
 def _log_to_run(
-    run_ref: Path, metrics: dict[str, Any], metrics_path: Path, plots_dir: Path
+    run_id: str | None,
+    run_ref: Path,
+    metrics: dict[str, Any],
+    metrics_path: Path,
+    plots_dir: Path,
 ) -> str:
-    """Log the test metrics and figures into the finished run ``run_ref`` names; say what."""
-    if not run_ref.exists():
+    """Log the test metrics and figures into the finished run ``run_id`` (the one ``run_ref``
+    names, looked up before anything was written); say what."""
+    if run_id is None:
         return f"no {run_ref}: nothing logged to MLflow"
     import mlflow
 
-    run_id = tracking.finished_run(run_ref)
     mlflow.log_metrics(
         {
             f"test_{key}": float(metrics[key])

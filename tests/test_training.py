@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import keras
@@ -376,3 +377,52 @@ def test_compile_settings_are_validated():
         training.TrainSettings(steps_per_execution=0)
     with pytest.raises(ConfigError, match="jit_compile"):
         training.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())
+
+
+# A short training of one variant in a fresh process; prints its weights' digest and the oneDNN
+# instruction-set cap the process ran under.
+_DIGEST_SCRIPT = """
+import hashlib, os, sys
+import numpy as np
+from autoencoders import config, data, sources, training
+variant, overrides = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
+params = config.load_params(os.environ["PARAMS"])
+resolved, _ = training.resolve_variant(variant, params["variants"][variant], params["train"], None)
+variant_config = resolved.config.with_overrides({k: int(v) for k, v in overrides.items()})
+x = data.to_unit_float(sources.make_source_arrays("mnist5k")["x_train"])
+model, _, _ = training.train_variant(
+    variant_config, x[:768], x[768:1024], epochs=1, batch_size=128, learning_rate=0.004,
+    seed=7, patience=1, verbose=False,
+)
+weights = b"".join(np.asarray(w).tobytes() for w in model.get_weights())
+print(os.environ.get("ONEDNN_MAX_CPU_ISA"), hashlib.sha256(weights).hexdigest())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "overrides"),
+    [
+        ("seq2seq", []),  # an LSTM: matrix products every time step
+        # IDEC: pretraining, the manifold init (UMAP + a Gaussian mixture) and clustering steps
+        ("idec", ["objective.init_subsample=512", "objective.max_iterations=12",
+                  "objective.update_interval=6"]),
+    ],
+)  # fmt: skip
+def test_training_gives_the_same_weights_in_two_processes(variant, overrides, tmp_path):
+    """Two processes, the same settings: the same weights, byte for byte, under the oneDNN cap
+    the package sets (docs/determinism.md)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PARAMS": str(Path(__file__).resolve().parents[1] / "params.yaml")}
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _DIGEST_SCRIPT, variant, *overrides],
+            env=env, capture_output=True, text=True, timeout=600, check=True,
+        ).stdout.split()[-2:]
+        for _ in range(2)
+    ]  # fmt: skip
+    assert runs[0] == runs[1]
+    assert runs[0][0] == "AVX2"

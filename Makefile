@@ -26,7 +26,7 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds
+	bench-train clean cluster-seeds train-seeds kill-sweep
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -95,6 +95,10 @@ train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (
 bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python pipeline/bench_train.py
+
+BACKEND ?= postgresql
+kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)
+	$(BIN)/python tests/killpoints/sweep.py --backend $(BACKEND) $(ARGS)
 
 clean: ## Remove untracked outputs and caches (keeps git-tracked files, .venv, mlflow.db, studies)
 	rm -rf .pytest_cache .ruff_cache data models plots exports/*/ timings reports/timings.json dvc_plots

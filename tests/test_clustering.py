@@ -92,6 +92,106 @@ def test_seed_summary_is_mean_and_sample_std():
     assert summary["head_accuracy"]["std"] == pytest.approx(0.05)
 
 
+# The head in a fresh process: its metrics and arrays, as bytes, for the comparison below.
+HEAD_IN_A_PROCESS = """
+import json, sys
+import numpy as np
+from autoencoders import clustering
+codes = np.load(sys.argv[1])
+params = clustering.HeadParams(n_epochs=100, inductive_subsample=300, silhouette_sample=100)
+metrics, arrays = clustering.score_head(
+    codes[:300], np.load(sys.argv[2]), params=params, seed=3, train_codes=codes[300:]
+)
+metrics.pop("head_seconds"), metrics.pop("head_inductive_seconds")
+with open(sys.argv[3], "w") as handle:
+    json.dump(metrics, handle)
+np.savez(sys.argv[4], **arrays)
+"""
+
+
+def _head_bytes(tmp_path, name: str, codes, labels, environment) -> tuple[bytes, dict]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "codes.npy", codes)
+    np.save(tmp_path / "labels.npy", labels)
+    env = {**os.environ, **environment}
+    metrics, arrays = tmp_path / f"{name}.json", tmp_path / f"{name}.npz"
+    subprocess.run(
+        [sys.executable, "-c", HEAD_IN_A_PROCESS, tmp_path / "codes.npy", tmp_path / "labels.npy"]
+        + [metrics, arrays],
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    with np.load(arrays) as stored:
+        raw = b"".join(np.ascontiguousarray(stored[key]).tobytes() for key in sorted(stored))
+    return metrics.read_bytes() + raw, json.loads(metrics.read_text())
+
+
+@pytest.mark.slow
+def test_head_gives_the_same_bytes_across_thread_counts_and_cpu_targets(tmp_path, digits_small):
+    """Two processes, 1 vs 2 threads everywhere and numba asked for two CPU targets: same bytes.
+
+    numba's host code (vector width, FMA) reassociates UMAP's fastmath layout loops differently
+    per CPU family; the head pins the baseline target, so the second process's request for the
+    host's own target must change nothing, nor must the thread counts (BLAS, OpenMP, numba).
+    """
+    import platform
+
+    from numba.core import codegen
+
+    # 300 test digits the head is fitted on, then 300 training digits it is applied to.
+    codes = np.concatenate([digits_small["x_test"], digits_small["x_train"]]).reshape(600, -1)
+    labels = digits_small["y_test"]
+    threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+    one = {name: "1" for name in threads} | {"NUMBA_CPU_NAME": "generic"}
+    two = {name: "2" for name in threads} | {"NUMBA_CPU_NAME": codegen.ll.get_host_cpu_name()}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        two["OPENBLAS_CORETYPE"] = "Prescott"  # another BLAS kernel set (SSE3: any x86-64)
+    first, metrics = _head_bytes(tmp_path, "one", codes, labels, one)
+    second, _ = _head_bytes(tmp_path, "two", codes, labels, two)
+    assert first == second
+    assert metrics["head_accuracy"] > 0.5  # real digits found (chance ~0.1)
+    sizes = metrics["head_cluster_sizes"]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 300
+    inductive = metrics["head_inductive_cluster_sizes"]
+    assert inductive == sorted(inductive, reverse=True) and sum(inductive) == 300
+
+
+def test_a_partition_has_one_spelling_whatever_its_cluster_names():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=200)
+    assignments = (labels + (rng.random(200) < 0.2)) % 4
+    renamed = np.array([2, 0, 3, 1])[assignments]
+    relabel = clustering.canonical_labels(assignments, 4)
+    assert np.array_equal(relabel[assignments], clustering.canonical_labels(renamed, 4)[renamed])
+    canonical = relabel[assignments]
+    sizes = np.bincount(canonical)
+    assert list(sizes) == sorted(sizes, reverse=True)  # label 0 is the largest cluster
+    assert clustering.label_scores(labels, assignments, "") == clustering.label_scores(
+        labels, renamed, ""
+    )
+    embedding = rng.normal(size=(200, 2))
+    free = clustering.label_free_scores(embedding, renamed, 0, 100, "")
+    assert free == clustering.label_free_scores(embedding, assignments, 0, 100, "")
+    assert free["cluster_sizes"] == sorted(free["cluster_sizes"], reverse=True)
+
+
+def test_exact_neighbours_rank_by_recomputed_distance_then_index():
+    # Points 1 and 2 are equally far from point 0: the lower index comes first.
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 3.0]], dtype=np.float32)
+    index = clustering.ExactNeighbours(points)
+    indices, distances = index.graph(3)
+    assert indices[0].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(distances[0], np.array([0.0, 1.0, 1.0], dtype=np.float32))
+    query_indices, query_distances = index.query(np.array([[0.0, 2.9]], np.float32), k=2)
+    assert query_indices.tolist() == [[3, 0]]
+    np.testing.assert_allclose(query_distances, [[0.1, 2.9]], rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- IDEC formulas
 
 # Three 1-d codes z = 0, 1, 3 and two centres mu = 0, 2, alpha = 1:

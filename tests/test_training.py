@@ -379,8 +379,8 @@ def test_compile_settings_are_validated():
         training.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())
 
 
-# A short training of one variant in a fresh process; prints its weights' digest and the oneDNN
-# instruction-set cap the process ran under.
+# A short training of one variant in a fresh process; prints the instruction-set caps it ran
+# under (oneDNN's, XLA's) and its weights' digest.
 _DIGEST_SCRIPT = """
 import hashlib, os, sys
 import numpy as np
@@ -395,7 +395,8 @@ model, _, _ = training.train_variant(
     seed=7, patience=1, verbose=False,
 )
 weights = b"".join(np.asarray(w).tobytes() for w in model.get_weights())
-print(os.environ.get("ONEDNN_MAX_CPU_ISA"), hashlib.sha256(weights).hexdigest())
+caps = os.environ.get("ONEDNN_MAX_CPU_ISA"), "--xla_cpu_max_isa=AVX2" in os.environ["XLA_FLAGS"]
+print(*caps, hashlib.sha256(weights).hexdigest())
 """
 
 
@@ -410,19 +411,20 @@ print(os.environ.get("ONEDNN_MAX_CPU_ISA"), hashlib.sha256(weights).hexdigest())
     ],
 )  # fmt: skip
 def test_training_gives_the_same_weights_in_two_processes(variant, overrides, tmp_path):
-    """Two processes, the same settings: the same weights, byte for byte, under the oneDNN cap
-    the package sets (docs/determinism.md)."""
+    """Two processes, the same settings: the same weights, byte for byte, under the instruction
+    set caps the package sets for oneDNN and XLA (docs/determinism.md)."""
     import subprocess
     import sys
 
     env = {**os.environ, "PARAMS": str(Path(__file__).resolve().parents[1] / "params.yaml")}
     env.pop("ONEDNN_MAX_CPU_ISA", None)
+    env.pop("XLA_FLAGS", None)
     runs = [
         subprocess.run(
             [sys.executable, "-c", _DIGEST_SCRIPT, variant, *overrides],
             env=env, capture_output=True, text=True, timeout=600, check=True,
-        ).stdout.split()[-2:]
+        ).stdout.split()[-3:]
         for _ in range(2)
     ]  # fmt: skip
     assert runs[0] == runs[1]
-    assert runs[0][0] == "AVX2"
+    assert runs[0][:2] == ["AVX2", "True"]

@@ -5,13 +5,18 @@ The library lives here; the DVC stages in ``pipeline/`` are thin wrappers around
 """
 
 import os
+import platform
 
 # TensorFlow's C++ start-up chatter (CUDA probes, CPU features) buries the stages' progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's matrix products (Dense, LSTM, convolutions through Eigen) call oneDNN's sgemm, which
-# picks its kernels by the CPU's instruction set: an AVX-512 machine sums in another order than an
-# AVX2 one, and trained weights drift apart. Capped at AVX2, every AVX2-or-newer x86 CPU runs the
-# same kernels (docs/determinism.md: what it fixes, what it cannot).
-os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+# Matrix products pick their kernels by the CPU's instruction set (TensorFlow's through oneDNN's
+# sgemm, XLA's, i.e. JAX's and jit_compile's, through its own code generator): an AVX-512 machine
+# sums in another order than an AVX2 one and trained weights drift apart. Capped at AVX2, every
+# AVX2-or-newer x86 CPU runs the same kernels (docs/determinism.md: what it fixes, what not).
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    if "xla_cpu_max_isa" not in os.environ.get("XLA_FLAGS", ""):
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_max_isa=AVX2".strip()
 
 __version__ = "0.1.0"

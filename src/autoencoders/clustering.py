@@ -16,6 +16,11 @@ Labels only score: fitting never sees them, and without labels (an ``npz`` sourc
 the head reports label-free figures instead (silhouette of its clusters in the manifold, cluster
 sizes). Used by ``pipeline/cluster.py``; umap-learn compiles with numba on its first call in a
 fresh environment (cold), and caches the compiled functions on disk for later processes (warm).
+
+The same codes give the same figures, byte for byte, whatever the thread counts and the CPU
+(within one architecture): numba compiles UMAP's layout for the baseline CPU rather than the
+host's (``pin_numba_target``), neighbour distances are recomputed without BLAS, and a partition
+is labelled canonically (largest cluster first) before it is scored or its sizes are listed.
 """
 
 from __future__ import annotations
@@ -72,6 +77,39 @@ class HeadParams:
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
 
 
+# numba's machine code for the host CPU (AVX2, AVX-512, FMA contraction) reassociates the
+# fastmath loops of UMAP's layout differently per CPU family; the layout is chaotic, so a
+# last-bit difference becomes another manifold and other clusters. The baseline x86-64 (or
+# aarch64) target compiles the same code on every machine of an architecture.
+NUMBA_CPU_NAME = "generic"
+
+
+def pin_numba_target() -> bool:
+    """Compile numba code for the architecture's baseline CPU, not this host's; True if pinned.
+
+    Must run before numba creates its CPU target (the first ``njit`` function in the process):
+    afterwards the host's code generator is fixed and the head warns that its figures may
+    differ from another machine's.
+    """
+    import numba
+    from numba.core import registry
+
+    if numba.config.CPU_NAME == NUMBA_CPU_NAME:
+        return True
+    if "_toplevel_target_context" in vars(registry.cpu_target):
+        warnings.warn(
+            "numba compiled for this host before the clustering head could pin its CPU target; "
+            f"the head's figures may differ on another machine (set NUMBA_CPU_NAME="
+            f"{NUMBA_CPU_NAME} before starting Python).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    numba.config.CPU_NAME = NUMBA_CPU_NAME
+    numba.config.CPU_FEATURES = ""
+    return True
+
+
 def import_umap() -> Any:
     """``umap``, imported so that it neither loads TensorFlow nor recompiles in every process.
 
@@ -79,14 +117,18 @@ def import_umap() -> Any:
     marking that submodule absent skips it. Its numba kernels are compiled without
     ``cache=True``, so each new process (every DVC stage) would compile them again: while umap
     imports, ``numba.njit`` defaults to ``cache=True`` and later processes load the compiled
-    kernels from ``__pycache__`` (kernels built at call time still compile per process).
+    kernels from ``__pycache__`` (kernels built at call time still compile per process). The
+    kernels are compiled for the baseline CPU (``pin_numba_target``), so the same codes give
+    the same manifold on every machine.
     """
     import sys
 
     if "umap" in sys.modules:
+        pin_numba_target()  # only warns: umap's kernels already exist
         return sys.modules["umap"]
     import numba
 
+    pin_numba_target()
     sys.modules.setdefault("umap.parametric_umap", None)  # type: ignore[arg-type]
     original = numba.njit
 
@@ -108,7 +150,10 @@ class ExactNeighbours:
     """Exact k nearest neighbours (scikit-learn) in the shape umap's ``transform`` queries.
 
     UMAP's own approximate search (pynndescent) compiles for about a minute in each new process;
-    exact search on a few ten thousand codes takes a second and needs no compilation.
+    exact search on a few ten thousand codes takes a second and needs no compilation. The
+    neighbours' distances are recomputed from the differences in float64 and ranked by
+    (distance, index): the BLAS expansion that finds them rounds differently per CPU and thread
+    count, and ties would otherwise come in the search's order.
     """
 
     _angular_trees = False  # read by umap's transform
@@ -116,19 +161,64 @@ class ExactNeighbours:
     def __init__(self, data: np.ndarray, metric: str = "euclidean") -> None:
         from sklearn.neighbors import NearestNeighbors
 
+        self.data = np.asarray(data)
+        self.metric = metric
         self.index = NearestNeighbors(metric=metric).fit(data)
 
+    def _exact(self, points: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances) ranked by exactly recomputed distance, then by index."""
+        if self.metric == "euclidean":
+            distances = np.empty(indices.shape)
+            for start in range(0, len(points), 256):  # bounded memory for wide codes
+                rows = slice(start, start + 256)
+                # (256, k, d) differences, summed in float64: no cancellation, no BLAS.
+                difference = points[rows, None, :].astype(np.float64) - self.data[indices[rows]]
+                distances[rows] = np.sqrt(np.square(difference).sum(axis=-1))
+        else:
+            from sklearn.metrics import pairwise_distances
+
+            distances = np.stack(
+                [
+                    pairwise_distances(point[None], self.data[row], metric=self.metric)[0]
+                    for point, row in zip(points, indices, strict=True)
+                ]
+            )
+        distances = distances.astype(np.float32)
+        order = np.lexsort((indices, distances), axis=1)
+        return (
+            np.take_along_axis(indices, order, axis=1).astype(np.int32),
+            np.take_along_axis(distances, order, axis=1),
+        )
+
     def query(self, points: np.ndarray, k: int, epsilon: float = 0.0) -> tuple[Any, Any]:
-        distances, indices = self.index.kneighbors(points, n_neighbors=k)
-        return indices.astype(np.int32), distances.astype(np.float32)
+        points = np.asarray(points)
+        indices = self.index.kneighbors(points, n_neighbors=k, return_distance=False)
+        return self._exact(points, indices)
 
     def graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each fitted point's k nearest (itself first), as umap's ``precomputed_knn`` wants."""
-        distances, indices = self.index.kneighbors(n_neighbors=k - 1)
+        indices = self.index.kneighbors(n_neighbors=k - 1, return_distance=False)
+        indices, distances = self._exact(self.data, indices)
         own = np.arange(len(indices))[:, None]
         indices = np.hstack([own, indices]).astype(np.int32)
-        distances = np.hstack([np.zeros((len(own), 1)), distances]).astype(np.float32)
+        distances = np.hstack([np.zeros((len(own), 1), np.float32), distances])
         return indices, distances
+
+
+def canonical_labels(assignments: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters,) new label of each cluster: 0 the largest, ties by their first member.
+
+    A partition then has one spelling whatever the mixture's component order, so its sizes,
+    figure colours and scores come out byte for byte the same.
+    """
+    assignments = np.asarray(assignments)
+    sizes = np.bincount(assignments, minlength=n_clusters)
+    first = np.full(n_clusters, len(assignments))
+    np.minimum.at(first, assignments, np.arange(len(assignments)))
+    order = np.lexsort((first, -sizes))  # clusters, largest first
+    relabel = np.empty(n_clusters, dtype=np.int64)
+    relabel[order] = np.arange(n_clusters)
+    return relabel
 
 
 @dataclasses.dataclass
@@ -138,8 +228,9 @@ class Head:
     reducer: Any  # umap.UMAP
     mixture: Any  # sklearn.mixture.GaussianMixture
     embedding: np.ndarray  # (N, n_components) manifold of the fitted codes
-    assignments: np.ndarray  # (N,) clusters of the fitted codes
+    assignments: np.ndarray  # (N,) clusters of the fitted codes, canonically labelled
     seconds: float
+    relabel: np.ndarray | None = None  # (n_clusters,) canonical label of each component
 
 
 def _flat_codes(codes: Any, name: str = "codes") -> np.ndarray:
@@ -201,8 +292,10 @@ def fit_head(
         n_init=gmm_n_init,
         random_state=seed,
     )
-    assignments = mixture.fit_predict(embedding)
-    return Head(reducer, mixture, embedding, assignments, time.perf_counter() - started)
+    components_of = mixture.fit_predict(embedding)
+    relabel = canonical_labels(components_of, n_clusters)
+    seconds = time.perf_counter() - started
+    return Head(reducer, mixture, embedding, relabel[components_of], seconds, relabel)
 
 
 def predict_head(head: Head, codes: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -211,14 +304,21 @@ def predict_head(head: Head, codes: Any) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         embedding = head.reducer.transform(flat)
-    return embedding, head.mixture.predict(embedding)
+    predicted = head.mixture.predict(embedding)
+    return embedding, predicted if head.relabel is None else head.relabel[predicted]
 
 
 def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> dict[str, float]:
-    """``{prefix}accuracy`` (best one-to-one mapping), ``{prefix}nmi``, ``{prefix}ari``."""
+    """``{prefix}accuracy`` (best one-to-one mapping), ``{prefix}nmi``, ``{prefix}ari``.
+
+    Scored on the canonically labelled partition: the same partition gives the same bytes.
+    """
     from sklearn import metrics
 
     from autoencoders.evaluation.latent import clustering_accuracy
+
+    assignments = np.asarray(assignments)
+    assignments = canonical_labels(assignments, int(assignments.max()) + 1)[assignments]
 
     return {
         f"{prefix}accuracy": clustering_accuracy(labels, assignments),
@@ -230,12 +330,15 @@ def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> di
 def label_free_scores(
     embedding: np.ndarray, assignments: np.ndarray, seed: int, sample: int, prefix: str
 ) -> dict[str, Any]:
-    """What needs no labels: silhouette of the clusters in the manifold, cluster sizes."""
+    """What needs no labels: silhouette of the clusters in the manifold, cluster sizes.
+
+    Sizes are listed largest first: a partition's sizes, whatever its clusters are called.
+    """
     from sklearn import metrics
 
     sizes = np.bincount(np.asarray(assignments), minlength=int(np.max(assignments)) + 1)
     result: dict[str, Any] = {
-        f"{prefix}cluster_sizes": [int(size) for size in sizes],
+        f"{prefix}cluster_sizes": sorted((int(size) for size in sizes), reverse=True),
         f"{prefix}smallest_cluster_share": float(sizes.min() / sizes.sum()),
     }
     points, chosen = embedding, np.asarray(assignments)
@@ -304,7 +407,7 @@ def score_head(
         if test_labels is not None:
             metrics.update(label_scores(np.asarray(test_labels), predicted, "head_inductive_"))
         sizes = np.bincount(predicted, minlength=params.n_clusters)
-        metrics["head_inductive_cluster_sizes"] = [int(size) for size in sizes]
+        metrics["head_inductive_cluster_sizes"] = sorted((int(s) for s in sizes), reverse=True)
     arrays = {"embedding": head.embedding, "assignments": head.assignments}
     return metrics, arrays
 

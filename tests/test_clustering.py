@@ -136,8 +136,9 @@ def test_head_gives_the_same_bytes_across_thread_counts_and_cpu_targets(tmp_path
     """Two processes, 1 vs 2 threads everywhere and numba asked for two CPU targets: same bytes.
 
     numba's host code (vector width, FMA) reassociates UMAP's fastmath layout loops differently
-    per CPU family; the head pins the baseline target, so the second process's request for the
-    host's own target must change nothing, nor must the thread counts (BLAS, OpenMP, numba).
+    per CPU family; the head pins one target per instruction-set level, so neither process's
+    request (the baseline, the host's own) changes anything, nor do the thread counts (BLAS,
+    OpenMP, numba).
     """
     import platform
 

@@ -18,9 +18,10 @@ sizes). Used by ``pipeline/cluster.py``; umap-learn compiles with numba on its f
 fresh environment (cold), and caches the compiled functions on disk for later processes (warm).
 
 The same codes give the same figures, byte for byte, whatever the thread counts and the CPU
-(within one architecture): numba compiles UMAP's layout for the baseline CPU rather than the
-host's (``pin_numba_target``), neighbour distances are recomputed without BLAS, and a partition
-is labelled canonically (largest cluster first) before it is scored or its sizes are listed.
+(within one instruction-set level): numba compiles UMAP's layout for one CPU per level rather
+than the host's own (``pin_numba_target``), neighbour distances are recomputed without BLAS,
+and a partition is labelled canonically (largest cluster first) before it is scored or its
+sizes are listed.
 """
 
 from __future__ import annotations
@@ -79,13 +80,28 @@ class HeadParams:
 
 # numba's machine code for the host CPU (AVX2, AVX-512, FMA contraction) reassociates the
 # fastmath loops of UMAP's layout differently per CPU family; the layout is chaotic, so a
-# last-bit difference becomes another manifold and other clusters. The baseline x86-64 (or
-# aarch64) target compiles the same code on every machine of an architecture.
-NUMBA_CPU_NAME = "generic"
+# last-bit difference becomes another manifold and other clusters. One target per instruction
+# set level compiles the same code on every machine of that level: AVX2 with FMA ("haswell", the
+# level oneDNN and XLA are capped at, see autoencoders/__init__.py) where the CPU has it, the
+# architecture's baseline ("generic") elsewhere.
+NUMBA_AVX2_CPU_NAME = "haswell"
+NUMBA_BASELINE_CPU_NAME = "generic"
+
+
+def numba_target() -> str:
+    """The CPU name numba compiles for here: ``haswell`` on AVX2+FMA x86-64, else ``generic``."""
+    import platform
+
+    from llvmlite import binding
+
+    features = binding.get_host_cpu_features()
+    avx2 = features.get("avx2") and features.get("fma")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return NUMBA_AVX2_CPU_NAME if x86 and avx2 else NUMBA_BASELINE_CPU_NAME
 
 
 def pin_numba_target() -> bool:
-    """Compile numba code for the architecture's baseline CPU, not this host's; True if pinned.
+    """Compile numba code for ``numba_target()``, not this host's own CPU; True if pinned.
 
     Must run before numba creates its CPU target (the first ``njit`` function in the process):
     afterwards the host's code generator is fixed and the head warns that its figures may
@@ -94,18 +110,19 @@ def pin_numba_target() -> bool:
     import numba
     from numba.core import registry
 
-    if numba.config.CPU_NAME == NUMBA_CPU_NAME:
+    target = numba_target()
+    if numba.config.CPU_NAME == target:
         return True
     if "_toplevel_target_context" in vars(registry.cpu_target):
         warnings.warn(
             "numba compiled for this host before the clustering head could pin its CPU target; "
-            f"the head's figures may differ on another machine (set NUMBA_CPU_NAME="
-            f"{NUMBA_CPU_NAME} before starting Python).",
+            f"the head's figures may differ on another machine (set NUMBA_CPU_NAME={target} "
+            "before starting Python).",
             RuntimeWarning,
             stacklevel=2,
         )
         return False
-    numba.config.CPU_NAME = NUMBA_CPU_NAME
+    numba.config.CPU_NAME = target
     numba.config.CPU_FEATURES = ""
     return True
 
@@ -118,8 +135,8 @@ def import_umap() -> Any:
     ``cache=True``, so each new process (every DVC stage) would compile them again: while umap
     imports, ``numba.njit`` defaults to ``cache=True`` and later processes load the compiled
     kernels from ``__pycache__`` (kernels built at call time still compile per process). The
-    kernels are compiled for the baseline CPU (``pin_numba_target``), so the same codes give
-    the same manifold on every machine.
+    kernels are compiled for one CPU per instruction-set level (``pin_numba_target``), so the
+    same codes give the same manifold on every machine of that level.
     """
     import sys
 

@@ -25,7 +25,7 @@ ALLOWED_HOSTS ?=
 # make push / pull: empty for .dvc/config's remote `shared`; a directory or s3://bucket/prefix.
 DVC_REMOTE ?=
 
-.PHONY: help venv repro test test-fast lint format tune ui server push pull dashboard bench \
+.PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep
 
 help: ## List every target
@@ -38,6 +38,14 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## Create .venv and install the project (re-runs when pyproject.toml changes)
+
+QUICKSTART_VARIANT ?= dense
+quickstart: $(STAMP) ## Offline, ~2 min: one variant on the bundled digits through every stage, as a DVC experiment (workspace untouched)
+	$(BIN)/dvc exp run --temp --name quickstart-$(shell date +%Y%m%d-%H%M%S) \
+		-S data.source=digits -S tune.n_trials=2 cluster@$(QUICKSTART_VARIANT)
+	$(BIN)/dvc exp show --only-changed --no-pager --drop 'Created|State|Executor' \
+		--keep 'Experiment|.*$(QUICKSTART_VARIANT).*' 2>/dev/null | head -20 || $(BIN)/dvc exp show --no-pager
+	@echo "quickstart: every stage ran on digits in a temporary copy; its runs: make ui"
 
 repro: $(STAMP) ## Run the whole DVC pipeline (dvc repro) on params.yaml's data source
 	$(BIN)/dvc repro $(ARGS)
@@ -63,18 +71,18 @@ tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=c
 		--timeout $(TIMEOUT) $(if $(STORAGE),--storage $(STORAGE))
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:PORT; prints the link to the training runs (a team: the server's)
-	@$(BIN)/python -m autoencoders.tracking ui --host 127.0.0.1 --port $(PORT)
+	@$(BIN)/python -m autoencoders.services.tracking_server ui --host 127.0.0.1 --port $(PORT)
 
 server: $(STAMP) ## Team MLflow server: make server [BACKEND_STORE=postgresql+psycopg://... ARTIFACTS=dir|s3://.. HOST=0.0.0.0]
-	@$(BIN)/python -m autoencoders.tracking server --backend-store '$(BACKEND_STORE)' \
+	@$(BIN)/python -m autoencoders.services.tracking_server server --backend-store '$(BACKEND_STORE)' \
 		--artifacts '$(ARTIFACTS)' --host $(HOST) --port $(PORT) \
 		$(if $(ALLOWED_HOSTS),--allowed-hosts '$(ALLOWED_HOSTS)')
 
 push: $(STAMP) ## Upload data, models and exports to the DVC remote [DVC_REMOTE=dir|s3://...]
-	$(BIN)/python -m autoencoders.remote push $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
+	$(BIN)/python -m autoencoders.services.remote push $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
 
 pull: $(STAMP) ## Download them from the DVC remote (a fresh clone skips retraining)
-	$(BIN)/python -m autoencoders.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
+	$(BIN)/python -m autoencoders.services.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
 
 DASHBOARD_PORT ?= 8080
 dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 (DASHBOARD_PORT=) for the study storage
@@ -83,18 +91,18 @@ dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 (DASHBOARD_PORT
 		--host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder -> reports/bench.md
-	$(BIN)/python pipeline/bench.py
+	$(BIN)/python -m autoencoders.benchmarks latency
 
 SEEDS ?= 0,1,2
 cluster-seeds: $(STAMP) ## Best variant's clustering head over SEEDS=0,1,2: mean ± std (after repro)
-	$(BIN)/python pipeline/cluster.py $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
+	$(BIN)/python -m autoencoders.benchmarks cluster-seeds $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
 
 train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (IDEC: own accuracy) mean ± std
-	$(BIN)/python pipeline/train_seeds.py --variant $(or $(VARIANT),idec) --seeds $(SEEDS)
+	$(BIN)/python -m autoencoders.benchmarks train-seeds --variant $(or $(VARIANT),idec) --seeds $(SEEDS)
 
 bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
 	$(BIN)/dvc repro preprocess
-	$(BIN)/python pipeline/bench_train.py
+	$(BIN)/python -m autoencoders.benchmarks training
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

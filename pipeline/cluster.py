@@ -2,165 +2,17 @@
 
 python pipeline/cluster.py --variant conv      # what `dvc repro cluster@conv` runs
 python pipeline/cluster.py --pixels            # the raw-pixel anchor (`dvc repro cluster_pixels`)
-python pipeline/cluster.py --variant conv --seeds 0,1,2   # mean ± std over seeds; writes nothing
-python pipeline/cluster.py --best --seeds 0,1,2           # the same for the best head so far
 
-Encodes the test split (and the training split, for the inductive figure) with the exported
-encoder exports/<V>/encoder.onnx (ONNX Runtime, no TensorFlow: the export is parity-checked
-against Keras), fits UMAP + a Gaussian mixture (params.yaml `cluster`), and writes
-metrics/cluster/<V>.json and plots/cluster/<V>/head.png; logs both into the variant's MLflow run
-when models/<V>/run.json exists (looked up first: a run the store lacks stops the stage before it
-writes anything). Labels only score (see autoencoders.clustering).
+The work is ``autoencoders.clustering.stage`` (metrics/cluster/<V>.json, plots/cluster/<V>/).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from autoencoders import clustering, config, data, errors, fileio, plots, timing, tracking
-
-PROCESSED_DIR = "data/processed"
-METRICS_DIR = Path("metrics") / "cluster"
-PLOTS_DIR = Path("plots") / "cluster"
-PIXELS = "pixels"
-SEED_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
-SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
-
-
-def _codes(variant: str, images: np.ndarray) -> np.ndarray:
-    from autoencoders import inference
-
-    encoder = inference.Encoder(Path("exports") / variant, batch_size=1024)
-    return encoder.encode(images).reshape(len(images), -1)
-
-
-def _inputs(variant: str, inductive: bool) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    """(test codes, test labels or None, training codes or None) of a variant or the pixels."""
-    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    x_train = data.load_split(PROCESSED_DIR, "train")[0] if inductive else None
-    if variant == PIXELS:
-        flat = x_test.reshape(len(x_test), -1)
-        train = None if x_train is None else x_train.reshape(len(x_train), -1)
-        return flat, y_test, train
-    return _codes(variant, x_test), y_test, None if x_train is None else _codes(variant, x_train)
-
-
-def run_head(variant: str, params: clustering.HeadParams, seed: int) -> dict[str, Any]:
-    """Score the head on one variant (or the pixels), write its metrics and figure."""
-    started = time.monotonic()
-    # Looked up before any output is written: a run the store lacks stops here.
-    run_id = tracking.logged_run(Path("models") / variant / "run.json")
-    inductive = params.inductive_subsample > 0 and variant != PIXELS
-    test_codes, y_test, train_codes = _inputs(variant, inductive)
-    print(
-        f"[cluster] {variant}: {len(test_codes)} test codes of {test_codes.shape[1]} numbers"
-        + (f", {len(train_codes)} training codes" if train_codes is not None else "")
-        + ("" if y_test is not None else " (no labels: label-free figures only)"),
-        flush=True,
-    )
-    metrics, arrays = clustering.score_head(
-        test_codes, y_test, params=params, seed=seed, train_codes=train_codes
-    )
-    metrics["variant"] = variant
-    metrics["code_size"] = int(test_codes.shape[1])
-    points, how = clustering.view_2d(arrays["embedding"], seed=seed, how=params.view)
-    plot_dir = PLOTS_DIR / variant
-    with fileio.atomic_directory(plot_dir) as staging:
-        plots.plot_head_view(
-            points,
-            arrays["assignments"],
-            y_test,
-            staging / "head.png",
-            how=how,
-            title=f"{variant}: clustering head",
-            seed=seed,
-        )
-    metrics["stage_seconds"] = round(time.monotonic() - started, 3)
-    # Seconds differ per machine: git-ignored timings/ and MLflow hold them, not metrics/.
-    seconds = {key: metrics.pop(key) for key in SECONDS_KEYS if key in metrics}
-    fileio.write_json(timing.TIMINGS_DIR / f"cluster@{variant}.head.json", seconds)
-    metrics_path = METRICS_DIR / f"{variant}.json"
-    fileio.write_json(metrics_path, metrics)
-    _log(run_id, metrics_path, plot_dir, seconds)
-    shown = ", ".join(
-        f"{key} {metrics[key]:.4f}"
-        for key in (*SEED_KEYS, "head_silhouette")
-        if metrics.get(key) is not None
-    )
-    print(
-        f"[cluster] {variant}: {shown}; head {seconds['head_seconds']:.1f} s, inductive "
-        f"{seconds.get('head_inductive_seconds', 0):.1f} s, stage "
-        f"{seconds['stage_seconds']:.1f} s -> {metrics_path}, {plot_dir}/head.png"
-    )
-    return metrics
-
-
-def _log(
-    run_id: str | None, metrics_path: Path, plot_dir: Path, seconds: dict[str, float]
-) -> None:
-    if run_id is None:  # no models/<V>/run.json (the pixels): nothing to log into
-        return
-    import mlflow
-
-    metrics = fileio.read_json(metrics_path)
-    mlflow.log_metrics(
-        {
-            f"test_{key}": float(value)
-            for key, value in metrics.items()
-            if key.startswith("head_") and isinstance(value, (int, float))
-        }
-        | {f"cluster_{key}": float(value) for key, value in seconds.items()},
-        run_id=run_id,
-    )
-    mlflow.log_artifacts(str(plot_dir), artifact_path="clustering/plots", run_id=run_id)
-    tracking.log_file_as(
-        metrics_path, "head_metrics.json", artifact_path="clustering", run_id=run_id
-    )
-
-
-def best_variant() -> str:
-    """The variant whose metrics/cluster/<V>.json holds the highest head_accuracy."""
-    scored = []
-    for path in METRICS_DIR.glob("*.json"):
-        metrics = fileio.read_json(path)
-        if path.stem != PIXELS and metrics.get("head_accuracy") is not None:
-            scored.append((metrics["head_accuracy"], path.stem))
-    if not scored:
-        raise SystemExit("no metrics/cluster/<variant>.json with head_accuracy: run dvc repro.")
-    return max(scored)[1]
-
-
-def run_seeds(variant: str, params: clustering.HeadParams, seeds: list[int]) -> dict[str, Any]:
-    """The head over several seeds on the same codes: mean ± std printed; nothing written."""
-    test_codes, y_test, train_codes = _inputs(variant, params.inductive_subsample > 0)
-    if y_test is None:
-        raise SystemExit("--seeds scores accuracy and needs labels; this dataset has none.")
-    results = []
-    for seed in seeds:
-        metrics, _ = clustering.score_head(
-            test_codes, y_test, params=params, seed=seed, train_codes=train_codes
-        )
-        results.append(metrics)
-        print(
-            f"[cluster] {variant} seed {seed}: "
-            + ", ".join(f"{key} {metrics[key]:.4f}" for key in SEED_KEYS if key in metrics)
-            + f" ({metrics['head_seconds']:.1f} s)",
-            flush=True,
-        )
-    summary = clustering.summarise_seeds(results, SEED_KEYS)
-    for key in SEED_KEYS:
-        if key in summary:
-            print(
-                f"[cluster] {variant} over seeds {seeds}: {key} "
-                f"{summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
-            )
-    return summary
+from autoencoders import clustering, config, timing
+from autoencoders.clustering import stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,31 +20,17 @@ def main(argv: list[str] | None = None) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--variant", help="a key of params.yaml `variants`")
     which.add_argument("--pixels", action="store_true", help="the raw-pixel anchor")
-    which.add_argument("--best", action="store_true", help="the best head so far (with --seeds)")
-    parser.add_argument("--seeds", help="comma-separated seeds: print mean ± std, write nothing")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
-    settings = config.from_mapping(
-        clustering.HeadParams, config.section(params, "cluster"), "cluster"
-    )
     if args.variant:
         config.variant_block(params, args.variant, stage="cluster")
-        variant = args.variant
-    elif args.pixels:
-        variant = PIXELS
-    else:
-        if not args.seeds:
-            parser.error("--best needs --seeds")
-        variant = best_variant()
-    if args.seeds:
-        run_seeds(variant, settings, config.parse_seeds(args.seeds))
-    else:
-        run_head(variant, settings, seed=config.value(params, "seed", int))
+    stage.run_head(
+        args.variant or stage.PIXELS,
+        config.from_mapping(clustering.HeadParams, config.section(params, "cluster"), "cluster"),
+        seed=config.value(params, "seed", int),
+    )
 
 
 if __name__ == "__main__":
-    if any(argument.startswith("--seeds") for argument in sys.argv):
-        errors.cli(main)  # make cluster-seeds: not a pipeline stage, no stage timing
-    else:
-        timing.run_stage("cluster_pixels" if "--pixels" in sys.argv else "cluster", main)
+    timing.run_stage("cluster_pixels" if "--pixels" in sys.argv else "cluster", main)

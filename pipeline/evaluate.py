@@ -2,11 +2,9 @@
 
 python pipeline/evaluate.py --variant conv     # what `dvc repro evaluate@conv` runs
 
-Reads models/<V> and data/processed (the test split is used here and nowhere before; the
-training split fits the PCA baseline and the linear probe), writes metrics/<V>.json and
-plots/<V>/*.png atomically, and logs both into the variant's final MLflow run
-(models/<V>/run.json; by its id, so the finished run stays closed) as ``test_<metric>`` metrics
-and ``evaluation/`` artifacts. The work is ``autoencoders.evaluation.evaluate_stage``.
+Reads models/<V> and data/processed (the test split is used here and nowhere before), writes
+metrics/<V>.json and plots/<V>/*.png and logs both into the variant's final MLflow run. The work
+is ``autoencoders.evaluation.stage``.
 """
 
 from __future__ import annotations
@@ -14,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autoencoders import config, evaluation, timing
-from autoencoders.evaluation import evaluate_stage
+from autoencoders import config, timing
+from autoencoders.evaluation import stage
+from autoencoders.evaluation.outputs import EvaluateParams
 
 PROCESSED_DIR = "data/processed"
 
@@ -27,10 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     config.variant_block(params, args.variant, stage="evaluate")
-    settings = config.from_mapping(
-        evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
-    )
-    evaluate_stage.evaluate_variant(
+    settings = config.from_mapping(EvaluateParams, config.section(params, "evaluate"), "evaluate")
+    stage.evaluate_variant(
         args.variant,
         model_dir=Path("models") / args.variant,
         processed_dir=PROCESSED_DIR,

@@ -2,25 +2,19 @@
 
 python pipeline/report.py       # what `dvc repro report` runs
 
-Reads metrics/<V>.json for every variant in params.yaml (plus models/<V>/training.json and
-config.json where the metrics file lacks size or training time, and metrics/export/<V>.json
-for ONNX parity when present), computes the baselines in this run (k-means on the raw pixels
-of the test split; PCA fitted on the training split at each variant's code size), and writes
-reports/summary.md, reports/summary.json, reports/comparison.png and reports/metrics/<V>.json
-(the DVC metrics: one compact row per variant for `dvc metrics show/diff`). A variant without
-metrics is reported as missing. The clustering head's figures (metrics/cluster/<V>.json and
-metrics/cluster/pixels.json, from cluster@V and cluster_pixels) get their own section.
-reports/timings.json (git-ignored) gathers every stage's wall seconds from timings/
-(autoencoders.timing) and their sum, pipeline_seconds. The work is
-``autoencoders.evaluation.report_stage``.
+Reads every metrics/ file of the variants in params.yaml, computes the baselines in this run
+(k-means on raw pixels, PCA at each code size), and writes reports/summary.{md,json},
+reports/comparison.png, reports/metrics/<V>.json (`dvc metrics show`) and reports/timings.json
+(every stage's seconds and pipeline_seconds). The work is ``autoencoders.reporting.stage``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, errors, evaluation
-from autoencoders.evaluation import report_stage
+from autoencoders import config, errors
+from autoencoders.evaluation.outputs import EvaluateParams
+from autoencoders.reporting import stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,10 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     names = list(config.section(params, "variants"))
-    settings = config.from_mapping(
-        evaluation.EvaluateParams, config.section(params, "evaluate"), "evaluate"
-    )
-    report_stage.write_report(
+    settings = config.from_mapping(EvaluateParams, config.section(params, "evaluate"), "evaluate")
+    stage.write_report(
         names,
         seed=config.value(params, "seed", int),
         kmeans_n_init=settings.kmeans_n_init,

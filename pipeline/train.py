@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import backend, config, timing
+from autoencoders import config, timing
+from autoencoders.training import backend
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     params = config.load_params(args.params)
     variant_block = config.variant_block(params, args.variant, stage="train")
     backend.activate(backend.variant_backend(params, args.variant))
-    from autoencoders import training  # imports Keras: after its backend is chosen
+    from autoencoders.training import loop  # imports Keras: after its backend is chosen
 
-    training.train_and_save(
+    loop.train_and_save(
         variant=args.variant,
         variant_block=variant_block,
         train_section=config.section(params, "train"),

@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from autoencoders import data, sources
+from autoencoders import data
+from autoencoders.data import sources
 
 
 def _small_splits(source: str, per_split: int) -> dict[str, np.ndarray]:

@@ -15,8 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from autoencoders import backend, models, train_bench, training
+from autoencoders import models
+from autoencoders.benchmarks import training_speed
 from autoencoders.config import ConfigError
+from autoencoders.training import backend, loop
 
 DENSE = {"architecture": {"name": "dense", "latent_dim": 8}, "objective": {"name": "plain"}}
 SPARSE = {
@@ -72,32 +74,33 @@ def test_activate_leaves_a_loaded_keras_alone(monkeypatch):
 def test_jax_is_refused_where_the_trainer_needs_tensorflow(block, reason):
     block = {**block, "train": {**block.get("train", {}), "backend": "jax"}}
     with pytest.raises(ConfigError, match=f"backend: jax is not supported here: .*{reason}"):
-        training.resolve_variant("v", block, {}, None)
-    resolved, _ = training.resolve_variant("v", {**DENSE, "train": {"backend": "jax"}}, {}, None)
+        loop.resolve_variant("v", block, {}, None)
+    resolved, _ = loop.resolve_variant("v", {**DENSE, "train": {"backend": "jax"}}, {}, None)
     assert resolved.settings.backend == "jax"
 
 
 def test_training_on_the_wrong_backend_is_refused_before_any_work(digits_small):
-    resolved, _ = training.resolve_variant("v", {**DENSE, "train": {"backend": "jax"}}, {}, None)
+    resolved, _ = loop.resolve_variant("v", {**DENSE, "train": {"backend": "jax"}}, {}, None)
     with pytest.raises(ConfigError, match=r"activate\('jax'\)"):
-        training.fit_resolved(resolved, digits_small["x_train"], digits_small["x_val"], seed=0)
+        loop.fit_resolved(resolved, digits_small["x_train"], digits_small["x_val"], seed=0)
 
 
 JAX_SIDE = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from autoencoders import backend
+    from autoencoders.training import backend
     backend.activate("jax")
     import keras
-    from autoencoders import models, training
+    from autoencoders import models
+    from autoencoders.training import loop
     work = sys.argv[1]
     spec = json.load(open(f"{work}/spec.json"))
     x = np.load(f"{work}/x.npy")
     results = {}
     for name, block in spec["blocks"].items():
         config = models.VariantConfig.from_params(name, block)
-        model = training.build_and_compile(config, x.shape[1:], 1e-2, 0, steps_per_execution=4)
+        model = loop.build_and_compile(config, x.shape[1:], 1e-2, 0, steps_per_execution=4)
         model.load_weights(f"{work}/{name}.initial.weights.h5")
         evaluated = model.evaluate(x, x, batch_size=32, return_dict=True, verbose=0)
         if name != "vae":  # its sampling draws other numbers on another backend
@@ -122,7 +125,7 @@ def test_the_jax_trainer_computes_what_the_tensorflow_trainer_computes(digits_sm
     tensorflow = {}
     for name, block in blocks.items():
         config = models.VariantConfig.from_params(name, block)
-        model = training.build_and_compile(config, x.shape[1:], 1e-2, 0)
+        model = loop.build_and_compile(config, x.shape[1:], 1e-2, 0)
         model.save_weights(tmp_path / f"{name}.initial.weights.h5")
         initial = [np.asarray(weight) for weight in model.weights]
         evaluated = model.evaluate(x, x, batch_size=32, return_dict=True, verbose=0)
@@ -158,7 +161,7 @@ def test_a_child_trainer_runs_the_variant_on_its_backend(digits_small):
     expected = models.parameter_count(
         models.build_autoencoder(models.VariantConfig.from_params("v", block), (8, 8, 1))
     )
-    parameters, settings, fit, close = train_bench.trainer_for(
+    parameters, settings, fit, close = training_speed.trainer_for(
         ("v", block, {}, None), digits_small["x_train"], batch_size=32, seed=0
     )
     try:

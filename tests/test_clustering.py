@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from autoencoders import __main__ as cli
-from autoencoders import clustering, clustering_report, data, export, inference, models
+from autoencoders import clustering, data, export, inference, models
+from autoencoders.clustering import manifold
+from autoencoders.clustering import report as clustering_report
 from autoencoders.config import ConfigError
+from autoencoders.evaluation import latent
+from autoencoders.export import stage as export_stage
 from autoencoders.models import idec
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -167,14 +171,12 @@ def test_a_partition_has_one_spelling_whatever_its_cluster_names():
     labels = rng.integers(0, 4, size=200)
     assignments = (labels + (rng.random(200) < 0.2)) % 4
     renamed = np.array([2, 0, 3, 1])[assignments]
-    relabel = clustering.canonical_labels(assignments, 4)
-    assert np.array_equal(relabel[assignments], clustering.canonical_labels(renamed, 4)[renamed])
+    relabel = latent.canonical_labels(assignments, 4)
+    assert np.array_equal(relabel[assignments], latent.canonical_labels(renamed, 4)[renamed])
     canonical = relabel[assignments]
     sizes = np.bincount(canonical)
     assert list(sizes) == sorted(sizes, reverse=True)  # label 0 is the largest cluster
-    assert clustering.label_scores(labels, assignments, "") == clustering.label_scores(
-        labels, renamed, ""
-    )
+    assert latent.label_scores(labels, assignments, "") == latent.label_scores(labels, renamed, "")
     embedding = rng.normal(size=(200, 2))
     free = clustering.label_free_scores(embedding, renamed, 0, 100, "")
     assert free == clustering.label_free_scores(embedding, assignments, 0, 100, "")
@@ -184,7 +186,7 @@ def test_a_partition_has_one_spelling_whatever_its_cluster_names():
 def test_exact_neighbours_rank_by_recomputed_distance_then_index():
     # Points 1 and 2 are equally far from point 0: the lower index comes first.
     points = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 3.0]], dtype=np.float32)
-    index = clustering.ExactNeighbours(points)
+    index = manifold.ExactNeighbours(points)
     indices, distances = index.graph(3)
     assert indices[0].tolist() == [0, 1, 2]
     np.testing.assert_array_equal(distances[0], np.array([0.0, 1.0, 1.0], dtype=np.float32))
@@ -346,9 +348,9 @@ def test_cli_cluster_writes_assignments_and_probabilities(idec_export, images, t
 
 def test_onnx_scoring_of_an_idec_export(idec_export, images):
     assignments, _ = inference.Clusterer(idec_export["dir"]).cluster(images)
-    scored = clustering.score_clusters_onnx(idec_export["dir"], images, assignments)
+    scored = export_stage.score_clusters_onnx(idec_export["dir"], images, assignments)
     assert scored["cluster_accuracy"] == 1.0 and scored["nmi"] == pytest.approx(1.0)
-    unlabeled = clustering.score_clusters_onnx(idec_export["dir"], images, None)
+    unlabeled = export_stage.score_clusters_onnx(idec_export["dir"], images, None)
     assert "cluster_accuracy" not in unlabeled and sum(unlabeled["cluster_sizes"]) == 40
 
 
@@ -370,7 +372,8 @@ def test_save_load_round_trip_keeps_the_centres(idec_export, images, tmp_path):
     ("init", "augment"), [("kmeans", 0.0), ("manifold", 0.0), ("manifold", 0.1)]
 )
 def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init, augment):
-    from autoencoders import evaluation, training
+    from autoencoders import evaluation
+    from autoencoders.training import loop
 
     block = {
         "architecture": {"name": "dense", "latent_dim": 10, "hidden_units": [64]},
@@ -386,7 +389,7 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init
         },
     }
     config = models.VariantConfig.from_params("idec", block)
-    model, _, _ = training.train_variant(
+    model, _, _ = loop.train_variant(
         config,
         digits_small["x_train"],
         digits_small["x_val"],
@@ -411,7 +414,8 @@ def test_idec_training_moves_centres_and_sharpens_assignments(digits_small, init
 def test_seed_spread_is_the_sample_mean_and_deviation():
     import statistics
 
-    from autoencoders import config, seeds
+    from autoencoders import config
+    from autoencoders.benchmarks import seeds
 
     results = [{"mse": 0.01, "own_accuracy": 0.9}, {"mse": 0.02, "own_accuracy": 0.96}]
     results.append({"mse": 0.03})  # a model without own assignments

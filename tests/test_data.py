@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoencoders import data, sources
+from autoencoders import data
+from autoencoders.data import sources
 
 REPO = Path(__file__).resolve().parents[1]
 

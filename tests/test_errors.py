@@ -231,7 +231,8 @@ CASES = [
      ["evaluate.silhouette_sample must be an integer"]),
     ("cluster_min_dist_text", "cluster", ["--pixels"], params(cluster__min_dist="far"),
      ["cluster.min_dist"]),
-    ("cluster_seeds_text", "cluster", ["--variant", VARIANT, "--seeds", "0,one"], None,
+    ("cluster_seeds_text", "benchmarks",
+     ["cluster-seeds", "--variant", VARIANT, "--seeds", "0,one"], None,
      ["--seeds must be comma-separated integers", "0,one"]),
     ("report_kmeans_text", "report", [], params(evaluate__kmeans_n_init="ten"),
      ["evaluate.kmeans_n_init must be an integer"]),
@@ -369,9 +370,13 @@ def _entry_point(kind: str) -> tuple[Callable[[list[str]], Any], str]:
 
         return cli.main, "python -m autoencoders"
     if kind == "remote":
-        from autoencoders import remote
+        from autoencoders.services import remote
 
-        return remote.main, "python -m autoencoders.remote"
+        return remote.main, "python -m autoencoders.services.remote"
+    if kind == "benchmarks":
+        from autoencoders.benchmarks import __main__ as benchmarks
+
+        return benchmarks.main, "python -m autoencoders.benchmarks"
     return _stage(kind).main, kind
 
 
@@ -492,7 +497,7 @@ SUBPROCESS_CASES = [
     ("cli_input_corrupt", [sys.executable, "-m", "autoencoders", "encode", "--model",
      f"exports/{VARIANT}", "--input", "bad.npy", "--output", "previous.npy"],
      write("bad.npy", b"\x93NUMPY torn"), ["python -m autoencoders: error:", "bad.npy"]),
-    ("remote_missing", [sys.executable, "-m", "autoencoders.remote", "pull", "--url",
+    ("remote_missing", [sys.executable, "-m", "autoencoders.services.remote", "pull", "--url",
      "no/remote"], None, ["does not exist", "DVC_REMOTE"]),
     ("run_missing_export", [sys.executable, str(REPO / "pipeline" / "export.py"), "--variant",
      VARIANT], missing_run(), [f"export@{VARIANT}: error: MLflow run {MISSING_RUN}",

@@ -10,6 +10,19 @@ import numpy as np
 import pytest
 
 from autoencoders import evaluation
+from autoencoders.evaluation.outputs import (
+    evaluate_arrays,
+    evaluate_autoencoder,
+    model_outputs,
+    noise_std_of,
+    prior_samples,
+)
+from autoencoders.reporting.summary import (
+    build_summary,
+    quality_check,
+    render_summary_markdown,
+    summary_row,
+)
 
 
 def _images(n: int = 16, size: int = 28, seed: int = 0) -> np.ndarray:
@@ -57,7 +70,8 @@ def test_ssim_window_fits_small_images():
 
 @pytest.mark.parametrize("size, window", [(28, 11), (8, 7)])
 def test_ssim_matches_tensorflow(size, window):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     x = _images(8, size, seed=2)
     y = np.clip(x + np.random.default_rng(3).normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
     expected = tf.image.ssim(x, y, max_val=1.0, filter_size=window, filter_sigma=1.5).numpy()
@@ -219,7 +233,7 @@ def test_evaluate_arrays_keys_and_ranges(digits_small):
     d = digits_small
     train = _fake_outputs(d["x_train"], d["y_train"])
     test = _fake_outputs(d["x_test"], d["y_test"])
-    metrics = evaluation.evaluate_arrays(
+    metrics = evaluate_arrays(
         x_train=d["x_train"],
         x_test=d["x_test"],
         y_train=d["y_train"],
@@ -245,7 +259,7 @@ def test_evaluate_arrays_keys_and_ranges(digits_small):
 def test_evaluate_arrays_without_labels_skips_label_metrics(digits_small):
     d = digits_small
     test = _fake_outputs(d["x_test"], d["y_test"])
-    metrics = evaluation.evaluate_arrays(
+    metrics = evaluate_arrays(
         x_train=d["x_train"],
         x_test=d["x_test"],
         train_codes=test["codes"],
@@ -257,8 +271,10 @@ def test_evaluate_arrays_without_labels_skips_label_metrics(digits_small):
 
 
 def test_evaluate_autoencoder_end_to_end_on_an_untrained_model(mnist_small):
-    models = pytest.importorskip("autoencoders.models")
-    keras = pytest.importorskip("keras")
+    import keras
+
+    from autoencoders import models
+
     keras.utils.set_random_seed(0)
     d = mnist_small
     block = {
@@ -267,7 +283,7 @@ def test_evaluate_autoencoder_end_to_end_on_an_untrained_model(mnist_small):
     }
     config = models.VariantConfig.from_params("tiny_vae", block)
     model = models.build_autoencoder(config, input_shape=(28, 28, 1))
-    metrics, outputs = evaluation.evaluate_autoencoder(
+    metrics, outputs = evaluate_autoencoder(
         model,
         x_train=d["x_train"],
         y_train=d["y_train"],
@@ -291,12 +307,13 @@ def test_evaluate_autoencoder_end_to_end_on_an_untrained_model(mnist_small):
     assert outputs["test_codes"].shape == (len(d["x_test"]), 2)
     # An untrained model reconstructs worse than PCA with as many components.
     assert metrics["mse"] > metrics["pca_mse"]
-    samples = evaluation.prior_samples(model, n=4, seed=0)
+    samples = prior_samples(model, n=4, seed=0)
     assert samples.shape == (4, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
 
 
 def test_denoising_model_outputs_carry_noisy_and_denoised(digits_small):
-    models = pytest.importorskip("autoencoders.models")
+    from autoencoders import models
+
     d = digits_small
     block = {
         "architecture": {"name": "conv"},
@@ -305,8 +322,8 @@ def test_denoising_model_outputs_carry_noisy_and_denoised(digits_small):
     model = models.build_autoencoder(
         models.VariantConfig.from_params("tiny_denoising", block), input_shape=(8, 8, 1)
     )
-    assert evaluation.noise_std_of(model) == pytest.approx(0.3)
-    outputs = evaluation.model_outputs(model, d["x_train"][:50], d["x_test"][:40], seed=1)
+    assert noise_std_of(model) == pytest.approx(0.3)
+    outputs = model_outputs(model, d["x_train"][:50], d["x_test"][:40], seed=1)
     assert outputs["noisy_test"].shape == outputs["denoised_test"].shape == (40, 8, 8, 1)
     assert outputs["test_codes"].shape == (40, model.latent_dim)
     assert "kl_per_sample" not in outputs
@@ -322,20 +339,20 @@ def test_summary_reports_missing_variants_and_the_quality_bar():
     worse = {"mse": 0.03, "pca_mse": 0.02, "latent_dim": 2, "cluster_accuracy": 0.5}
     pca = {32: {"mse": 0.02, "n_components": 32}, 2: {"mse": 0.05, "n_components": 2}}
     rows = [
-        evaluation.summary_row("good", good, {"epochs_run": 12, "parameter_count": 100}),
-        evaluation.summary_row("worse", worse, pca=pca),  # live PCA at size 2: 0.05
-        evaluation.summary_row("absent", None),
+        summary_row("good", good, {"epochs_run": 12, "parameter_count": 100}),
+        summary_row("worse", worse, pca=pca),  # live PCA at size 2: 0.05
+        summary_row("absent", None),
     ]
     assert rows[0]["beats_pca"] is True and rows[0]["epochs_run"] == 12
     assert rows[1]["pca_mse"] == 0.05 and rows[1]["beats_pca"] is True
     assert rows[2]["status"] == "missing"
     baselines = {"pca": pca, "kmeans_pixels": {"cluster_accuracy": 0.5, "nmi": 0.4, "ari": 0.3}}
-    summary = evaluation.build_summary(rows, baselines, {"source": "digits", "checksum": "ab"})
+    summary = build_summary(rows, baselines, {"source": "digits", "checksum": "ab"})
     quality = summary["quality"]
     assert quality["missing"] == ["absent"] and not quality["all_beat_pca"]
     assert quality["best_cluster_accuracy"] == 0.9 and quality["cluster_bar_met"]
     assert not quality["passed"]
-    markdown = evaluation.render_summary_markdown(summary)
+    markdown = render_summary_markdown(summary)
     assert "| `good` | 100 | 32 | 0.01000 | 0.02000 | 0.50 | yes |" in markdown
     assert "**missing**" in markdown and "**FAIL**" in markdown
     assert "k-means on raw pixels" in markdown and "PCA, 32 components" in markdown
@@ -411,7 +428,7 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
     assert vae["latent_dim"] == variants["vae"]["architecture"]["latent_dim"] and vae["kl"] >= 0
     # Seconds differ per machine: they stay out of git-tracked metrics (reports/timings.json).
     assert vae["epochs_run"] == 2 and "train_seconds" not in vae
-    assert vae["parameter_count"] == models.parameter_count(models.load_autoencoder("models/vae"))
+    assert vae["parameter_count"] == models.load_autoencoder("models/vae").count_params()
     assert denoising["noise_std"] == pytest.approx(0.2) and "psnr_gain" in denoising
     assert sorted(p.name for p in (tmp_path / "plots" / "vae").iterdir()) == [
         "code_space.png",
@@ -455,13 +472,13 @@ def test_evaluate_and_report_stages_end_to_end(tmp_path, monkeypatch, mnist_smal
 def test_quality_bar_is_seventy_percent_of_pca_and_the_seed_anchors():
     pca = {2: {"mse": 0.05}, 32: {"mse": 0.02}}
     # 0.7 x 0.02 = 0.014: 0.0139 passes, 0.0141 does not (the bar, not "any margin").
-    assert evaluation.summary_row("a", {"mse": 0.0139, "latent_dim": 32}, pca=pca)["beats_pca"]
-    assert not evaluation.summary_row("b", {"mse": 0.0141, "latent_dim": 32}, pca=pca)["beats_pca"]
+    assert summary_row("a", {"mse": 0.0139, "latent_dim": 32}, pca=pca)["beats_pca"]
+    assert not summary_row("b", {"mse": 0.0141, "latent_dim": 32}, pca=pca)["beats_pca"]
     rows = [
-        evaluation.summary_row("deep_dense", {"mse": 0.0345, "latent_dim": 2}, pca=pca),
-        evaluation.summary_row("dense", {"mse": 0.008, "bce": 0.089, "latent_dim": 32}, pca=pca),
+        summary_row("deep_dense", {"mse": 0.0345, "latent_dim": 2}, pca=pca),
+        summary_row("dense", {"mse": 0.008, "bce": 0.089, "latent_dim": 32}, pca=pca),
     ]
-    quality = evaluation.quality_check(rows)
+    quality = quality_check(rows)
     assert quality["all_beat_pca"]
     met = {anchor["variant"]: anchor["met"] for anchor in quality["anchors"]}
     assert met == {"deep_dense": True, "dense": False}  # 0.0345 <= 0.037; 0.089 > 0.088

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from autoencoders import bench, config, export, fileio, inference, models, onnx_graph
+from autoencoders import config, export, fileio, inference, models
+from autoencoders.benchmarks import onnx_latency
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = config.load_params(REPO / "params.yaml")
@@ -43,11 +44,6 @@ def conv_export(tmp_path_factory, mnist_small) -> dict:
         resolved_config={"name": "conv", "objective": "plain"},
     )
     return {"dir": directory, "card": card, "model": model}
-
-
-def test_params_list_ten_variants():
-    # The nine autoencoders plus idec (issue 10), whose export adds clusters.onnx.
-    assert len(VARIANTS) == 10 and "idec" in VARIANTS
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -116,7 +112,7 @@ def test_canonical_names_merge_equal_constants_and_order_by_computation():
 
     variants = [graph("c", True, False), graph("k", False, True), graph("z", False, False)]
     for item in variants:
-        onnx_graph.canonical_names(item)
+        export.graph.canonical_names(item)
     assert len({item.SerializeToString() for item in variants}) == 1
     canonical = variants[0]
     assert [t.name for t in canonical.initializer] == ["initializer_0"]
@@ -193,7 +189,7 @@ def test_parity_failure_raises_and_keeps_the_previous_export(
             weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
         return proto
 
-    monkeypatch.setattr(export, "convert_keras_model", perturbed)
+    monkeypatch.setattr(export.convert, "convert_keras_model", perturbed)
     model = conv_export["model"]
     with pytest.raises(export.ParityError, match=r"conv decoder: max \|ONNX Runtime - Keras\|"):
         export.export_models(
@@ -297,7 +293,7 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     )
 
     # The benchmark runs on the same layout (a few calls only) and reports both runtimes.
-    report = bench.run_benchmarks(
+    report = onnx_latency.run_benchmarks(
         ["conv", "vae"],
         latency_runs=5,
         throughput_batch=16,
@@ -315,7 +311,7 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
         result["tensorflow"]["latency_median_ms"] / result["onnxruntime"]["latency_median_ms"]
     )
     assert "vae" in report["skipped"] and report["machine"]["logical_cores"] >= 1
-    markdown = bench.render_markdown(report)
+    markdown = onnx_latency.render_markdown(report)
     assert (
         "| conv |" in markdown and "skipped" in markdown and report["machine"]["cpu"] in markdown
     )

@@ -31,7 +31,8 @@ import optuna
 import pytest
 import yaml
 
-from autoencoders import data, remote, tracking, tuning
+from autoencoders import data, tracking, tuning
+from autoencoders.services import remote
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -348,7 +349,8 @@ def mlflow_server(postgres_url, tmp_path_factory):
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
         [
-            PYTHON, "-m", "autoencoders.tracking", "server", "--backend-store", backend,
+            PYTHON, "-m", "autoencoders.services.tracking_server", "server",
+            "--backend-store", backend,
             "--artifacts", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
         ],
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
@@ -671,7 +673,7 @@ def test_unusable_services_fail_in_one_line_and_touch_nothing(
             [
                 PYTHON,
                 "-m",
-                "autoencoders.tracking",
+                "autoencoders.services.tracking_server",
                 "server",
                 "--backend-store",
                 f"postgresql+psycopg://optuna:wrong@{password_postgres}/postgres",
@@ -682,7 +684,7 @@ def test_unusable_services_fail_in_one_line_and_touch_nothing(
             [f"optuna:***@{password_postgres}/postgres", "wrong user or password"],
         ),  # fmt: skip
         "remote_missing": (
-            [PYTHON, "-m", "autoencoders.remote", "pull", "--url", missing_remote],
+            [PYTHON, "-m", "autoencoders.services.remote", "pull", "--url", missing_remote],
             None,
             [missing_remote, "does not exist", "DVC_REMOTE"],
         ),

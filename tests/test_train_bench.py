@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from autoencoders import train_bench
+from autoencoders.benchmarks import profile, training_speed
 
 
 @pytest.mark.parametrize(("name", "weights"), [("dense", 50_992), ("conv", 4_385)])
 def test_seed_models_have_the_published_weight_counts(name, weights):
     # The Keras blog's simple (784-32-784) and convolutional (4,385-weight) autoencoders.
-    assert train_bench.seed_model(name, (28, 28, 1)).count_params() == weights
+    assert training_speed.seed_model(name, (28, 28, 1)).count_params() == weights
 
 
 def test_kernel_share_counts_forward_and_backward_convolutions_only():
@@ -26,8 +26,8 @@ def test_kernel_share_counts_forward_and_backward_convolutions_only():
         "MaxPoolGrad": 1.0,
         "AddV2": 1.0,
     }
-    assert train_bench.kernel_share(seconds) == pytest.approx(8.0 / 10.0)
-    assert math.isnan(train_bench.kernel_share({}))
+    assert profile.kernel_share(seconds) == pytest.approx(8.0 / 10.0)
+    assert math.isnan(profile.kernel_share({}))
     # The same kernels as oneDNN's native ops (seen on a CPU where TensorFlow picks them).
     mkl = {
         "_MklNativeConv2DBackpropFilterWithBias": 3.0,
@@ -38,20 +38,20 @@ def test_kernel_share_counts_forward_and_backward_convolutions_only():
         "_MklNativeMaxPoolGrad": 1.0,
         "Sum": 1.0,
     }
-    assert train_bench.kernel_share(mkl) == pytest.approx(8.0 / 10.0)
+    assert profile.kernel_share(mkl) == pytest.approx(8.0 / 10.0)
 
 
 def test_bench_settings_are_validated():
     with pytest.raises(ValueError, match="bench_train.epochs"):
-        train_bench.TrainBenchConfig(epochs=0)
+        training_speed.TrainBenchConfig(epochs=0)
     with pytest.raises(ValueError, match="bench_train.repeats"):
-        train_bench.TrainBenchConfig(repeats=0)
+        training_speed.TrainBenchConfig(repeats=0)
 
 
 def test_interleaved_warms_each_once_then_alternates():
     # A slow spell of the machine must fall on both trainers: they take turns.
     calls = []
-    rates = train_bench.interleaved(
+    rates = training_speed.interleaved(
         lambda epochs: calls.append(("seed", epochs)),
         lambda epochs: calls.append(("project", epochs)),
         images=100,
@@ -64,14 +64,14 @@ def test_interleaved_warms_each_once_then_alternates():
 
 def test_throughput_is_total_images_over_total_seconds():
     # 100 images in 1 s, then 100 in 3 s: 200 images in 4 s (the median would say 66.7).
-    assert train_bench.throughput([100.0, 100.0 / 3]) == pytest.approx(50.0)
+    assert training_speed.throughput([100.0, 100.0 / 3]) == pytest.approx(50.0)
     # Bimodal timings as on the VM: the total follows the share of slow epochs.
     rates = [9000.0] * 5 + [6000.0] * 4
     seconds = sum(54000 / rate for rate in rates)
-    assert train_bench.throughput(rates) == pytest.approx(9 * 54000 / seconds)
+    assert training_speed.throughput(rates) == pytest.approx(9 * 54000 / seconds)
     for bad in ([], [100.0, 0.0]):
         with pytest.raises(ValueError, match="positive rates"):
-            train_bench.throughput(bad)
+            training_speed.throughput(bad)
 
 
 def test_markdown_shows_each_repeat_of_each_trainer_and_the_variants():
@@ -102,7 +102,7 @@ def test_markdown_shows_each_repeat_of_each_trainer_and_the_variants():
         "models": {"conv": entry},
         "variants": {"conv": variant},
     }
-    markdown = train_bench.render_markdown(report)
+    markdown = training_speed.render_markdown(report)
     assert "| conv | 4,385 | 8,000 | 12,000 | 1.50 | 2.00, 1.20 |" in markdown
     assert "- conv: 6,000 / 12,000, 10,000 / 12,000 (ratio of the medians 1.50)" in markdown
     assert "| `conv` | 10 | tensorflow | 128 | 32 | no | 5,000 |" in markdown

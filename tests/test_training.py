@@ -14,8 +14,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from autoencoders import data, models, training
+from autoencoders import data, models
 from autoencoders.config import ConfigError
+from autoencoders.training import loop
 
 DENSE = {
     "architecture": {"name": "dense", "latent_dim": 8},
@@ -52,7 +53,7 @@ class SpoilAfter(keras.callbacks.Callback):
 
 def test_keeps_best_weights_when_running_all_epochs(digits_small):
     config = dense_config()
-    model, history, info = training.train_variant(
+    model, history, info = loop.train_variant(
         config,
         digits_small["x_train"],
         digits_small["x_val"],
@@ -77,7 +78,7 @@ def test_keeps_best_weights_when_running_all_epochs(digits_small):
 
 
 def test_early_stopping_stops_and_restores(digits_small):
-    model, history, info = training.train_variant(
+    model, history, info = loop.train_variant(
         dense_config(),
         digits_small["x_train"],
         digits_small["x_val"],
@@ -98,7 +99,7 @@ def test_early_stopping_stops_and_restores(digits_small):
 
 def test_same_seed_same_history_and_info_fields(digits_small):
     runs = [
-        training.train_variant(
+        loop.train_variant(
             dense_config("denoising", DENOISING),
             digits_small["x_train"],
             digits_small["x_val"],
@@ -114,14 +115,14 @@ def test_same_seed_same_history_and_info_fields(digits_small):
     (model, first, info), (_, second, _) = runs
     assert first["loss"] == second["loss"] and first["val_loss"] == second["val_loss"]
     assert first["loss"][1] < first["loss"][0]  # it learns
-    assert info["parameter_count"] == models.parameter_count(model)
+    assert info["parameter_count"] == model.count_params()  # Keras' own count
     assert info["images_per_second"] > 0
     assert info["train_images"] == len(digits_small["x_train"])
     assert len(info["epoch_seconds"]) == 2 and all(s > 0 for s in info["epoch_seconds"])
 
 
 def test_prints_one_progress_line_per_epoch(digits_small, capsys):
-    training.train_variant(
+    loop.train_variant(
         dense_config(),
         digits_small["x_train"],
         digits_small["x_val"],
@@ -151,8 +152,8 @@ class PoisonWeights(keras.callbacks.Callback):
 
 
 def test_nan_loss_stops_with_a_clear_error(digits_small):
-    with pytest.raises(training.TrainingDivergedError, match=r"NaN.*epoch 1.*learning rate"):
-        training.train_variant(
+    with pytest.raises(loop.TrainingDivergedError, match=r"NaN.*epoch 1.*learning rate"):
+        loop.train_variant(
             dense_config(),
             digits_small["x_train"],
             digits_small["x_val"],
@@ -168,7 +169,7 @@ def test_nan_loss_stops_with_a_clear_error(digits_small):
 
 def test_rejects_bad_arrays(digits_small):
     with pytest.raises(ValueError, match="x_val"):
-        training.train_variant(
+        loop.train_variant(
             dense_config(),
             digits_small["x_train"],
             digits_small["x_val"][:, :4],
@@ -185,7 +186,7 @@ def test_hyperparameter_layers_in_order():
     config = dense_config("denoising", DENOISING)
     train_section = {"epochs": 5, "batch_size": 128, "learning_rate": 1e-3}
     # params.yaml train, then the variant's train: (batch_size 64).
-    plain = training.resolve_hyperparameters(train_section, config)
+    plain = loop.resolve_hyperparameters(train_section, config)
     assert (plain.settings.epochs, plain.settings.batch_size) == (5, 64)
     assert plain.settings.learning_rate == 1e-3 and plain.tuning_source == "none"
     # then best.json: learning_rate, batch_size and objective fields.
@@ -193,7 +194,7 @@ def test_hyperparameter_layers_in_order():
         "params": {"learning_rate": 4e-4, "batch_size": 32, "objective.noise_std": 0.35},
         "source": "study",
     }
-    tuned = training.resolve_hyperparameters(train_section, config, best)
+    tuned = loop.resolve_hyperparameters(train_section, config, best)
     assert tuned.settings.learning_rate == 4e-4 and tuned.settings.batch_size == 32
     assert tuned.config.objective.noise_std == 0.35 and config.objective.noise_std == 0.2
     assert tuned.as_params()["objective.noise_std"] == 0.35
@@ -209,7 +210,7 @@ def test_recorded_jit_compile_is_what_the_trainer_compiles_with():
         ("tensorflow", True, True),
     ):
         train = {"epochs": 1, "backend": backend_name, "jit_compile": jit_compile}
-        resolved = training.resolve_hyperparameters(train, config)
+        resolved = loop.resolve_hyperparameters(train, config)
         assert resolved.settings.jit_compile is jit_compile
         assert resolved.as_params()["jit_compile"] is recorded
 
@@ -227,7 +228,7 @@ def test_recorded_jit_compile_is_what_the_trainer_compiles_with():
 def test_bad_hyperparameters_name_the_key(train_section, variant_train, best, message):
     config = dense_config("denoising", {**DENOISING, "train": variant_train})
     with pytest.raises(ConfigError, match=message):
-        training.resolve_hyperparameters(train_section, config, best)
+        loop.resolve_hyperparameters(train_section, config, best)
 
 
 def test_a_run_missing_from_the_store_is_one_line_naming_the_fix(tmp_path, monkeypatch):
@@ -259,7 +260,7 @@ def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, proce
         )
     )
     output = tmp_path / "models" / "denoising"
-    record = training.train_and_save(
+    record = loop.train_and_save(
         variant="denoising",
         variant_block=DENOISING,
         train_section={"epochs": 2, "batch_size": 128, "learning_rate": 1e-3},
@@ -326,7 +327,7 @@ def test_train_and_save_writes_model_and_mlflow_run(tmp_path, monkeypatch, proce
 def test_steps_per_execution_gives_the_same_weights_as_one(digits_small):
     weights = []
     for steps in (1, 4):
-        model, _, _ = training.train_variant(
+        model, _, _ = loop.train_variant(
             dense_config(),
             digits_small["x_train"][:256],
             digits_small["x_val"][:64],
@@ -374,9 +375,9 @@ def test_dataset_is_a_seeded_full_permutation_each_epoch():
 
 def test_compile_settings_are_validated():
     with pytest.raises(ValueError, match="steps_per_execution"):
-        training.TrainSettings(steps_per_execution=0)
+        loop.TrainSettings(steps_per_execution=0)
     with pytest.raises(ConfigError, match="jit_compile"):
-        training.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())
+        loop.resolve_hyperparameters({"jit_compile": "yes"}, dense_config())
 
 
 # A short training of one variant in a fresh process; prints the instruction-set caps it ran
@@ -384,13 +385,15 @@ def test_compile_settings_are_validated():
 _DIGEST_SCRIPT = """
 import hashlib, os, sys
 import numpy as np
-from autoencoders import config, data, sources, training
+from autoencoders import config, data
+from autoencoders.data import sources
+from autoencoders.training import loop
 variant, overrides = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
 params = config.load_params(os.environ["PARAMS"])
-resolved, _ = training.resolve_variant(variant, params["variants"][variant], params["train"], None)
+resolved, _ = loop.resolve_variant(variant, params["variants"][variant], params["train"], None)
 variant_config = resolved.config.with_overrides({k: int(v) for k, v in overrides.items()})
 x = data.to_unit_float(sources.make_source_arrays("mnist5k")["x_train"])
-model, _, _ = training.train_variant(
+model, _, _ = loop.train_variant(
     variant_config, x[:768], x[768:1024], epochs=1, batch_size=128, learning_rate=0.004,
     seed=7, patience=1, verbose=False,
 )

@@ -1,6 +1,6 @@
 """tuning: search-space validation, pruning, failing trials, resuming, parallel workers, MLflow.
 
-Most tests replace ``training.train_variant`` by a synthetic learning curve driven through the
+Most tests replace ``loop.train_variant`` by a synthetic learning curve driven through the
 same callbacks (pruning, MLflow) so they run in milliseconds; pruning and the two-worker test
 train real (tiny) models.
 """
@@ -18,8 +18,9 @@ import optuna
 import pytest
 import yaml
 
-from autoencoders import config, data, tracking, training, tuning
+from autoencoders import config, data, tracking, tuning
 from autoencoders.config import ConfigError
+from autoencoders.training import loop
 
 DENSE = {
     "architecture": {"name": "dense", "latent_dim": 8},
@@ -50,7 +51,7 @@ def synthetic_train_variant(
 ):  # fmt: skip
     """A learning curve that is best at learning_rate 1e-3, fed through the real callbacks."""
     if math.isclose(learning_rate, FAIL_LR):
-        raise training.TrainingDivergedError("synthetic divergence")
+        raise loop.TrainingDivergedError("synthetic divergence")
     distance = abs(math.log10(learning_rate) + 3)
     history = {"loss": [], "val_loss": []}
     for epoch in range(epochs):
@@ -74,7 +75,7 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setattr(training, "train_variant", synthetic_train_variant)
+    monkeypatch.setattr(loop, "train_variant", synthetic_train_variant)
 
 
 def runs_of(uri: str, kind: str) -> list:
@@ -289,9 +290,9 @@ def test_no_completed_trial_falls_back_to_defaults(
     tmp_path, tracking_uri, processed_dir, monkeypatch
 ):
     def diverge(*args, **kwargs):
-        raise training.TrainingDivergedError("always NaN")
+        raise loop.TrainingDivergedError("always NaN")
 
-    monkeypatch.setattr(training, "train_variant", diverge)
+    monkeypatch.setattr(loop, "train_variant", diverge)
     payload = run_tune(tmp_path, processed_dir, n_trials=2)
     assert payload["source"] == "defaults" and payload["value"] is None
     assert payload["params"] == {"learning_rate": 1e-3, "batch_size": 32}

@@ -1,6 +1,7 @@
 """`make ui` in a real headless browser: the link it prints opens the training runs.
 
-Starts the command `make ui` runs (``python -m autoencoders.tracking ui``) on a free port of
+Starts the command `make ui` runs (``python -m autoencoders.services.tracking_server ui``) on a
+free port of
 127.0.0.1 against a real SQLite tracking store holding a finished ``<variant>-train`` run for each
 of params.yaml's variants, then loads the printed link in Debian's chromium (headless) and reads
 the rendered page. The screenshot is kept in ``test-artifacts/mlflow_ui_runs.png`` (git-ignored).
@@ -101,7 +102,7 @@ def test_make_ui_link_opens_the_training_runs_in_a_browser(store, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "autoencoders.tracking",
+                "autoencoders.services.tracking_server",
                 "ui",
                 "--uri",
                 uri,

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +92,15 @@ def write_report(directory: str | Path, stem: str, payload: Any, markdown: str) 
     write_json(Path(directory) / f"{stem}.json", payload)
     with atomic_path(Path(directory) / f"{stem}.md") as temporary:
         temporary.write_text(markdown)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, for ``mlflow.log_params`` and flat report rows."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

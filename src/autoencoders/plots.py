@@ -17,7 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autoencoders import evaluation, fileio
+from autoencoders import fileio
+from autoencoders.evaluation.outputs import prior_samples
 
 DPI = 100
 CELL_INCHES = 1.0  # one image of a grid
@@ -25,7 +26,7 @@ TITLE_INCHES = 0.5
 MAX_SCATTER_POINTS = 5000
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
@@ -45,7 +46,7 @@ def save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _finish(figure: Figure, path: str | Path | None) -> Figure:
+def finish(figure: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         save(figure, path)
     return figure
@@ -92,7 +93,7 @@ def image_rows(
     count = min([n] + [len(row) for row in rows])
     if count < 1:
         raise ValueError("no images to plot: pass at least one image per row.")
-    figure = _new_figure(count * CELL_INCHES, len(rows) * CELL_INCHES + TITLE_INCHES)
+    figure = new_figure(count * CELL_INCHES, len(rows) * CELL_INCHES + TITLE_INCHES)
     grid = figure.subplots(len(rows), count, squeeze=False)
     for row_index, (images, row_title) in enumerate(zip(rows, row_titles, strict=True)):
         for column in range(count):
@@ -105,7 +106,7 @@ def image_rows(
     )
     if title:
         figure.suptitle(title, fontsize=10)
-    return _finish(figure, path)
+    return finish(figure, path)
 
 
 def plot_reconstructions(
@@ -144,7 +145,7 @@ def plot_image_grid(
         raise ValueError(f"images must be a non-empty (N, H, W, C) array, got {images.shape}.")
     n_columns = min(n_columns, len(images))
     n_rows = -(-len(images) // n_columns)
-    figure = _new_figure(n_columns * CELL_INCHES, n_rows * CELL_INCHES + TITLE_INCHES)
+    figure = new_figure(n_columns * CELL_INCHES, n_rows * CELL_INCHES + TITLE_INCHES)
     grid = figure.subplots(n_rows, n_columns, squeeze=False)
     for index, axes in enumerate(grid.flat):
         if index < len(images):
@@ -156,7 +157,7 @@ def plot_image_grid(
     )
     if title:
         figure.suptitle(title, fontsize=10)
-    return _finish(figure, path)
+    return finish(figure, path)
 
 
 def plot_prior_samples(
@@ -197,7 +198,7 @@ def plot_code_space(
         chosen = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
         points = points[chosen]
         labels = None if labels is None else np.asarray(labels)[chosen]
-    figure = _new_figure(6.0, 5.0)
+    figure = new_figure(6.0, 5.0)
     axes = figure.add_subplot()
     if labels is None:
         axes.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, color="tab:blue")
@@ -211,7 +212,7 @@ def plot_code_space(
     axes.set_xlabel("axis 1")
     axes.set_ylabel("axis 2")
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish(figure, path)
 
 
 def plot_training_curves(
@@ -226,7 +227,7 @@ def plot_training_curves(
     ]
     if not names:
         raise ValueError("history holds no curves: pass models/<variant>/history.json's content.")
-    figure = _new_figure(4.0 * len(names), 3.5)
+    figure = new_figure(4.0 * len(names), 3.5)
     grid = figure.subplots(1, len(names), squeeze=False)[0]
     for axes, name in zip(grid, names, strict=True):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
@@ -240,7 +241,7 @@ def plot_training_curves(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish(figure, path)
 
 
 def plot_comparison(
@@ -260,7 +261,7 @@ def plot_comparison(
 
     positions = np.arange(len(names))
     width = 0.4
-    figure = _new_figure(max(8.0, 1.1 * len(names) * 2), 4.5)
+    figure = new_figure(max(8.0, 1.1 * len(names) * 2), 4.5)
     mse_axes, cluster_axes = figure.subplots(1, 2)
     mse_axes.bar(positions - width / 2, column("mse"), width, label="autoencoder")
     mse_axes.bar(positions + width / 2, column("pca_mse"), width, label="PCA, same code size")
@@ -290,7 +291,7 @@ def plot_comparison(
         )
         axes.legend(fontsize=7)
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish(figure, path)
 
 
 HISTORY_CSV = "history.csv"
@@ -356,54 +357,7 @@ def plot_variant(
         )
         written.append("denoising.png")
     if getattr(model, "posterior", None) is not None:
-        samples = evaluation.prior_samples(model, n=32, seed=seed)
+        samples = prior_samples(model, n=32, seed=seed)
         plot_prior_samples(samples, directory / "prior_samples.png")
         written.append("prior_samples.png")
     return written
-
-
-def plot_head_view(
-    points: np.ndarray,
-    assignments: np.ndarray,
-    labels: np.ndarray | None,
-    path: str | Path | None = None,
-    how: str = "",
-    title: str = "",
-    seed: int = 0,
-    max_points: int = MAX_SCATTER_POINTS,
-) -> Figure:
-    """The clustering head's 2-d view coloured by cluster and, with labels, by true class;
-    without labels the second panel shows the cluster sizes."""
-    points = np.asarray(points, dtype=np.float64)
-    assignments = np.asarray(assignments)
-    if len(points) != len(assignments) or (labels is not None and len(labels) != len(points)):
-        raise ValueError("points, assignments and labels must have one row per code.")
-    sizes = np.bincount(assignments)
-    shown = np.arange(len(points))
-    if len(points) > max_points:  # a seeded subsample keeps the figure readable
-        shown = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
-    figure = _new_figure(11.0, 5.0)
-    by_cluster, second = figure.subplots(1, 2)
-    by_cluster.scatter(
-        points[shown, 0], points[shown, 1], c=assignments[shown], cmap="tab10", s=3, alpha=0.7
-    )
-    by_cluster.set_title("coloured by head cluster", fontsize=9)
-    if labels is not None:
-        labels = np.asarray(labels)
-        scatter = second.scatter(
-            points[shown, 0], points[shown, 1], c=labels[shown], cmap="tab10", s=3, alpha=0.7
-        )
-        legend = second.legend(*scatter.legend_elements(), title="class", fontsize=7)
-        legend.get_title().set_fontsize(8)
-        second.set_title("coloured by true class (labels only score)", fontsize=9)
-    else:
-        second.bar(np.arange(len(sizes)), sizes, color="tab:blue")
-        second.set_xlabel("cluster")
-        second.set_ylabel("codes")
-        second.set_title("cluster sizes (no labels)", fontsize=9)
-    for axes in (by_cluster,) + ((second,) if labels is not None else ()):
-        axes.set_xticks([])
-        axes.set_yticks([])
-    figure.suptitle(f"{title}: {how}" if title else how, fontsize=10)
-    figure.tight_layout()
-    return _finish(figure, path)

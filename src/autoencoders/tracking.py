@@ -13,19 +13,15 @@ validation splits as its datasets, with the data checksum as digest.
 
 A server or database that cannot be used stops the stage with one line naming it (password
 masked) and the fix (``ServiceError``), before the stage writes anything.
-
-    python -m autoencoders.tracking server --backend-store URL --artifacts DIR [--host H --port P]
-    python -m autoencoders.tracking ui [--port P]    # make ui: prints the training runs' link
+The team's server and the UI are ``autoencoders.services.tracking_server``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.error
@@ -43,8 +39,6 @@ DEFAULT_DB = "mlflow.db"
 CONNECT_TIMEOUT_S = 5
 # MLflow stores a dataset digest of at most 36 characters.
 DATASET_DIGEST_CHARS = 36
-# The MLflow 3 UI's "Model training" view of an experiment (its default is GenAI).
-WORKFLOW_TYPE = "machine_learning"
 RETRAIN = "re-run training (dvc repro --force train@<variant>)"
 
 
@@ -242,18 +236,6 @@ def standard_tags(variant: str, stage: str, data_checksum: str) -> dict[str, str
     }
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, for ``mlflow.log_params``."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def write_run_ref(path: str | Path, run_id: str, experiment_id: str, **extra: Any) -> None:
     """Record which MLflow run a model belongs to (``models/<variant>/run.json``), with
     ``extra`` facts of this run (timings). Differs on every run: ``.dvcignore`` keeps every
@@ -351,137 +333,3 @@ def dataset(x: Any, *, split: str, card: Mapping[str, Any]) -> Any:
             name=f"{card.get('source', 'data')}-{split}",
             digest=str(card["checksum"])[:DATASET_DIGEST_CHARS],
         )
-
-
-def ui_url(base: str, experiment_id: str | None) -> str:
-    """The MLflow UI link that opens on the experiment's training runs.
-
-    MLflow 3's UI shows an experiment as GenAI (traces) or "Model training" (runs) by the URL's
-    ``workflowType``, else by the browser's last choice, defaulting to GenAI.
-    """
-    base = base.rstrip("/")
-    if experiment_id is None:
-        return f"{base}/#/experiments?workflowType={WORKFLOW_TYPE}"
-    return f"{base}/#/experiments/{experiment_id}?workflowType={WORKFLOW_TYPE}"
-
-
-def experiment_id(uri: str, experiment: str = EXPERIMENT) -> str | None:
-    """The id of ``experiment`` in the tracking store at ``uri``, or None (no run yet)."""
-    import mlflow
-
-    found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
-    return None if found is None else found.experiment_id
-
-
-def ui_command(backend_store: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The ``mlflow ui`` command line of ``make ui`` (a local store: SQLite or a database)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    return [
-        str(mlflow) if mlflow.exists() else "mlflow",
-        "ui",
-        "--backend-store-uri",
-        backend_store,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-
-
-def ui(uri: str, host: str, port: int) -> None:
-    """``make ui``: print the link to the training runs, then run ``mlflow ui`` on ``uri``.
-
-    A tracking server (``http://...``) has its own UI: print its link and start nothing.
-    """
-    check_tracking(uri)
-    found = experiment_id(uri)
-    note = "" if found else f" (no experiment {EXPERIMENT!r} yet: run `make repro` first)"
-    if uri.startswith(("http://", "https://")):
-        print(f"MLflow UI (the team's server): {ui_url(mask(uri), found)}{note}", flush=True)
-        return
-    print(f"MLflow UI, training runs: {ui_url(f'http://{host}:{port}', found)}{note}", flush=True)
-    command = ui_command(uri, host, port)
-    os.execvp(command[0], command)
-
-
-def server_command(
-    backend_store: str,
-    artifacts: str,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    allowed_hosts: str = "",
-) -> list[str]:
-    """The ``mlflow server`` command line of ``make server``: a shared tracking server whose
-    clients reach the artifact store through it (``--serve-artifacts``)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    command = [
-        str(mlflow) if mlflow.exists() else "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend_store,
-        "--serve-artifacts",
-        "--artifacts-destination",
-        artifacts,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    if allowed_hosts:
-        # MLflow accepts Host headers of localhost and private IPs only, unless told otherwise.
-        command += ["--allowed-hosts", allowed_hosts]
-    return command
-
-
-def serve(
-    backend_store: str, artifacts: str, host: str, port: int, allowed_hosts: str = ""
-) -> None:
-    """Check the backend store, then replace this process by ``mlflow server``."""
-    check_database(backend_store, "MLflow backend store", "BACKEND_STORE")
-    if "://" not in artifacts:
-        path = Path(artifacts).expanduser().resolve()
-        if not path.parent.is_dir():
-            raise ServiceError(
-                f"artifact store {path}: its parent directory does not exist; create it or set "
-                "ARTIFACTS to a directory, s3://bucket/prefix or gs://bucket/prefix."
-            )
-        path.mkdir(exist_ok=True)
-        artifacts = str(path)
-    command = server_command(backend_store, artifacts, host, port, allowed_hosts)
-    print(
-        f"[server] MLflow on http://{host}:{port} (backend {mask(backend_store)}, artifacts "
-        f"{artifacts}); clients: export MLFLOW_TRACKING_URI=http://<this host>:{port}",
-        flush=True,
-    )
-    os.execvp(command[0], command)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="make server: a shared MLflow tracking server")
-    commands = parser.add_subparsers(dest="command", required=True)
-    server = commands.add_parser("server", help="check the backend store, run mlflow server")
-    server.add_argument("--backend-store", required=True, help="postgresql+psycopg://... URL")
-    server.add_argument("--artifacts", required=True, help="a directory, s3:// or gs:// URL")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=5000)
-    server.add_argument("--allowed-hosts", default="", help="Host headers beyond private IPs")
-    show = commands.add_parser("ui", help="print the training runs' link, run mlflow ui")
-    show.add_argument("--uri", default=None, help="default: MLFLOW_TRACKING_URI or mlflow.db")
-    show.add_argument("--host", default="127.0.0.1")
-    show.add_argument("--port", type=int, default=5000)
-    check = commands.add_parser("check", help="check that MLFLOW_TRACKING_URI answers")
-    check.add_argument("--uri", default=None)
-    args = parser.parse_args(argv)
-    if args.command == "server":
-        serve(args.backend_store, args.artifacts, args.host, args.port, args.allowed_hosts)
-    elif args.command == "ui":
-        ui(args.uri or tracking_uri(), args.host, args.port)
-    else:
-        check_tracking(args.uri)
-        print(f"MLflow tracking store {mask(args.uri or tracking_uri())} answers.")
-
-
-if __name__ == "__main__":
-    from autoencoders import errors
-
-    errors.cli(main, program="python -m autoencoders.tracking")

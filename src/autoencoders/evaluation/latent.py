@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -162,3 +164,56 @@ def linear_probe_accuracy(
             stacklevel=2,
         )
     return float(probe.score(test_codes.astype(np.float64), test_labels))
+
+
+def canonical_labels(assignments: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters,) new label of each cluster: 0 the largest, ties by their first member.
+
+    A partition then has one spelling whatever the mixture's component order, so its sizes,
+    figure colours and scores come out byte for byte the same.
+    """
+    assignments = np.asarray(assignments)
+    sizes = np.bincount(assignments, minlength=n_clusters)
+    first = np.full(n_clusters, len(assignments))
+    np.minimum.at(first, assignments, np.arange(len(assignments)))
+    order = np.lexsort((first, -sizes))  # clusters, largest first
+    relabel = np.empty(n_clusters, dtype=np.int64)
+    relabel[order] = np.arange(n_clusters)
+    return relabel
+
+
+def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> dict[str, float]:
+    """``{prefix}accuracy`` (best one-to-one mapping), ``{prefix}nmi``, ``{prefix}ari``.
+
+    Scored on the canonically labelled partition: the same partition gives the same bytes.
+    """
+    from sklearn import metrics
+
+    assignments = np.asarray(assignments)
+    assignments = canonical_labels(assignments, int(assignments.max()) + 1)[assignments]
+
+    return {
+        f"{prefix}accuracy": clustering_accuracy(labels, assignments),
+        f"{prefix}nmi": float(metrics.normalized_mutual_info_score(labels, assignments)),
+        f"{prefix}ari": float(metrics.adjusted_rand_score(labels, assignments)),
+    }
+
+
+def own_assignment_metrics(
+    model: Any, metrics: Mapping[str, Any], x_test: np.ndarray, y_test: np.ndarray | None
+) -> dict[str, Any]:
+    """For a model with its own clusters (IDEC): ``cluster_accuracy``/``nmi``/``ari`` become
+    those of its assignments (argmax Q) on the test split; k-means's move to ``kmeans_*``."""
+    assignments = np.argmax(model.assign(x_test), axis=1)
+    updated = dict(metrics)
+    updated["cluster_source"] = "argmax Q (the model's own assignments)"
+    updated["own_cluster_sizes"] = [int(size) for size in np.bincount(assignments)]
+    if y_test is not None:
+        for key in ("cluster_accuracy", "nmi", "ari"):
+            if key in metrics:
+                updated[f"kmeans_{key}"] = metrics[key]
+        scores = label_scores(np.asarray(y_test), assignments, "")
+        updated["cluster_accuracy"] = scores["accuracy"]
+        updated["nmi"] = scores["nmi"]
+        updated["ari"] = scores["ari"]
+    return updated

@@ -7,7 +7,7 @@ See ``architectures`` and ``objectives`` for the registries and ``autoencoder`` 
 """
 
 from autoencoders.config import ConfigError
-from autoencoders.models import architectures, objectives
+from autoencoders.models import architectures, idec, objectives
 from autoencoders.models.architectures import ARCHITECTURES
 from autoencoders.models.autoencoder import (
     SAVED_FILES,
@@ -31,6 +31,7 @@ __all__ = [
     "VariantConfig",
     "VariationalAutoencoder",
     "architectures",
+    "idec",
     "build_autoencoder",
     "load_autoencoder",
     "load_config",

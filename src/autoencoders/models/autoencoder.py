@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -51,6 +51,10 @@ class Autoencoder(keras.Model):
     Logged metrics: ``loss``, ``reconstruction_loss`` and, for sparse/contractive, ``penalty``.
     """
 
+    # A subclass with its own clusters (IDEC) says so: the trainer then runs its second phase
+    # (``fit_clusters``) and evaluation scores its assignments (``assign``) instead of k-means.
+    owns_clusters: ClassVar[bool] = False
+
     def __init__(
         self,
         encoder: keras.Model,
@@ -80,8 +84,8 @@ class Autoencoder(keras.Model):
 
     def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
         """Compile with ``optimizer``; no loss argument, the objective's loss is built in."""
-        if self.config.objective_name == "contractive":
-            # The nested Jacobian is not worth the XLA risk (Keras auto-enables XLA on GPU).
+        if not objectives.lookup(self.config.objective_name).xla:
+            # Keras auto-enables XLA on GPU; a nested tape (contractive's Jacobian) risks it.
             kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
@@ -92,19 +96,7 @@ class Autoencoder(keras.Model):
     def compute_losses(self, inputs: Any, targets: Any, training: bool = False) -> dict[str, Any]:
         """Scalar ``loss``, ``reconstruction_loss`` and the objective's extra term, if any."""
         objective = self.config.objective
-        name = self.config.objective_name
-        if name == "contractive":
-            code, squared_norm = objectives.code_and_jacobian_norm(
-                self.encoder, inputs, training=training
-            )
-            penalty = objective.lambda_ * ops.mean(squared_norm)
-        else:
-            code = self.encoder(inputs, training=training)
-            penalty = None
-            if name == "sparse":
-                penalty = objectives.sparse_penalty(
-                    code, kind=objective.kind, weight=objective.weight, target=objective.target
-                )
+        code, penalty = objective.code_and_penalty(self.encoder, inputs, training)
         outputs = self.decoder(code, training=training)
         reconstruction = objectives.reconstruction_loss(targets, outputs, objective.loss)
         values = {"loss": reconstruction, "reconstruction_loss": reconstruction}
@@ -202,7 +194,7 @@ def build_autoencoder(
     image_shape = builder.input_shape
     inputs = keras.Input(shape=image_shape, name="image")
     features = builder.trunk(inputs)
-    if config.objective_name == "variational":
+    if objectives.lookup(config.objective_name).variational:
         feature_shape = tuple(features.shape[1:])
         flat = (
             features if len(feature_shape) == 1 else layers.Flatten(name="flatten_code")(features)
@@ -222,11 +214,23 @@ def build_autoencoder(
     encoder = keras.Model(inputs, code, name="encoder")
     code_input = keras.Input(shape=tuple(code.shape[1:]), name="code")
     decoder = keras.Model(code_input, builder.decode(code_input), name="decoder")
-    if config.objective_name == "clustering":
-        from autoencoders.models.idec import ClusteringAutoencoder  # imports this module
+    model_class = MODEL_CLASSES.get(config.objective_name, Autoencoder)
+    return model_class(encoder, decoder, config, image_shape)
 
-        return ClusteringAutoencoder(encoder, decoder, config, image_shape)
-    return Autoencoder(encoder, decoder, config, image_shape)
+
+# Objectives whose model adds parts beyond encoder and decoder (IDEC's cluster centres) register
+# their Autoencoder subclass here; ``autoencoders.models`` imports them, so every caller sees them.
+MODEL_CLASSES: dict[str, type[Autoencoder]] = {}
+
+
+def register_model(objective: str) -> Any:
+    """Class decorator: ``build_autoencoder`` builds this class for ``objective``."""
+
+    def register(cls: type[Autoencoder]) -> type[Autoencoder]:
+        MODEL_CLASSES[objective] = cls
+        return cls
+
+    return register
 
 
 def parameter_count(model: Autoencoder) -> int:

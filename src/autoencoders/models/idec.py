@@ -28,12 +28,11 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers, ops
 
 from autoencoders import data
 from autoencoders.models import objectives
-from autoencoders.models.autoencoder import Autoencoder
+from autoencoders.models.autoencoder import Autoencoder, register_model
 
 ASSIGNER_NAME = "clusters"
 
@@ -90,12 +89,68 @@ def kl_divergence(p: Any, q: Any) -> Any:
     return ops.mean(ops.sum(p * ops.log(p / q), axis=-1))
 
 
+class _ShuffledBatches:
+    """Sorted index batches of a shuffled ``range(count)``, shuffled again whenever fewer than
+    a batch remain, so that each image comes once per pass. The first shuffle is drawn on
+    construction: the order of draws from the shared ``rng`` is part of the seeded result."""
+
+    def __init__(self, rng: np.random.Generator, count: int, batch_size: int) -> None:
+        self._rng, self._count, self._batch_size = rng, count, batch_size
+        self._order = rng.permutation(count)
+        self._position = 0
+
+    def next(self) -> np.ndarray:
+        """The next batch's indices, ascending."""
+        if self._position + self._batch_size > self._count:
+            self._order, self._position = self._rng.permutation(self._count), 0
+        index = np.sort(self._order[self._position : self._position + self._batch_size])
+        self._position += self._batch_size
+        return index
+
+
+def _print_change(iteration: int, changed: float, reconstruction: Any, divergence: Any) -> None:
+    """The progress line of one target update (the losses are the last batch's)."""
+    print(
+        f"[idec] iteration {iteration}: {changed:.4f} of assignments "
+        f"changed, reconstruction {float(reconstruction):.5f}, "
+        f"KL {float(divergence):.5f}",
+        flush=True,
+    )
+
+
+def _fit_record(
+    iteration: int,
+    stopped_by: str,
+    changes: list[float],
+    losses: tuple[Any, Any],
+    init: str,
+    init_seconds: float,
+    started: float,
+) -> dict[str, Any]:
+    """What ``fit_clusters`` returns (JSON-ready): where and why it stopped, the share of
+    assignments changed at each target update, the last batch's losses, the init and timings."""
+    reconstruction, divergence = losses
+    return {
+        "iterations": int(iteration),
+        "stopped_by": stopped_by,
+        "assignment_changes": [round(value, 6) for value in changes],
+        "final_reconstruction_loss": float(reconstruction),
+        "final_kl": float(divergence),
+        "init": init,
+        "init_seconds": round(init_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+@register_model("clustering")
 class ClusteringAutoencoder(Autoencoder):
     """An autoencoder with trainable cluster centres on its code (the ``clustering`` objective).
 
     Pretraining is the plain autoencoder (``compute_losses`` is inherited); ``fit_clusters``
     runs IDEC's second phase. ``assigner`` maps images to Q and is exported as clusters.onnx.
     """
+
+    owns_clusters = True
 
     def __init__(
         self,
@@ -146,8 +201,7 @@ class ClusteringAutoencoder(Autoencoder):
         distil = objective.update_interval if pool is not None else 0
         step = self._clustering_step(seed)
 
-        order = rng.permutation(len(x))
-        position = 0
+        batches = _ShuffledBatches(rng, len(x), batch_size)
         target = None
         changes: list[float] = []
         stopped_by = "max_iterations"
@@ -162,12 +216,7 @@ class ClusteringAutoencoder(Autoencoder):
                     changed = float(np.mean(labels != previous))
                     changes.append(changed)
                     if verbose:
-                        print(
-                            f"[idec] iteration {iteration}: {changed:.4f} of assignments "
-                            f"changed, reconstruction {float(reconstruction):.5f}, "
-                            f"KL {float(divergence):.5f}",
-                            flush=True,
-                        )
+                        _print_change(iteration, changed, reconstruction, divergence)
                     if changed < objective.tol:
                         stopped_by = "tol"
                         break
@@ -178,21 +227,12 @@ class ClusteringAutoencoder(Autoencoder):
                 index = np.sort(rng.choice(len(pool), batch_size, replace=False))
                 reconstruction, divergence = step(x[pool[index]], pool_target[index])
                 continue
-            if position + batch_size > len(x):
-                order, position = rng.permutation(len(x)), 0
-            index = np.sort(order[position : position + batch_size])
-            position += batch_size
+            index = batches.next()
             reconstruction, divergence = step(x[index], target[index])
-        return {
-            "iterations": int(iteration),
-            "stopped_by": stopped_by,
-            "assignment_changes": [round(value, 6) for value in changes],
-            "final_reconstruction_loss": float(reconstruction),
-            "final_kl": float(divergence),
-            "init": objective.init,
-            "init_seconds": round(init_seconds, 3),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        losses = (reconstruction, divergence)
+        return _fit_record(
+            iteration, stopped_by, changes, losses, objective.init, init_seconds, started
+        )
 
     def _init_centres(
         self, codes: np.ndarray, rng: np.random.Generator, seed: int
@@ -248,6 +288,8 @@ class ClusteringAutoencoder(Autoencoder):
         gamma = float(objective.gamma)
         loss_name = objective.loss
         shift, rotation = float(objective.augment_shift), float(objective.augment_rotation)
+        import tensorflow as tf  # IDEC's clustering phase runs on TensorFlow only
+
         generator = tf.random.Generator.from_seed(seed)
 
         @tf.function(reduce_retracing=True)

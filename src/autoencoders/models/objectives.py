@@ -28,15 +28,24 @@ LossName = Literal["mse", "bce"]
 _EPSILON = 1e-7
 
 
+class _CodeTerm:
+    """What an objective adds on the code: none by default (plain, denoising, variational,
+    clustering: their extra terms live in their own model classes)."""
+
+    def code_and_penalty(self, encoder: Any, inputs: Any, training: bool) -> tuple[Any, Any]:
+        """The code of ``inputs`` and the objective's penalty on it (None: no penalty)."""
+        return encoder(inputs, training=training), None
+
+
 @dataclasses.dataclass(frozen=True)
-class PlainConfig:
+class PlainConfig(_CodeTerm):
     """Reconstruction loss only."""
 
     loss: LossName = "bce"
 
 
 @dataclasses.dataclass(frozen=True)
-class DenoisingConfig:
+class DenoisingConfig(_CodeTerm):
     """Gaussian input noise (std ``noise_std``, clipped to [0, 1]) made by the input pipeline."""
 
     loss: LossName = "bce"
@@ -56,6 +65,10 @@ class SparseConfig:
     weight: float = 1e-5
     target: float = 0.05
 
+    def code_and_penalty(self, encoder: Any, inputs: Any, training: bool) -> tuple[Any, Any]:
+        code = encoder(inputs, training=training)
+        return code, sparse_penalty(code, kind=self.kind, weight=self.weight, target=self.target)
+
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise ConfigError(f"objective.weight must be >= 0, got {self.weight}.")
@@ -70,13 +83,17 @@ class ContractiveConfig:
     loss: LossName = "bce"
     lambda_: float = dataclasses.field(default=1e-4, metadata={"key": "lambda"})
 
+    def code_and_penalty(self, encoder: Any, inputs: Any, training: bool) -> tuple[Any, Any]:
+        code, squared_norm = code_and_jacobian_norm(encoder, inputs, training=training)
+        return code, self.lambda_ * ops.mean(squared_norm)
+
     def __post_init__(self) -> None:
         if self.lambda_ < 0:
             raise ConfigError(f"objective.lambda must be >= 0, got {self.lambda_}.")
 
 
 @dataclasses.dataclass(frozen=True)
-class VariationalConfig:
+class VariationalConfig(_CodeTerm):
     """Mean/log-variance heads, reparameterised sampling, ``beta`` times the KL."""
 
     loss: LossName = "bce"
@@ -88,7 +105,7 @@ class VariationalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusteringConfig:
+class ClusteringConfig(_CodeTerm):
     """IDEC: reconstruction + ``gamma`` x KL(P || Q) after a plain pretraining (models/idec.py)."""
 
     loss: LossName = "bce"
@@ -101,9 +118,8 @@ class ClusteringConfig:
     init: Literal["kmeans", "manifold"] = "kmeans"  # initial centres (see models/idec.py)
     init_subsample: int = 10000  # init: manifold: images whose codes the N2D head partitions
     kmeans_n_init: int = 20  # init: kmeans: seeded k-means restarts that place the centres
-    # init: manifold: the head's Gaussian-mixture restarts, best likelihood kept. One restart
-    # merged two digits (and split another) in 3 of 5 head seeds on one pretrained encoder
-    # (init accuracy 0.82-0.86 against 0.96); ten gave 0.96 in all three it was tried on.
+    # init: manifold: the head's Gaussian-mixture restarts, best likelihood kept (one restart
+    # can merge two digits).
     manifold_n_init: int = 10
     cluster_learning_rate: float = 1.0e-3  # Adam, clustering phase
     # Clustering-phase batches moved by a random shift (share of the image size) and rotation
@@ -132,17 +148,22 @@ class ClusteringConfig:
 
 
 class Objective(NamedTuple):
+    """A registered objective: its config and what the rest of the code asks of it."""
+
     config_class: type
     metric: str | None  # name of the logged extra metric: "penalty", "kl_loss" or none
+    variational: bool = False  # an encoder with mean and log-variance heads (models, export)
+    tensorflow_only: bool = False  # uses TensorFlow itself: refused on the JAX trainer
+    xla: bool = True  # False: Keras must not auto-compile its step with XLA (nested tapes)
 
 
 OBJECTIVES: dict[str, Objective] = {
     "plain": Objective(PlainConfig, None),
     "denoising": Objective(DenoisingConfig, None),
     "sparse": Objective(SparseConfig, "penalty"),
-    "contractive": Objective(ContractiveConfig, "penalty"),
-    "variational": Objective(VariationalConfig, "kl_loss"),
-    "clustering": Objective(ClusteringConfig, None),
+    "contractive": Objective(ContractiveConfig, "penalty", tensorflow_only=True, xla=False),
+    "variational": Objective(VariationalConfig, "kl_loss", variational=True),
+    "clustering": Objective(ClusteringConfig, None, tensorflow_only=True),
 }
 
 
@@ -158,8 +179,8 @@ def lookup(name: Any) -> Objective:
 
 def reconstruction_loss(targets: Any, outputs: Any, loss: str) -> Any:
     """Per-pixel ``mse`` or ``bce`` averaged over pixels and the batch (a scalar)."""
-    # Flat (batch, pixels): on the JAX backend XLA computes (batch, H, W, 1) elementwise ops
-    # and their gradients with a size-1 minor dimension, 3.5x slower for a dense model's step.
+    # Flat (batch, pixels): XLA on the CPU runs (batch, H, W, 1) elementwise ops with a size-1
+    # minor dimension far slower (docs/performance.md).
     outputs = ops.reshape(outputs, (ops.shape(outputs)[0], -1))
     targets = ops.reshape(ops.cast(targets, outputs.dtype), ops.shape(outputs))
     if loss == "mse":
@@ -200,7 +221,7 @@ def code_and_jacobian_norm(encoder: Any, inputs: Any, training: bool = False) ->
     Differentiable with respect to the encoder's weights when called under an outer tape. An
     encoder that is Flatten -> Dense (the contractive variant's) gets the closed form of Rifai et
     al. (2011), the same numbers as the autodiff Jacobian at the cost of one extra elementwise
-    gradient instead of one backward pass per code unit (profiled 1.8k images/s with those).
+    gradient instead of one backward pass per code unit.
     """
     inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
     dense = _single_dense_layer(encoder)

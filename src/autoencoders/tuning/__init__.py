@@ -27,34 +27,49 @@ run id (``MlflowClient``), so concurrent workers never write into each other's r
 Modules: ``space`` (search space, settings, plan), ``studies`` (storage URL, opening studies,
 counts), ``trials`` (claiming and running trials, pruning, the objective), ``runs`` (MLflow runs
 of trials), ``recovery`` (dead workers, heartbeats, re-queueing), ``best`` (best.json),
-``workers`` (a process's share of the search, spawned workers, ``tune``).
+``workers`` (a process's share of the search, spawned workers, ``tune``), ``command`` (``make
+tune`` and ``tune@V``: variants grouped by Keras backend, ``dvc commit``).
+
+The public names below load their module on first use: ``trials`` and ``workers`` import Keras,
+whose backend ``command`` must choose first (``training.backend``).
 """
 
-from autoencoders.tuning.best import best_payload, rerun_command
-from autoencoders.tuning.recovery import recover, worker_alive, worker_identity
-from autoencoders.tuning.space import Dimension, SearchPlan, TuneSettings, plan_search
-from autoencoders.tuning.studies import open_storage, open_study, redact, storage_url
-from autoencoders.tuning.trials import PruningCallback, make_objective
-from autoencoders.tuning.workers import INTERRUPTED_EXIT_CODE, SearchInterrupted, run_search, tune
+from __future__ import annotations
 
-__all__ = [
-    "INTERRUPTED_EXIT_CODE",
-    "Dimension",
-    "PruningCallback",
-    "SearchInterrupted",
-    "SearchPlan",
-    "TuneSettings",
-    "best_payload",
-    "make_objective",
-    "open_storage",
-    "open_study",
-    "plan_search",
-    "recover",
-    "redact",
-    "rerun_command",
-    "run_search",
-    "storage_url",
-    "tune",
-    "worker_alive",
-    "worker_identity",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "best_payload": "best",
+    "rerun_command": "best",
+    "recover": "recovery",
+    "worker_alive": "recovery",
+    "worker_identity": "recovery",
+    "Dimension": "space",
+    "SearchPlan": "space",
+    "TuneSettings": "space",
+    "plan_search": "space",
+    "open_storage": "studies",
+    "open_study": "studies",
+    "redact": "studies",
+    "storage_url": "studies",
+    "PruningCallback": "trials",
+    "make_objective": "trials",
+    "INTERRUPTED_EXIT_CODE": "workers",
+    "SearchInterrupted": "workers",
+    "run_search": "workers",
+    "tune": "workers",
+}
+
+__all__ = sorted(_HOMES)
+
+
+_MODULES = ("best", "command", "recovery", "runs", "space", "studies", "trials", "workers")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"autoencoders.tuning.{name}")
+    if name not in _HOMES:
+        raise AttributeError(f"module 'autoencoders.tuning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"autoencoders.tuning.{_HOMES[name]}"), name)

@@ -20,8 +20,9 @@ from typing import Any
 import optuna
 
 from autoencoders import config as config_module
-from autoencoders import models, training
+from autoencoders import models
 from autoencoders.config import ConfigError
+from autoencoders.training import loop
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
@@ -100,7 +101,7 @@ class SearchPlan:
     variant: str
     config: Any  # models.VariantConfig
     space: tuple[Dimension, ...]
-    base: training.TrainSettings  # train section + the variant's train: overrides
+    base: loop.TrainSettings  # train section + the variant's train: overrides
     settings: TuneSettings
     seed: int
     data_checksum: str
@@ -226,7 +227,7 @@ def parse_search_space(variant_config: Any) -> tuple[Dimension, ...]:
     """
     name = variant_config.name
     search = variant_config.search or {}
-    valid = set(training.SEARCHABLE_HYPERPARAMETERS) | set(models.tunable_fields(variant_config))
+    valid = set(loop.SEARCHABLE_HYPERPARAMETERS) | set(models.tunable_fields(variant_config))
     valid -= {"architecture.name", "objective.name"}
     block = variant_config.to_params()
     dimensions = []
@@ -243,7 +244,7 @@ def parse_search_space(variant_config: Any) -> tuple[Dimension, ...]:
         else:
             current = 1e-3 if key == "learning_rate" else 1
         dimension = _parse_dimension(key, search[key], where, current)
-        if key in training.SEARCHABLE_HYPERPARAMETERS:
+        if key in loop.SEARCHABLE_HYPERPARAMETERS:
             values = dimension.choices or (dimension.low, dimension.high)
             if any(not _is_number(v) or v <= 0 for v in values) or (
                 key == "batch_size" and any(not float(v).is_integer() for v in values)
@@ -297,7 +298,7 @@ def plan_search(
     """Validate a variant's search (space, tune section, overrides) before any training."""
     variant_config = models.VariantConfig.from_params(variant, variant_block)
     space = parse_search_space(variant_config)
-    base = training.resolve_hyperparameters(
+    base = loop.resolve_hyperparameters(
         train_section, variant_config, where=f"train (with variants.{variant}.train)"
     ).settings
     overrides = {

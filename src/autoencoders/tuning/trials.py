@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import optuna
 
-from autoencoders import backend, training
+from autoencoders.training import backend, loop
+from autoencoders.training import callbacks as training_callbacks
 from autoencoders.tuning import recovery, runs, space, studies
 
 # What holds a slot while a worker claims a trial (see _claim).
@@ -241,7 +242,7 @@ def make_objective(
         if logger is not None:
             logged = {**params, "learning_rate": learning_rate, "batch_size": batch_size}
             run_id = _start_trial_run(trial, plan, logger, logged)
-            callbacks.append(training.MlflowEpochLogger(logger.client, run_id))
+            callbacks.append(training_callbacks.MlflowEpochLogger(logger.client, run_id))
         label = f"{prefix}[{plan.variant} trial {trial.number}] "
         if verbose:
             print(f"{label}start {params}", flush=True)
@@ -284,7 +285,7 @@ def _train_trial(
 ) -> dict[str, Any]:
     """train_variant at the plan's fidelity (its epochs, no XLA); returns its info."""
     backend.require(plan.base.backend, plan.variant)
-    _, _, info = training.train_variant(
+    _, _, info = loop.train_variant(
         trial_config,
         x_train,
         x_val,

@@ -218,13 +218,7 @@ def tune(
     url = studies.storage_url(plan.settings.storage)
     command = best.rerun_command(variant, plan.settings.n_trials, plan.settings.storage)
     if verbose:
-        print(
-            f"[tune {variant}] study {plan.study_name} on {studies.redact(url)}: "
-            f"{plan.settings.n_trials} trials x {plan.settings.epochs} epochs on "
-            f"{plan.settings.train_subset or 'all'} images; space "
-            f"{ {d.name: d.describe() for d in plan.space} }",
-            flush=True,
-        )
+        _print_plan(plan, url)
     started = time.perf_counter()
     if plan.space:
         _top_up(plan, plan_arguments, processed_dir, url, command, workers, verbose)
@@ -240,6 +234,18 @@ def tune(
             flush=True,
         )
     return payload
+
+
+def _print_plan(plan: space.SearchPlan, url: str) -> None:
+    """The line ``tune`` opens with: what the search will run, on which storage (its URL
+    without a password), before any trial."""
+    print(
+        f"[tune {plan.variant}] study {plan.study_name} on {studies.redact(url)}: "
+        f"{plan.settings.n_trials} trials x {plan.settings.epochs} epochs on "
+        f"{plan.settings.train_subset or 'all'} images; space "
+        f"{ {d.name: d.describe() for d in plan.space} }",
+        flush=True,
+    )
 
 
 def _top_up(

@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders import clustering_report, data, fileio, plots, timing
+from autoencoders import data, fileio, plots, timing
+from autoencoders.clustering import report as clustering_report
 from autoencoders.evaluation.baselines import pixel_baselines
-from autoencoders.evaluation.report import (
+from autoencoders.reporting.summary import (
     build_summary,
     metric_row,
     render_summary_markdown,

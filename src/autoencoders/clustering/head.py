@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders.clustering.manifold import ExactNeighbours, import_umap
 from autoencoders.config import ConfigError
+from autoencoders.evaluation.latent import canonical_labels, label_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,166 +78,6 @@ class HeadParams:
             )
         if self.view not in ("pca", "umap"):
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
-
-
-# numba's machine code for the host CPU (AVX2, AVX-512, FMA contraction) reassociates the
-# fastmath loops of UMAP's layout differently per CPU family; the layout is chaotic, so a
-# last-bit difference becomes another manifold and other clusters. One target per instruction
-# set level compiles the same code on every machine of that level: AVX2 with FMA ("haswell", the
-# level oneDNN and XLA are capped at, see autoencoders/__init__.py) where the CPU has it, the
-# architecture's baseline ("generic") elsewhere.
-NUMBA_AVX2_CPU_NAME = "haswell"
-NUMBA_BASELINE_CPU_NAME = "generic"
-
-
-def numba_target() -> str:
-    """The CPU name numba compiles for here: ``haswell`` on AVX2+FMA x86-64, else ``generic``."""
-    import platform
-
-    from llvmlite import binding
-
-    features = binding.get_host_cpu_features()
-    avx2 = features.get("avx2") and features.get("fma")
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return NUMBA_AVX2_CPU_NAME if x86 and avx2 else NUMBA_BASELINE_CPU_NAME
-
-
-def pin_numba_target() -> bool:
-    """Compile numba code for ``numba_target()``, not this host's own CPU; True if pinned.
-
-    Must run before numba creates its CPU target (the first ``njit`` function in the process):
-    afterwards the host's code generator is fixed and the head warns that its figures may
-    differ from another machine's.
-    """
-    import numba
-    from numba.core import registry
-
-    target = numba_target()
-    if numba.config.CPU_NAME == target:
-        return True
-    if "_toplevel_target_context" in vars(registry.cpu_target):
-        warnings.warn(
-            "numba compiled for this host before the clustering head could pin its CPU target; "
-            f"the head's figures may differ on another machine (set NUMBA_CPU_NAME={target} "
-            "before starting Python).",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    numba.config.CPU_NAME = target
-    numba.config.CPU_FEATURES = ""
-    return True
-
-
-def import_umap() -> Any:
-    """``umap``, imported so that it neither loads TensorFlow nor recompiles in every process.
-
-    umap-learn's ``__init__`` imports its parametric variant, which loads TensorFlow (seconds);
-    marking that submodule absent skips it. Its numba kernels are compiled without
-    ``cache=True``, so each new process (every DVC stage) would compile them again: while umap
-    imports, ``numba.njit`` defaults to ``cache=True`` and later processes load the compiled
-    kernels from ``__pycache__`` (kernels built at call time still compile per process). The
-    kernels are compiled for one CPU per instruction-set level (``pin_numba_target``), so the
-    same codes give the same manifold on every machine of that level.
-    """
-    import sys
-
-    if "umap" in sys.modules:
-        pin_numba_target()  # only warns: umap's kernels already exist
-        return sys.modules["umap"]
-    import numba
-
-    pin_numba_target()
-    sys.modules.setdefault("umap.parametric_umap", None)  # type: ignore[arg-type]
-    original = numba.njit
-
-    def cached_njit(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("cache", True)
-        return original(*args, **kwargs)
-
-    numba.njit = cached_njit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import umap
-    finally:
-        numba.njit = original
-    return umap
-
-
-class ExactNeighbours:
-    """Exact k nearest neighbours (scikit-learn) in the shape umap's ``transform`` queries.
-
-    UMAP's own approximate search (pynndescent) compiles for about a minute in each new process;
-    exact search on a few ten thousand codes takes a second and needs no compilation. The
-    neighbours' distances are recomputed from the differences in float64 and ranked by
-    (distance, index): the BLAS expansion that finds them rounds differently per CPU and thread
-    count, and ties would otherwise come in the search's order.
-    """
-
-    _angular_trees = False  # read by umap's transform
-
-    def __init__(self, data: np.ndarray, metric: str = "euclidean") -> None:
-        from sklearn.neighbors import NearestNeighbors
-
-        self.data = np.asarray(data)
-        self.metric = metric
-        self.index = NearestNeighbors(metric=metric).fit(data)
-
-    def _exact(self, points: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, distances) ranked by exactly recomputed distance, then by index."""
-        if self.metric == "euclidean":
-            distances = np.empty(indices.shape)
-            for start in range(0, len(points), 256):  # bounded memory for wide codes
-                rows = slice(start, start + 256)
-                # (256, k, d) differences, summed in float64: no cancellation, no BLAS.
-                difference = points[rows, None, :].astype(np.float64) - self.data[indices[rows]]
-                distances[rows] = np.sqrt(np.square(difference).sum(axis=-1))
-        else:
-            from sklearn.metrics import pairwise_distances
-
-            distances = np.stack(
-                [
-                    pairwise_distances(point[None], self.data[row], metric=self.metric)[0]
-                    for point, row in zip(points, indices, strict=True)
-                ]
-            )
-        distances = distances.astype(np.float32)
-        order = np.lexsort((indices, distances), axis=1)
-        return (
-            np.take_along_axis(indices, order, axis=1).astype(np.int32),
-            np.take_along_axis(distances, order, axis=1),
-        )
-
-    def query(self, points: np.ndarray, k: int, epsilon: float = 0.0) -> tuple[Any, Any]:
-        points = np.asarray(points)
-        indices = self.index.kneighbors(points, n_neighbors=k, return_distance=False)
-        return self._exact(points, indices)
-
-    def graph(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each fitted point's k nearest (itself first), as umap's ``precomputed_knn`` wants."""
-        indices = self.index.kneighbors(n_neighbors=k - 1, return_distance=False)
-        indices, distances = self._exact(self.data, indices)
-        own = np.arange(len(indices))[:, None]
-        indices = np.hstack([own, indices]).astype(np.int32)
-        distances = np.hstack([np.zeros((len(own), 1), np.float32), distances])
-        return indices, distances
-
-
-def canonical_labels(assignments: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(n_clusters,) new label of each cluster: 0 the largest, ties by their first member.
-
-    A partition then has one spelling whatever the mixture's component order, so its sizes,
-    figure colours and scores come out byte for byte the same.
-    """
-    assignments = np.asarray(assignments)
-    sizes = np.bincount(assignments, minlength=n_clusters)
-    first = np.full(n_clusters, len(assignments))
-    np.minimum.at(first, assignments, np.arange(len(assignments)))
-    order = np.lexsort((first, -sizes))  # clusters, largest first
-    relabel = np.empty(n_clusters, dtype=np.int64)
-    relabel[order] = np.arange(n_clusters)
-    return relabel
 
 
 @dataclasses.dataclass
@@ -323,25 +165,6 @@ def predict_head(head: Head, codes: Any) -> tuple[np.ndarray, np.ndarray]:
         embedding = head.reducer.transform(flat)
     predicted = head.mixture.predict(embedding)
     return embedding, predicted if head.relabel is None else head.relabel[predicted]
-
-
-def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> dict[str, float]:
-    """``{prefix}accuracy`` (best one-to-one mapping), ``{prefix}nmi``, ``{prefix}ari``.
-
-    Scored on the canonically labelled partition: the same partition gives the same bytes.
-    """
-    from sklearn import metrics
-
-    from autoencoders.evaluation.latent import clustering_accuracy
-
-    assignments = np.asarray(assignments)
-    assignments = canonical_labels(assignments, int(assignments.max()) + 1)[assignments]
-
-    return {
-        f"{prefix}accuracy": clustering_accuracy(labels, assignments),
-        f"{prefix}nmi": float(metrics.normalized_mutual_info_score(labels, assignments)),
-        f"{prefix}ari": float(metrics.adjusted_rand_score(labels, assignments)),
-    }
 
 
 def label_free_scores(
@@ -460,42 +283,3 @@ def summarise_seeds(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -
             )
             summary[key] = {"mean": mean, "std": spread, "values": values}
     return summary
-
-
-def score_clusters_onnx(
-    export_dir: Any, images: np.ndarray, labels: np.ndarray | None
-) -> dict[str, Any]:
-    """An IDEC export's own assignments (argmax of clusters.onnx, ONNX Runtime alone) scored:
-    ``cluster_accuracy``, ``nmi``, ``ari`` with labels; ``cluster_sizes`` always."""
-    from autoencoders import inference
-
-    assignments, _ = inference.Clusterer(export_dir, batch_size=1024).cluster(images)
-    result: dict[str, Any] = {
-        "cluster_sizes": [int(size) for size in np.bincount(assignments)],
-        "images": len(assignments),
-    }
-    if labels is not None:
-        scores = label_scores(np.asarray(labels), assignments, "")
-        result.update({"cluster_accuracy": scores["accuracy"], **scores})
-        del result["accuracy"]
-    return result
-
-
-def own_assignment_metrics(
-    model: Any, metrics: Mapping[str, Any], x_test: np.ndarray, y_test: np.ndarray | None
-) -> dict[str, Any]:
-    """For a model with its own clusters (IDEC): ``cluster_accuracy``/``nmi``/``ari`` become
-    those of its assignments (argmax Q) on the test split; k-means's move to ``kmeans_*``."""
-    assignments = np.argmax(model.assign(x_test), axis=1)
-    updated = dict(metrics)
-    updated["cluster_source"] = "argmax Q (the model's own assignments)"
-    updated["own_cluster_sizes"] = [int(size) for size in np.bincount(assignments)]
-    if y_test is not None:
-        for key in ("cluster_accuracy", "nmi", "ari"):
-            if key in metrics:
-                updated[f"kmeans_{key}"] = metrics[key]
-        scores = label_scores(np.asarray(y_test), assignments, "")
-        updated["cluster_accuracy"] = scores["accuracy"]
-        updated["nmi"] = scores["nmi"]
-        updated["ari"] = scores["ari"]
-    return updated

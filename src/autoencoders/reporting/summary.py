@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoencoders import tracking
+from autoencoders import fileio
 
 # A variant's test MSE must be at most this share of PCA's at the same code size.
 PCA_RATIO_BAR = 0.7
@@ -89,7 +89,7 @@ def summary_row(
     if parity:
         differences = [
             float(value)
-            for key, value in tracking.flatten(parity).items()
+            for key, value in fileio.flatten(parity).items()
             if isinstance(value, (int, float))
             and not isinstance(value, bool)
             and key.endswith("max_abs_diff")

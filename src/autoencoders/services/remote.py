@@ -1,7 +1,7 @@
 """The DVC remote of the pipeline: data, models and exports shared between clones.
 
-    python -m autoencoders.remote push [--url URL]    # what `make push [DVC_REMOTE=URL]` runs
-    python -m autoencoders.remote pull [--url URL]    # what `make pull [DVC_REMOTE=URL]` runs
+    python -m autoencoders.services.remote push [--url URL]    # make push [DVC_REMOTE=URL]
+    python -m autoencoders.services.remote pull [--url URL]    # make pull [DVC_REMOTE=URL]
 
 ``.dvc/config`` names a default remote ``shared``: the directory ``autoencoders-dvc-remote``
 beside the repository (outside it). ``--url`` (``DVC_REMOTE``) points ``shared`` elsewhere for
@@ -113,4 +113,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    errors.cli(main, program="python -m autoencoders.remote")
+    errors.cli(main, program="python -m autoencoders.services.remote")

@@ -5,7 +5,7 @@ on ``data.fit_arguments``' batches (on TensorFlow, ``tf.data`` pipelines: seeded
 prefetched, Gaussian input noise for the denoising objective; on JAX, Keras' own batches of the
 arrays) with early stopping on the validation loss, and returns the model holding
 the weights of its best epoch, its history and a few facts about the run (seconds, images per
-second, best epoch). ``resolve_hyperparameters`` (from ``autoencoders.hyperparameters``) layers
+second, best epoch). ``resolve_hyperparameters`` (from ``training.hyperparameters``) layers
 params.yaml's ``train`` section, the variant's own ``train:`` overrides and
 ``tuning/<variant>/best.json``. Used by
 ``pipeline/train.py`` and by every Optuna trial (``autoencoders.tuning``).
@@ -14,7 +14,6 @@ params.yaml's ``train`` section, the variant's own ``train:`` overrides and
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,93 +22,25 @@ from typing import Any
 import keras
 import numpy as np
 
-from autoencoders import backend, data, errors, fileio, models
+from autoencoders import data, errors, fileio, models
+from autoencoders.training import backend, records
+from autoencoders.training.callbacks import EpochProgress, MlflowEpochLogger
 
 # Re-exported: callers name them training.TrainSettings, training.resolve_hyperparameters, ...
-from autoencoders.hyperparameters import SEARCHABLE_HYPERPARAMETERS as SEARCHABLE_HYPERPARAMETERS
-from autoencoders.hyperparameters import Resolved as Resolved
-from autoencoders.hyperparameters import TrainSettings as TrainSettings
-from autoencoders.hyperparameters import compiles_with_xla as compiles_with_xla
-from autoencoders.hyperparameters import read_best as read_best
-from autoencoders.hyperparameters import resolve_hyperparameters as resolve_hyperparameters
+from autoencoders.training.hyperparameters import (
+    SEARCHABLE_HYPERPARAMETERS as SEARCHABLE_HYPERPARAMETERS,
+)
+from autoencoders.training.hyperparameters import Resolved as Resolved
+from autoencoders.training.hyperparameters import TrainSettings as TrainSettings
+from autoencoders.training.hyperparameters import compiles_with_xla as compiles_with_xla
+from autoencoders.training.hyperparameters import read_best as read_best
+from autoencoders.training.hyperparameters import (
+    resolve_hyperparameters as resolve_hyperparameters,
+)
 
 
 class TrainingDivergedError(errors.UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and the fix."""
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """One line per epoch (epoch, loss, val_loss, seconds, images/s) and the timings behind it.
-
-    Training throughput counts the training steps only: the clock stops at the epoch's last
-    training batch, before the validation pass.
-    """
-
-    def __init__(self, n_train: int, epochs: int, verbose: bool = True, prefix: str = "") -> None:
-        super().__init__()
-        self.n_train = n_train
-        self.epochs = epochs
-        self.verbose = verbose
-        self.prefix = prefix
-        self.epoch_seconds: list[float] = []
-        self.train_seconds: list[float] = []
-        self._epoch_start = 0.0
-        self._last_batch_end = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch_start = self._last_batch_end = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._last_batch_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        now = time.perf_counter()
-        train_time = max(self._last_batch_end - self._epoch_start, 1e-9)
-        self.epoch_seconds.append(now - self._epoch_start)
-        self.train_seconds.append(train_time)
-        if self.verbose:
-            width = len(str(self.epochs))
-            print(
-                f"{self.prefix}epoch {epoch + 1:>{width}}/{self.epochs}  "
-                f"loss {float(logs.get('loss', math.nan)):.5f}  "
-                f"val_loss {float(logs.get('val_loss', math.nan)):.5f}  "
-                f"{now - self._epoch_start:6.1f}s  {self.n_train / train_time:8,.0f} img/s",
-                flush=True,
-            )
-
-    def images_per_second(self) -> float:
-        """Steady-state training throughput: the first epoch (tracing, cache fill) is left out
-        when there are later ones."""
-        seconds = self.train_seconds[1:] or self.train_seconds
-        if not seconds:
-            return 0.0
-        return self.n_train / statistics.median(seconds)
-
-
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Log every epoch's metrics (step = epoch) into one MLflow run by its id.
-
-    Uses an explicit ``MlflowClient`` and run id, not the global active run, so that concurrent
-    processes and nested trial runs never log into each other's runs.
-    """
-
-    def __init__(self, client: Any, run_id: str) -> None:
-        super().__init__()
-        self.client = client
-        self.run_id = run_id
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        from mlflow.entities import Metric
-
-        stamp = int(time.time() * 1000)
-        metrics = [
-            Metric(key=name, value=float(value), timestamp=stamp, step=epoch)
-            for name, value in (logs or {}).items()
-            if np.ndim(value) == 0
-        ]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
 
 def _check_arrays(x_train: np.ndarray, x_val: np.ndarray) -> None:
@@ -299,10 +230,10 @@ def train_and_save(
         )
 
     experiment_id = tracking.setup()
-    tags = _run_tags(variant, card, resolved, best)
+    tags = records.run_tags(variant, card, resolved, best)
     with mlflow.start_run(run_name=f"{variant}-train", tags=tags) as run:
         run_id = run.info.run_id
-        _log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
+        records.log_run_inputs(resolved, hyperparameters, best, card, x_train, x_val)
         model, history, info, clustering = fit_resolved(
             resolved,
             x_train,
@@ -311,8 +242,10 @@ def train_and_save(
             [MlflowEpochLogger(mlflow.MlflowClient(), run_id)],
             verbose,
         )
-        record = _training_record(variant, info, hyperparameters, resolved, best, card, clustering)
-        timings = _run_record(info, clustering)
+        record = records.training_record(
+            variant, info, hyperparameters, resolved, best, card, clustering
+        )
+        timings = records.run_record(info, clustering)
         _save_outputs(output_dir, model, history, record, info, timings, run_id, experiment_id)
     if verbose:
         print(
@@ -353,100 +286,13 @@ def fit_resolved(
         jit_compile=settings.jit_compile,
     )
     clustering = None
-    if hasattr(model, "fit_clusters"):  # the clustering objective's second phase (IDEC)
+    if model.owns_clusters:  # the clustering objective's second phase (IDEC)
         clustering = model.fit_clusters(
             x_train, batch_size=settings.batch_size, seed=seed, verbose=verbose
         )
         info["pretrain_seconds"] = info["train_seconds"]
         info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)
     return model, history, info, clustering
-
-
-def _run_tags(
-    variant: str, card: Mapping[str, Any], resolved: Any, best: Mapping[str, Any] | None
-) -> dict[str, str]:
-    """The final training run's tags: the standard ones, its kind and where tuning came from."""
-    from autoencoders import tracking
-
-    tags = {
-        **tracking.standard_tags(variant, f"train@{variant}", card["checksum"]),
-        "kind": "final",
-        "tuning_source": resolved.tuning_source,
-    }
-    if best is not None and best.get("study_name"):
-        tags["optuna.study_name"] = str(best["study_name"])
-    return tags
-
-
-def _log_run_inputs(
-    resolved: Any,
-    hyperparameters: Mapping[str, Any],
-    best: Mapping[str, Any] | None,
-    card: Mapping[str, Any],
-    x_train: np.ndarray,
-    x_val: np.ndarray,
-) -> None:
-    """Log the hyperparameters, the resolved config and the two datasets to the active run."""
-    import mlflow
-
-    from autoencoders import tracking
-
-    config_params = tracking.flatten(
-        {"config": {k: v for k, v in resolved.config.to_params().items() if k != "search"}}
-    )
-    mlflow.log_params({**hyperparameters, **{k: str(v) for k, v in config_params.items()}})
-    if best is not None:
-        mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
-    for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
-        mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
-
-
-def _training_record(
-    variant: str,
-    info: Mapping[str, Any],
-    hyperparameters: Mapping[str, Any],
-    resolved: Any,
-    best: Mapping[str, Any] | None,
-    card: Mapping[str, Any],
-    clustering: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The content of training.json: only what the same inputs reproduce (no run id, no
-    seconds; those are run.json's), so a second machine's ``make repro`` leaves dvc.lock alone."""
-    record = {
-        "variant": variant,
-        "epochs_run": info["epochs_run"],
-        "best_epoch": info["best_epoch"],
-        "best_val_loss": info["best_val_loss"],
-        "stopped_early": info["stopped_early"],
-        "parameter_count": info["parameter_count"],
-        "params": hyperparameters,
-        "tuning": {
-            "source": resolved.tuning_source,
-            "params": resolved.tuned,
-            "study_name": (best or {}).get("study_name"),
-            "value": (best or {}).get("value"),
-        },
-        "data_checksum": card["checksum"],
-        "train_images": info["train_images"],
-        "val_images": info["val_images"],
-    }
-    if clustering is not None:
-        record["clustering"] = {k: v for k, v in clustering.items() if not _is_timing(k)}
-    return record
-
-
-def _is_timing(key: str) -> bool:
-    """Whether a record's key holds this machine's timing (``*seconds``, images/s)."""
-    return key.endswith("seconds") or key == "images_per_second"
-
-
-def _run_record(info: Mapping[str, Any], clustering: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What run.json adds to the MLflow run reference: this machine's timings."""
-    timings = {key: value for key, value in info.items() if _is_timing(key)}
-    for key, value in (clustering or {}).items():
-        if _is_timing(key):
-            timings[f"clustering_{key}"] = value
-    return timings
 
 
 def _save_outputs(

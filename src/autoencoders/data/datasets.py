@@ -4,7 +4,7 @@ seeded subsets for tuning trials, tf.data input pipelines and random shifts and 
 ``fetch`` writes ``data/raw/dataset.npz`` (images as uint8, or float32 in [0, 1]) and
 ``data/raw/source.json``. ``preprocess`` writes ``data/processed/{train,val,test}.npz`` (float32
 NHWC in [0, 1], labels for evaluation only) and ``data/processed/card.json``.
-Where the images come from (sources, mirrors, checksums) is ``autoencoders.sources``.
+Where the images come from (sources, mirrors, checksums) is ``autoencoders.data.sources``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import errors, fileio, sources
+from autoencoders import errors, fileio
+from autoencoders.data import sources
 from autoencoders.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -208,7 +209,7 @@ def make_dataset(
     The images stay one in-memory tensor; each epoch shuffles the *indices* (a full, seeded
     permutation, redrawn every epoch) and gathers whole batches from it. Shuffling and batching
     single 784-float elements instead (``from_tensor_slices(x).shuffle().batch()``) cost more than
-    the dense models' training step itself (profiled: 2.3x the images/s with batch gathering).
+    the dense models' training step itself (docs/performance.md).
     ``shuffle_buffer`` > 0 limits the index shuffle to that window (0: the whole split).
     The target is the clean image; with ``noise_std > 0`` the input carries fresh Gaussian noise
     each epoch, clipped to [0, 1] (the denoising objective's noise lives here, not in the model).
@@ -235,8 +236,7 @@ def make_dataset(
     else:
         dataset = dataset.map(lambda clean: (clean, clean))
     # tf.data's model-based autotuning off (prefetch keeps its own buffer tuning): with it on,
-    # a third to a half of the conv-family training epochs ran at half speed on the 2-core VM
-    # (deep_conv: 10.2 s instead of 5.2 s, the CPUs idle half the epoch); off, none did.
+    # many conv-family epochs ran at half speed with idle CPUs (docs/performance.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -255,9 +255,8 @@ def fit_arguments(
 
     TensorFlow: ``make_dataset`` pipelines (seeded; the denoising noise lives there).
     JAX: the arrays themselves, batched by Keras and shuffled with ``np.random`` (seeded by
-    ``keras.utils.set_random_seed``): fed a tf.data pipeline (converted per batch) the
-    784-32-784 model trained at 110-175k images/s, fed the arrays at 260-295k. The JAX settings
-    exclude noise and shuffle buffers.
+    ``keras.utils.set_random_seed``): a tf.data pipeline, converted per batch, was far slower
+    there (docs/performance.md). The JAX settings exclude noise and shuffle buffers.
     """
     import keras
 

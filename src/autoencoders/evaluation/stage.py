@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autoencoders import data, fileio, plots, tracking
+from autoencoders.evaluation import latent
 from autoencoders.evaluation.outputs import TEST_METRIC_KEYS, EvaluateParams, evaluate_autoencoder
 
 # The figures printed in the stage's last line, when the variant has them.
@@ -101,10 +102,8 @@ def _test_metrics(
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
     )
-    if hasattr(model, "assign"):  # IDEC: its clusters are its own assignments, not k-means's
-        from autoencoders import clustering
-
-        metrics = clustering.own_assignment_metrics(model, metrics, x_test, y_test)
+    if model.owns_clusters:  # IDEC: its clusters are its own assignments, not k-means's
+        metrics = latent.own_assignment_metrics(model, metrics, x_test, y_test)
     return metrics, outputs
 
 

@@ -15,15 +15,14 @@ A model with cluster centres (the ``clustering`` objective, IDEC) adds a third m
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autoencoders import errors, fileio, onnx_graph, tracking
-from autoencoders.inference import SCALING
+from autoencoders import errors, fileio, tracking
+from autoencoders.export import card, graph
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -100,7 +99,7 @@ def convert_keras_model(model: Any, *, input_name: str, output_name: str, opset:
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
     try:
-        onnx_graph.canonical_names(proto.graph)
+        graph.canonical_names(proto.graph)
     except ValueError as error:
         raise ExportError(f"{model.name!r}: {error}") from error
     # tf2onnx writes the traced function's name, which carries TensorFlow's own counter.
@@ -108,21 +107,7 @@ def convert_keras_model(model: Any, *, input_name: str, output_name: str, opset:
     return proto
 
 
-def set_metadata(proto: Any, properties: Mapping[str, Any]) -> None:
-    """Replace the model's metadata_props with ``properties`` (values stored as strings)."""
-    import onnx
-
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(
-        proto,
-        {
-            key: value if isinstance(value, str) else json.dumps(value)
-            for key, value in properties.items()
-        },
-    )
-
-
-def _cycle(array: np.ndarray, size: int) -> np.ndarray:
+def cycle(array: np.ndarray, size: int) -> np.ndarray:
     """The first ``size`` rows of ``array``, repeating it when it has fewer."""
     return np.ascontiguousarray(np.take(array, np.arange(size) % len(array), axis=0))
 
@@ -144,7 +129,7 @@ def parity(
     input_name = session.get_inputs()[0].name
     by_batch_size, scaled, largest = {}, [], 0.0
     for size in batch_sizes:
-        batch = _cycle(np.asarray(inputs, dtype=np.float32), size)
+        batch = cycle(np.asarray(inputs, dtype=np.float32), size)
         expected = np.asarray(keras_model(batch, training=False))
         (actual,) = session.run(None, {input_name: batch})
         if actual.shape != expected.shape:
@@ -162,22 +147,6 @@ def parity(
         "scaled_diff": max(scaled),
         "max_abs_reference": largest,
         "by_batch_size": by_batch_size,
-    }
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import onnx
-    import onnxruntime
-    import tensorflow as tf
-    import tf2onnx
-
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "tf2onnx": tf2onnx.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
     }
 
 
@@ -214,68 +183,42 @@ def export_models(
     tf.config.experimental.enable_tensor_float_32_execution(False)
     images, input_dims = _parity_images(encoder, parity_images)
     code_dims = _static_dims(encoder.outputs[0].shape, "encoder output")
-    latent_dim = int(np.prod(code_dims))
-    common = {
-        "variant": variant,
-        "opset": opset,
-        "input_dtype": "float32",
-        "pixel_scaling": SCALING,
-        "code_shape": code_dims,
-        "latent_dim": latent_dim,
-        "image_shape": input_dims,
-    }
+    common = card.interface(variant, opset, input_dims, code_dims)
     specs = _model_specs(encoder, decoder, clusters, input_dims, code_dims)
     card_files: dict[str, Any] = {}
     parity_figures: dict[str, Any] = {}
     with fileio.atomic_directory(out_dir) as staging:
-        codes = np.asarray(encoder(_cycle(images, max(config.parity_batch_sizes))))
+        codes = np.asarray(encoder(cycle(images, max(config.parity_batch_sizes))))
         parity_inputs = {"encoder": images, "decoder": codes, "clusters": images}
         for role, spec in specs.items():
             parity_figures[role], card_files[role] = _export_one(
                 role, spec, staging, common, parity_inputs[role], config, out_dir
             )
-        card = _model_card(common, config, card_files, parity_figures, resolved_config)
-        fileio.write_json(staging / CARD_FILE, card)
+        model_card = card.model_card(
+            common,
+            card_files,
+            _parity_record(config, parity_figures),
+            resolved_config,
+            input_name=ENCODER_INPUT,
+        )
+        fileio.write_json(staging / CARD_FILE, model_card)
         # Which run and commit made these files differs on every run: run.json, not the card
         # or the ONNX metadata (.dvcignore keeps it out of dvc.lock, so git stays clean).
         fileio.write_json(
             staging / RUN_FILE,
             {"source_run_id": source_run_id, "git_commit": tracking.git_commit()},
         )
-    return card
+    return model_card
 
 
-def _model_card(
-    common: Mapping[str, Any],
-    config: ExportConfig,
-    card_files: Mapping[str, Any],
-    parity_figures: Mapping[str, Any],
-    resolved_config: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """model_card.json: the interface, the files with their checksums, parity and the resolved
-    config (what made the model; the same inputs give the same card)."""
+def _parity_record(config: ExportConfig, parity_figures: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``parity`` block: how the gate ran (provider, tolerance, batch sizes), then
+    each model's figures from :func:`parity`."""
     return {
-        "variant": common["variant"],
-        "format": "onnx",
-        "opset": common["opset"],
-        "input": {
-            "name": ENCODER_INPUT,
-            "shape": [None, *common["image_shape"]],
-            "dtype": "float32",
-            "scaling": SCALING,
-        },
-        "latent_dim": common["latent_dim"],
-        "code_shape": common["code_shape"],
-        "encoder_output": "mean of q(z|x)" if _is_variational(resolved_config) else "code",
-        "files": dict(card_files),
-        "parity": {
-            "provider": PARITY_PROVIDER,
-            "tolerance": config.tolerance,
-            "batch_sizes": list(config.parity_batch_sizes),
-            **parity_figures,
-        },
-        "config": dict(resolved_config or {}),
-        "versions": _versions(),
+        "provider": PARITY_PROVIDER,
+        "tolerance": config.tolerance,
+        "batch_sizes": list(config.parity_batch_sizes),
+        **parity_figures,
     }
 
 
@@ -330,7 +273,7 @@ def _export_one(
     proto = convert_keras_model(
         model, input_name=in_name, output_name=out_name, opset=common["opset"]
     )
-    set_metadata(
+    card.set_metadata(
         proto,
         {
             **common,
@@ -363,14 +306,6 @@ def _export_one(
         "output": {"name": out_name, "shape": [None, *out_dims], "dtype": "float32"},
     }
     return figures, card_file
-
-
-def _is_variational(resolved_config: Mapping[str, Any] | None) -> bool:
-    # models/<v>/config.json stores the objective's name; a params block stores a mapping.
-    objective = (resolved_config or {}).get("objective")
-    if isinstance(objective, Mapping):
-        objective = objective.get("name")
-    return objective == "variational"
 
 
 def export_variant(
@@ -413,70 +348,3 @@ def export_variant(
         resolved_config=resolved_config,
         clusters=getattr(autoencoder, "assigner", None),
     )
-
-
-def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The DVC metric (``metrics/export/<variant>.json``) of a model card's parity figures."""
-    figures = card["parity"]
-    return {
-        "tolerance": figures["tolerance"],
-        **{
-            role: {
-                "max_abs_diff": figures[role]["max_abs_diff"],
-                "scaled_diff": figures[role]["scaled_diff"],
-                **{f"batch_{b}": d for b, d in figures[role]["by_batch_size"].items()},
-            }
-            for role in ("encoder", "decoder", "clusters")
-            if role in figures
-        },
-    }
-
-
-def log_onnx_models(
-    export_dir: str | Path, *, variant: str, example_images: np.ndarray, run_id: str
-) -> dict[str, Any]:
-    """Log the exported encoder and decoder to MLflow run ``run_id``, with signatures, and
-    register the encoder as ``<variant>-encoder``; also log the model card and parity metrics.
-
-    ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
-    everything is logged by its id, so the run is not re-opened and keeps its duration.
-    """
-    import mlflow
-    import onnx
-    import onnxruntime as ort
-    from mlflow.models import infer_signature
-
-    export_dir = Path(export_dir)
-    card = fileio.read_json(export_dir / CARD_FILE)
-    example = _cycle(np.asarray(example_images, dtype=np.float32), 2)
-    outputs = {}
-    roles = [
-        ("encoder", ENCODER_FILE, ENCODER_INPUT, ENCODER_OUTPUT),
-        ("decoder", DECODER_FILE, DECODER_INPUT, DECODER_OUTPUT),
-    ]
-    if "clusters" in card["files"]:
-        roles.append(("clusters", CLUSTERS_FILE, ENCODER_INPUT, CLUSTERS_OUTPUT))
-    images = example
-    for role, filename, in_name, out_name in roles:
-        if role == "clusters":
-            example = images
-        session = ort.InferenceSession(str(export_dir / filename), providers=[PARITY_PROVIDER])
-        (result,) = session.run(None, {in_name: example})
-        signature = infer_signature({in_name: example}, {out_name: result})
-        info = mlflow.onnx.log_model(
-            onnx.load(str(export_dir / filename)),
-            name=f"{role}_onnx",
-            signature=signature,
-            registered_model_name=f"{variant}-encoder" if role == "encoder" else None,
-            save_as_external_data=False,
-            metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
-            run_id=run_id,
-        )
-        outputs[role] = info.model_uri
-        example = result
-    mlflow.log_metrics(
-        {f"export_{key}": value for key, value in tracking.flatten(parity_metrics(card)).items()},
-        run_id=run_id,
-    )
-    mlflow.log_artifact(str(export_dir / CARD_FILE), artifact_path="export", run_id=run_id)
-    return outputs

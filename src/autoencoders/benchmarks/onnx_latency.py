@@ -6,7 +6,7 @@ calls) and throughput at ``throughput_batch`` images a call. TensorFlow runs the
 a ``tf.function`` with a dynamic batch axis (traced once, never ``predict``); ONNX Runtime runs
 the session ``autoencoders.inference`` builds (graph optimisation ORT_ENABLE_ALL). Both are timed
 numpy in, numpy out. The report describes the machine. Run by ``make bench``
-(``pipeline/bench.py``), which writes ``reports/bench.json`` and ``reports/bench.md``.
+(``python -m autoencoders.benchmarks latency``): reports/bench.json and reports/bench.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ search result.
 layers params.yaml's ``train`` section, the variant's own ``train:`` overrides and
 ``tuning/<variant>/best.json`` (its learning rate, batch size and architecture/objective values),
 validating each layer where it is written. Used by ``training.train_and_save``, the Optuna
-trials (``autoencoders.tuning``) and ``train_bench``; ``autoencoders.training`` re-exports it.
+trials (``autoencoders.tuning``) and ``train_bench``; ``autoencoders.training.loop`` re-exports it.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class TrainSettings:
     steps_per_execution: int = 1
     # XLA: fuses the small dense models' step (measured faster); slower for convolutions here.
     jit_compile: bool = False
-    # Keras' backend for this variant's training (autoencoders.backend): jax always compiles
-    # with XLA and feeds Keras' own array batches; the dense objectives only (see _check_backend).
+    # Keras' backend for this variant's training (training.backend): jax always compiles with
+    # XLA and feeds Keras' own array batches; the dense objectives only (see _check_backend).
     backend: Literal["tensorflow", "jax"] = "tensorflow"
 
     def __post_init__(self) -> None:
@@ -137,8 +137,10 @@ def _check_backend(settings: TrainSettings, variant_config: Any) -> None:
     (contractive's Jacobian, IDEC's clustering phase), no tf.data noise or shuffle buffer."""
     if settings.backend != "jax":
         return
+    from autoencoders.models import objectives  # the variant's config brought Keras already
+
     where = f"variants.{variant_config.name}.train.backend: jax"
-    if variant_config.objective_name in ("contractive", "clustering"):
+    if objectives.lookup(variant_config.objective_name).tensorflow_only:
         reason = f"the {variant_config.objective_name} objective trains on TensorFlow only"
     elif variant_config.noise_std > 0:
         reason = "input noise (denoising) comes from the TensorFlow input pipeline"

@@ -9,44 +9,32 @@ are reported too:
 - ``seed``: the seed articles' code as written, a Sequential-style Keras model compiled with
   ``optimizer="adam"`` and a built-in loss, trained by ``model.fit(x, x, batch_size, epochs,
   shuffle=True)`` on numpy arrays, on TensorFlow (the seed's backend), in this process;
-- ``project``: ``training.build_and_compile`` plus ``data.fit_arguments``, with the settings
+- ``project``: ``loop.build_and_compile`` plus ``data.fit_arguments``, with the settings
   the pipeline trains that architecture with (params.yaml ``train`` and the variant's
   ``train:``): ``backend``, ``steps_per_execution``, ``jit_compile``. A variant on another Keras
   backend (the dense ones train on JAX) runs in a spawned child process (Keras' backend is
-  fixed per process; ``backend.ChildTrainer``), idle while the seed trains and vice versa.
+  fixed per process; ``trainers.ChildTrainer``), idle while the seed trains and vice versa.
 
 Two seed models: the Keras blog's simple autoencoder (784-32-784, relu code, sigmoid output, BCE)
 and its convolutional one (the 4,385-weight design). For the convolutional pair, a per-op profile
 of the project's training steps (TensorFlow's profiler, summed by op type on the compute threads)
 gives the share of op time spent in convolution kernels, forward and backward: the floor no
 pipeline or dispatch change can go under. Every default variant's images/s comes last. Run by
-``make bench-train`` (``pipeline/bench_train.py``): reports/train_bench.json and .md.
+``make bench-train`` (``python -m autoencoders.benchmarks training``): reports/train_bench.*.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import glob
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from autoencoders import backend, bench, data, models, training
-
-CONVOLUTION_OPS = (
-    "Conv2D",
-    "_FusedConv2D",
-    "Conv2DBackpropInput",
-    "Conv2DBackpropFilter",
-    "DepthwiseConv2dNative",
-    "DepthwiseConv2dNativeBackpropInput",
-    "DepthwiseConv2dNativeBackpropFilter",
-)
+from autoencoders.benchmarks import onnx_latency, profile, trainers
+from autoencoders.training import loop
 
 # The seed designs, written as the seed code writes them, and the project variant config that
 # trains the same model.
@@ -156,111 +144,6 @@ def throughput(rates: Sequence[float]) -> float:
     return len(rates) / sum(1.0 / rate for rate in rates)
 
 
-def project_trainer(
-    config: Any, settings: training.TrainSettings, x: np.ndarray, batch_size: int, seed: int
-) -> tuple[Any, Callable[[int], Any]]:
-    """The model and a ``fit(epochs)`` that trains it as ``training.train_variant`` does (this
-    process's Keras backend)."""
-    model = training.build_and_compile(
-        config,
-        tuple(x.shape[1:]),
-        settings.learning_rate,
-        seed,
-        settings.steps_per_execution,
-        settings.jit_compile,
-    )
-    arguments = data.fit_arguments(x, batch_size, seed, config.noise_std)
-    return model, lambda epochs: model.fit(**arguments, epochs=epochs, verbose=0)
-
-
-def trainer_for(
-    spec: backend.TrainerSpec,
-    x: np.ndarray,
-    batch_size: int | None,
-    seed: int,
-) -> tuple[int, training.TrainSettings, Callable[[int], Any], Callable[[], None]]:
-    """(weights, settings, fit, close) of ``spec``'s project trainer (variant, block, train
-    section, best.json path) on its own backend: here, or in a ChildTrainer. ``batch_size``
-    None: the variant's own."""
-    import keras
-
-    config, settings = variant_settings(*spec)
-    batch_size = settings.batch_size if batch_size is None else batch_size
-    if settings.backend != keras.backend.backend():
-        child = backend.ChildTrainer(settings.backend, spec, x, batch_size, seed)
-        return child.parameters, settings, child, child.close
-    keras.utils.set_random_seed(seed)
-    model, fit = project_trainer(config, settings, x, batch_size, seed)
-    return models.parameter_count(model), settings, fit, lambda: None
-
-
-def op_seconds(fit: Callable[[int], Any]) -> dict[str, float]:
-    """Seconds per TensorFlow op type over one ``fit(1)``, from the profiler's host trace."""
-    import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    with tempfile.TemporaryDirectory(prefix="train-bench-profile-") as logdir:
-        tf.profiler.experimental.start(logdir)
-        try:
-            fit(1)
-        finally:
-            tf.profiler.experimental.stop()
-        paths = glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb")
-        if not paths:
-            raise RuntimeError(f"TensorFlow's profiler wrote no trace under {logdir}.")
-        space = xplane_pb2.XSpace()
-        with open(paths[0], "rb") as handle:
-            space.ParseFromString(handle.read())
-    totals: collections.Counter[str] = collections.Counter()
-    for plane in space.planes:
-        if plane.name != "/host:CPU":
-            continue
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue
-            for event in line.events:
-                # Op events are named "<op name>:<op type>"; executor/threadpool events are not.
-                name = plane.event_metadata[event.metadata_id].name
-                if ":" in name and "::" not in name:
-                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
-    return dict(totals.most_common())
-
-
-def base_op(op: str) -> str:
-    """The plain op type of oneDNN's kernels where TensorFlow names them its own way
-    (``_MklNativeFusedConv2D`` -> ``_FusedConv2D``,
-    ``_MklNativeConv2DBackpropFilterWithBias`` -> ``Conv2DBackpropFilter``)."""
-    for prefix in ("_MklNative", "_Mkl"):
-        if op.startswith(prefix):
-            op = op[len(prefix) :]
-            op = "_FusedConv2D" if op == "FusedConv2D" else op
-            break
-    return op.removesuffix("WithBias")
-
-
-def kernel_share(seconds_by_op: Mapping[str, float]) -> float:
-    """The share of op time spent in convolution kernels (forward and backward)."""
-    total = sum(seconds_by_op.values())
-    convolution = sum(
-        seconds for op, seconds in seconds_by_op.items() if base_op(op) in CONVOLUTION_OPS
-    )
-    return convolution / total if total > 0 else math.nan
-
-
-def variant_settings(
-    variant: str,
-    block: Mapping[str, Any],
-    train_section: Mapping[str, Any],
-    best_path: str | None,
-) -> tuple[Any, training.TrainSettings]:
-    """The resolved config and settings ``train@variant`` would train with.
-
-    ``best_path`` None: no search result applies (the seed models).
-    """
-    resolved, _ = training.resolve_variant(variant, block, train_section, best_path)
-    return resolved.config, resolved.settings
-
-
 def run_train_bench(
     x_train: np.ndarray,
     variants: Mapping[str, Mapping[str, Any]],
@@ -273,7 +156,7 @@ def run_train_bench(
     """Seed ``fit`` vs the trainer per seed model, conv's op profile, every variant's img/s."""
     x = x_train[: settings.images] if settings.images else x_train
     report: dict[str, Any] = {
-        "machine": bench.describe_machine(),
+        "machine": onnx_latency.describe_machine(),
         "images": len(x),
         "batch_size": settings.batch_size,
         "epochs": settings.epochs,
@@ -321,7 +204,9 @@ def _bench_seed_model(
     seed_net = seed_model(name, tuple(x.shape[1:]))
     seed_x = x.reshape(len(x), -1) if name == "dense" else x
     spec = (name, block, train_section, None)
-    parameters, train_settings, fit, close = trainer_for(spec, x, settings.batch_size, seed)
+    parameters, train_settings, fit, close = trainers.trainer_for(
+        spec, x, settings.batch_size, seed
+    )
     try:
         if parameters != seed_net.count_params():
             raise RuntimeError(
@@ -359,23 +244,37 @@ def _bench_seed_model(
         "project_settings": _settings_entry(train_settings),
     }
     if name == "conv" and train_settings.backend == keras.backend.backend():
-        config, _ = variant_settings(*spec)
-        _, profiled = project_trainer(
-            config, train_settings, x[: settings.profile_images], settings.batch_size, seed
-        )
-        profiled(1)  # trace outside the profile
-        by_op = op_seconds(profiled)
-        entry["kernel_share"] = round(kernel_share(by_op), 4)
-        entry["op_seconds"] = {op: round(value, 4) for op, value in list(by_op.items())[:12]}
+        images = x[: settings.profile_images]
+        entry.update(_profile_entry(spec, train_settings, images, settings.batch_size, seed))
     return entry
 
 
-def _settings_entry(settings: training.TrainSettings) -> dict[str, Any]:
+def _profile_entry(
+    spec: tuple[Any, ...],
+    train_settings: loop.TrainSettings,
+    images: np.ndarray,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The convolution kernels' share of op time and the 12 op types that took longest, over
+    one profiled epoch of ``images`` (after an untimed one). A trainer of its own, built after
+    the timed ones were closed, so that the profiler slows none of the timed epochs."""
+    config, _ = trainers.variant_settings(*spec)
+    _, profiled = trainers.project_trainer(config, train_settings, images, batch_size, seed)
+    profiled(1)  # trace outside the profile
+    by_op = profile.op_seconds(profiled)
+    return {
+        "kernel_share": round(profile.kernel_share(by_op), 4),
+        "op_seconds": {op: round(value, 4) for op, value in list(by_op.items())[:12]},
+    }
+
+
+def _settings_entry(settings: loop.TrainSettings) -> dict[str, Any]:
     """The settings that set a trainer's speed, as the report shows them."""
     return {
         "backend": settings.backend,
         "steps_per_execution": settings.steps_per_execution,
-        "jit_compile": training.compiles_with_xla(settings.jit_compile, settings.backend),
+        "jit_compile": loop.compiles_with_xla(settings.jit_compile, settings.backend),
     }
 
 
@@ -389,7 +288,7 @@ def _bench_variant(
 ) -> dict[str, Any]:
     """One epoch of a variant with its resolved settings: img/s and what it ran with."""
     spec = (variant, block, train_section, best_path)
-    parameters, settings, fit, close = trainer_for(spec, subset, None, seed)
+    parameters, settings, fit, close = trainers.trainer_for(spec, subset, None, seed)
     try:
         rate = images_per_second(fit, len(subset), 1)
     finally:
@@ -449,18 +348,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "|---|---:|",
             *(f"| {op} | {seconds:.3f} |" for op, seconds in conv["op_seconds"].items()),
         ]
-    lines += [
+    lines += _variant_table(report["variants"])
+    return "\n".join(lines) + "\n"
+
+
+def _variant_table(variants: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The report's last section, apart from the seed-vs-project tables above: each default
+    variant's img/s and the settings it ran with (``tensorflow`` where no backend is named)."""
+    lines = [
         "",
         "Every default variant (its resolved settings, one timed epoch):",
         "",
         "| variant | weights | backend | batch | steps/execution | XLA | img/s |",
         "|---|---:|---|---:|---:|---|---:|",
     ]
-    for variant, entry in report["variants"].items():
+    for variant, entry in variants.items():
         lines.append(
             f"| `{variant}` | {entry['parameters']:,} | {entry.get('backend', 'tensorflow')} | "
             f"{entry['batch_size']} | "
             f"{entry['steps_per_execution']} | {'yes' if entry['jit_compile'] else 'no'} | "
             f"{entry['images_per_second']:,.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines

@@ -1,0 +1,85 @@
+"""Anomaly detection with a trained autoencoder: per-image scores, fitted on normal data only,
+and thresholds calibrated on normal validation scores.
+
+    from autoencoders import anomaly
+
+    score_model = anomaly.fit_score_model(train_codes, anomaly.keras_outputs(model, x_val))
+    normal = score_model.score(anomaly.keras_outputs(model, x_val))
+    threshold = anomaly.target_fpr_threshold(normal, target_fpr=0.01)
+    flagged = threshold.flag(score_model.score(anomaly.keras_outputs(model, x_test)))
+
+``scores`` computes per-image scores from numpy outputs (Keras or ONNX Runtime), ``densities``
+fits the latent densities, ``score_model`` standardises and sums them into one fitted,
+JSON-serialisable ``ScoreModel``, ``thresholds`` holds the cuts and metrics, ``checks`` the
+errors.
+"""
+
+from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError
+from autoencoders.anomaly.densities import GaussianDensity, GaussianMixtureDensity
+from autoencoders.anomaly.score_model import (
+    SCORES,
+    ScoreConfig,
+    ScoreModel,
+    Standardisation,
+    combine,
+    default_score_names,
+    fit_score_model,
+)
+from autoencoders.anomaly.scores import (
+    ScoreInputs,
+    keras_outputs,
+    kl_divergence,
+    negative_elbo,
+    onnx_outputs,
+    reconstruction_error,
+    ssim_error,
+)
+from autoencoders.anomaly.thresholds import (
+    DEFAULT_TARGET_FPR,
+    RULES,
+    Rates,
+    Threshold,
+    auprc,
+    auroc,
+    choose_threshold,
+    evaluate,
+    f1_optimal_threshold,
+    fixed_threshold,
+    flag,
+    rates,
+    target_fpr_threshold,
+)
+
+__all__ = [
+    "DEFAULT_TARGET_FPR",
+    "RULES",
+    "SCORES",
+    "AnomalyConfigError",
+    "AnomalyInputError",
+    "GaussianDensity",
+    "GaussianMixtureDensity",
+    "Rates",
+    "ScoreConfig",
+    "ScoreInputs",
+    "ScoreModel",
+    "Standardisation",
+    "Threshold",
+    "auprc",
+    "auroc",
+    "choose_threshold",
+    "combine",
+    "default_score_names",
+    "evaluate",
+    "f1_optimal_threshold",
+    "fit_score_model",
+    "fixed_threshold",
+    "flag",
+    "keras_outputs",
+    "kl_divergence",
+    "negative_elbo",
+    "onnx_outputs",
+    "rates",
+    "reconstruction_error",
+    "ssim_error",
+    "target_fpr_threshold",
+]

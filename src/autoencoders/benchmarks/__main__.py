@@ -1,0 +1,133 @@
+"""Make-only measurements (not DVC stages), one subcommand each; prints and writes reports/.
+
+python -m autoencoders.benchmarks latency [--variants conv vae]   # make bench
+python -m autoencoders.benchmarks training                        # make bench-train
+python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # make train-seeds
+python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
+
+``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
+``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
+needs data/processed). ``train-seeds`` and ``cluster-seeds`` print mean ± std over seeds and
+write nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+from autoencoders import config, data, errors, fileio
+
+
+def latency(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import onnx_latency
+
+    settings = config.from_mapping(
+        onnx_latency.BenchConfig, config.section(params, "bench"), "bench"
+    )
+    report = onnx_latency.run_benchmarks(
+        args.variants or list(config.section(params, "variants")),
+        exports_dir=args.exports_dir,
+        models_dir=args.models_dir,
+        latency_runs=settings.latency_runs,
+        throughput_batch=settings.throughput_batch,
+        throughput_runs=settings.throughput_runs,
+        warmup_runs=settings.warmup_runs,
+        intra_op_num_threads=settings.intra_op_num_threads,
+    )
+    _write(args.output_dir, "bench", report, onnx_latency.render_markdown(report))
+
+
+def training(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import training_speed
+
+    settings = config.from_mapping(
+        training_speed.TrainBenchConfig, params.get("bench_train"), "bench_train"
+    )
+    report = training_speed.run_train_bench(
+        data.load_split(args.processed_dir, "train")[0],
+        variants=config.section(params, "variants"),
+        train_section=config.section(params, "train"),
+        settings=settings,
+        seed=config.value(params, "seed", int),
+    )
+    _write(args.output_dir, "train_bench", report, training_speed.render_markdown(report))
+
+
+def train_seeds(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import seeds
+    from autoencoders.training import backend
+
+    block = config.variant_block(params, args.variant, stage="train")
+    backend.activate(backend.variant_backend(params, args.variant))
+    seed_list, results = config.parse_seeds(args.seeds), []
+    for result in seeds.score_seeds(
+        args.variant,
+        block,
+        config.section(params, "train"),
+        seed_list,
+        args.processed_dir,
+        f"tuning/{args.variant}/best.json",
+    ):
+        shown = ", ".join(f"{k} {result[k]:.4f}" for k in seeds.KEYS if k in result)
+        print(f"[train-seeds] {args.variant} seed {result['seed']}: {shown}", flush=True)
+        results.append(result)
+    for key, value in seeds.spread(results).items():
+        if key != "runs":
+            print(
+                f"[train-seeds] {args.variant} over seeds {seed_list}: {key} "
+                f"{value['mean']:.4f} ± {value['std']:.4f}"
+            )
+
+
+def cluster_seeds(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders import clustering
+    from autoencoders.benchmarks import seeds
+
+    settings = config.from_mapping(
+        clustering.HeadParams, config.section(params, "cluster"), "cluster"
+    )
+    if args.variant:
+        config.variant_block(params, args.variant, stage="cluster")
+    variant = args.variant or seeds.best_variant()
+    seeds.cluster_seeds(variant, settings, config.parse_seeds(args.seeds))
+
+
+def _write(directory: str, name: str, report: dict, markdown: str) -> None:
+    fileio.write_report(directory, name, report, markdown)
+    print(markdown)
+    print(f"[bench] wrote {directory}/{name}.json and {directory}/{name}.md")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
+    "latency": latency,
+    "training": training,
+    "train-seeds": train_seeds,
+    "cluster-seeds": cluster_seeds,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m autoencoders.benchmarks")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--variants", nargs="+", help="latency: default every variant")
+    parser.add_argument("--variant", help="train-seeds / cluster-seeds: a params.yaml variant")
+    parser.add_argument("--best", action="store_true", help="cluster-seeds: the best head so far")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated integers")
+    parser.add_argument("--exports-dir", default="exports")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--processed-dir", default="data/processed")
+    parser.add_argument("--output-dir", default="reports")
+    args = parser.parse_args(argv)
+    if args.command == "train-seeds" and not args.variant:
+        parser.error("train-seeds needs --variant")
+    if args.command == "cluster-seeds" and not (args.variant or args.best):
+        parser.error("cluster-seeds needs --variant V or --best")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    COMMANDS[args.command](args, config.load_params(args.params))
+
+
+if __name__ == "__main__":
+    errors.cli(main, program="python -m autoencoders.benchmarks")

@@ -1,0 +1,46 @@
+"""The first two stages: where the images come from and the splits every later stage reads.
+
+``sources`` knows the datasets, their mirrors and checksums; ``datasets`` writes ``fetch`` and
+``preprocess``'s outputs and loads them (splits, trial subsets, the training input pipeline).
+Their public names are importable from here.
+"""
+
+from autoencoders.data import sources
+from autoencoders.data.datasets import (
+    SPLITS,
+    Arrays,
+    DataParams,
+    affine,
+    fetch,
+    fit_arguments,
+    load_card,
+    load_split,
+    load_subsets,
+    make_dataset,
+    preprocess,
+    random_affine,
+    read_npz,
+    split_indices,
+    subset,
+    to_unit_float,
+)
+
+__all__ = [
+    "Arrays",
+    "DataParams",
+    "SPLITS",
+    "affine",
+    "fetch",
+    "fit_arguments",
+    "load_card",
+    "load_split",
+    "load_subsets",
+    "make_dataset",
+    "preprocess",
+    "random_affine",
+    "read_npz",
+    "sources",
+    "split_indices",
+    "subset",
+    "to_unit_float",
+]

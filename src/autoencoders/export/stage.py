@@ -1,0 +1,148 @@
+"""The ``export@V`` stage's work: models/<v> -> exports/<v>/ (ONNX, model card), metrics, MLflow.
+
+Converts with tf2onnx, checks, compares ONNX Runtime with Keras on test images at each of
+``export.parity_batch_sizes`` (fails above ``export.tolerance``, keeping the previous export),
+writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run
+(models/<v>/run.json: a run the store lacks stops the stage before it writes anything),
+registering the encoder as ``<v>-encoder``. An IDEC export also holds clusters.onnx; its
+assignments of the whole test split by ONNX Runtime alone are scored into the same metrics file
+(``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoencoders import data, fileio, inference, tracking
+from autoencoders.evaluation import latent
+from autoencoders.export import convert
+
+
+def run_export(
+    variant: str, settings: convert.ExportConfig, processed_dir: str = "data/processed"
+) -> dict[str, Any]:
+    """Export ``variant``, write its parity metrics and log the models; returns the metrics."""
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    model_dir, export_dir = f"models/{variant}", f"exports/{variant}"
+    started = time.monotonic()
+    # The run, the data and the model are looked up before exports/<v>/ is replaced.
+    run_id = tracking.finished_run(f"{model_dir}/run.json")
+    x_test, y_test = data.load_split(processed_dir, "test")
+    card = convert.export_variant(
+        model_dir,
+        export_dir,
+        variant=variant,
+        opset=settings.opset,
+        tolerance=settings.tolerance,
+        parity_images=x_test[: max(settings.parity_batch_sizes)],
+        parity_batch_sizes=settings.parity_batch_sizes,
+        source_run_id=run_id,
+    )
+    metrics = parity_metrics(card)
+    if "clusters" in card["files"]:
+        metrics["clusters_onnx"] = score_clusters_onnx(export_dir, x_test, y_test)
+        print(f"[export] {variant}: clusters.onnx on test: {metrics['clusters_onnx']}")
+    fileio.write_json(f"metrics/export/{variant}.json", metrics)
+    print(
+        f"[export] {variant}: max |ONNX Runtime - Keras| encoder "
+        f"{metrics['encoder']['max_abs_diff']:.2e}, decoder "
+        f"{metrics['decoder']['max_abs_diff']:.2e} (tolerance {settings.tolerance:g}) "
+        f"-> {export_dir}/ in {time.monotonic() - started:.1f} s"
+    )
+    uris = log_onnx_models(export_dir, variant=variant, example_images=x_test[:2], run_id=run_id)
+    print(f"[export] {variant}: logged {uris}; registered {variant}-encoder")
+    return metrics
+
+
+def score_clusters_onnx(
+    export_dir: Any, images: np.ndarray, labels: np.ndarray | None
+) -> dict[str, Any]:
+    """An IDEC export's own assignments (argmax of clusters.onnx, ONNX Runtime alone) scored:
+    ``cluster_accuracy``, ``nmi``, ``ari`` with labels; ``cluster_sizes`` always."""
+    assignments, _ = inference.Clusterer(export_dir, batch_size=1024).cluster(images)
+    result: dict[str, Any] = {
+        "cluster_sizes": [int(size) for size in np.bincount(assignments)],
+        "images": len(assignments),
+    }
+    if labels is not None:
+        scores = latent.label_scores(np.asarray(labels), assignments, "")
+        result.update({"cluster_accuracy": scores["accuracy"], **scores})
+        del result["accuracy"]
+    return result
+
+
+def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The DVC metric (``metrics/export/<variant>.json``) of a model card's parity figures."""
+    figures = card["parity"]
+    return {
+        "tolerance": figures["tolerance"],
+        **{
+            role: {
+                "max_abs_diff": figures[role]["max_abs_diff"],
+                "scaled_diff": figures[role]["scaled_diff"],
+                **{f"batch_{b}": d for b, d in figures[role]["by_batch_size"].items()},
+            }
+            for role in ("encoder", "decoder", "clusters")
+            if role in figures
+        },
+    }
+
+
+def log_onnx_models(
+    export_dir: str | Path, *, variant: str, example_images: np.ndarray, run_id: str
+) -> dict[str, Any]:
+    """Log the exported encoder and decoder to MLflow run ``run_id``, with signatures, and
+    register the encoder as ``<variant>-encoder``; also log the model card and parity metrics.
+
+    ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
+    everything is logged by its id, so the run is not re-opened and keeps its duration.
+    """
+    import mlflow
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    export_dir = Path(export_dir)
+    card = fileio.read_json(export_dir / convert.CARD_FILE)
+    example = convert.cycle(np.asarray(example_images, dtype=np.float32), 2)
+    outputs = {}
+    roles = [
+        ("encoder", convert.ENCODER_FILE, convert.ENCODER_INPUT, convert.ENCODER_OUTPUT),
+        ("decoder", convert.DECODER_FILE, convert.DECODER_INPUT, convert.DECODER_OUTPUT),
+    ]
+    if "clusters" in card["files"]:
+        roles.append(
+            ("clusters", convert.CLUSTERS_FILE, convert.ENCODER_INPUT, convert.CLUSTERS_OUTPUT)
+        )
+    images = example
+    for role, filename, in_name, out_name in roles:
+        if role == "clusters":
+            example = images
+        session = ort.InferenceSession(
+            str(export_dir / filename), providers=[convert.PARITY_PROVIDER]
+        )
+        (result,) = session.run(None, {in_name: example})
+        signature = infer_signature({in_name: example}, {out_name: result})
+        info = mlflow.onnx.log_model(
+            onnx.load(str(export_dir / filename)),
+            name=f"{role}_onnx",
+            signature=signature,
+            registered_model_name=f"{variant}-encoder" if role == "encoder" else None,
+            save_as_external_data=False,
+            metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
+            run_id=run_id,
+        )
+        outputs[role] = info.model_uri
+        example = result
+    mlflow.log_metrics(
+        {f"export_{key}": value for key, value in fileio.flatten(parity_metrics(card)).items()},
+        run_id=run_id,
+    )
+    mlflow.log_artifact(str(export_dir / convert.CARD_FILE), artifact_path="export", run_id=run_id)
+    return outputs

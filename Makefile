@@ -26,7 +26,7 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds kill-sweep
+	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -103,6 +103,16 @@ train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (
 bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m autoencoders.benchmarks training
+
+triton: $(STAMP) ## Triton model repository from every export -> exports/triton/<v>-encoder/{config.pbtxt,1/model.onnx}
+	$(BIN)/python -m autoencoders.services.triton --exports exports --out exports/triton
+
+MODEL ?= exports/conv
+batch-encode: $(STAMP) ## Encode a folder of .npy image shards with Ray Data: make batch-encode INPUT=dir OUTPUT=dir [MODEL=exports/conv]
+	$(BIN)/python -m autoencoders.services.batch --model $(MODEL) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+bench-batch: $(STAMP) ## The Ray batch job against the single-process CLI on 60,000 images, side by side
+	$(BIN)/python -m autoencoders.benchmarks.batch_encoding --model $(MODEL) --images 60000 --shards 6
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

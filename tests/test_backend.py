@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from autoencoders import models
-from autoencoders.benchmarks import training_speed
+from autoencoders.benchmarks import trainers
 from autoencoders.config import ConfigError
 from autoencoders.training import backend, loop
 
@@ -161,7 +161,7 @@ def test_a_child_trainer_runs_the_variant_on_its_backend(digits_small):
     expected = models.parameter_count(
         models.build_autoencoder(models.VariantConfig.from_params("v", block), (8, 8, 1))
     )
-    parameters, settings, fit, close = training_speed.trainer_for(
+    parameters, settings, fit, close = trainers.trainer_for(
         ("v", block, {}, None), digits_small["x_train"], batch_size=32, seed=0
     )
     try:

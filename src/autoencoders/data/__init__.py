@@ -24,8 +24,10 @@ from autoencoders.data.datasets import (
     subset,
     to_unit_float,
 )
+from autoencoders.errors import DataError
 
 __all__ = [
+    "DataError",
     "Arrays",
     "DataParams",
     "SPLITS",

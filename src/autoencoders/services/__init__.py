@@ -1,1 +1,3 @@
-"""What a team shares beside the pipeline: the MLflow server and UI, and the DVC remote."""
+"""What runs beside the pipeline: the team's MLflow server and UI (``tracking_server``), the DVC
+remote (``remote``), and serving the exports: a Triton model repository (``triton``) and batch
+encoding on a Ray cluster (``batch``, ``shards``)."""

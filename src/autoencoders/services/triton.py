@@ -1,0 +1,294 @@
+"""A Triton Inference Server model repository from the ONNX exports.
+
+    python -m autoencoders.services.triton --exports exports --out exports/triton
+
+For every export directory ``exports/<variant>/`` this writes one Triton model per ONNX file it
+holds (``encoder.onnx``, ``decoder.onnx`` and, where present, ``scorer.onnx`` and
+``clusters.onnx``)::
+
+    <out>/<variant>-encoder/config.pbtxt
+    <out>/<variant>-encoder/1/model.onnx
+
+Each ``config.pbtxt`` names the ``onnxruntime_onnx`` platform, turns on ``dynamic_batching`` and
+takes every input's and output's name, data type and per-example dims from the ONNX graph itself,
+so the config cannot drift from the model it describes. ``max_batch_size`` is the largest batch
+size at which the export's parity gate checked ONNX Runtime against Keras (``parity.batch_sizes``
+in ``model_card.json``), unless ``--max-batch-size`` says otherwise. A graph whose first axis is
+a fixed number cannot be batched by Triton and is rejected, naming the file.
+
+Every graph is read and checked before anything is written; then each model directory is swapped
+in whole (``fileio.atomic_directory``), so Triton polling the repository never sees a model
+without its config or a half-copied ``model.onnx``. Models of other names already in ``--out``
+are left as they are. Start a server on it with
+``tritonserver --model-repository=exports/triton``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoencoders import errors, fileio
+
+PROGRAM = "python -m autoencoders.services.triton"
+PLATFORM = "onnxruntime_onnx"
+CONFIG_FILE = "config.pbtxt"
+MODEL_FILE = "model.onnx"
+VERSION = "1"
+CARD_FILE = "model_card.json"
+# role -> the file an export holds for it; the Triton model is named <variant>-<role>.
+ROLE_FILES = {
+    "encoder": "encoder.onnx",
+    "decoder": "decoder.onnx",
+    "scorer": "scorer.onnx",
+    "clusters": "clusters.onnx",
+}
+# ONNX TensorProto element type name -> Triton's DataType (model_config.proto).
+TRITON_TYPES = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FLOAT16": "TYPE_FP16",
+    "FLOAT": "TYPE_FP32",
+    "DOUBLE": "TYPE_FP64",
+    "BFLOAT16": "TYPE_BF16",
+    "STRING": "TYPE_STRING",
+}
+REEXPORT = "re-export it with a dynamic batch axis (dvc repro --force export@<variant>)"
+
+
+class TritonRepositoryError(errors.UserError, ValueError):
+    """An export cannot be served by Triton as it is; the message names the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """One model input or output as Triton sees it: ``dims`` per example (batch axis dropped),
+    -1 where the graph leaves an axis variable."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryModel:
+    """One model to write: its Triton name, the ONNX file to copy and its config text."""
+
+    name: str
+    source: Path
+    config: str
+
+
+def _shape_text(dims: Sequence[Any]) -> str:
+    """An ONNX shape as the user would write it: ``[batch, 28, 28, 1]`` (``?``: unnamed)."""
+
+    def text(dim: Any) -> str:
+        if dim.HasField("dim_value"):
+            return str(dim.dim_value)
+        return dim.dim_param or "?"
+
+    return "[" + ", ".join(text(dim) for dim in dims) + "]"
+
+
+def _tensor(value: Any, path: Path, what: str) -> Tensor:
+    """The Triton view of one graph input or output; a fixed or missing batch axis is refused."""
+    import onnx
+
+    if value.type.WhichOneof("value") != "tensor_type":
+        raise TritonRepositoryError(f"{path}: {what} {value.name!r} is not a tensor.")
+    tensor_type = value.type.tensor_type
+    element = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
+    if element not in TRITON_TYPES:
+        raise TritonRepositoryError(
+            f"{path}: {what} {value.name!r} has element type {element}, which Triton has no "
+            f"type for (it has {', '.join(TRITON_TYPES)})."
+        )
+    dims = list(tensor_type.shape.dim)
+    if not tensor_type.HasField("shape") or not dims:
+        raise TritonRepositoryError(
+            f"{path}: {what} {value.name!r} has no batch axis (shape {_shape_text(dims)}); "
+            f"{REEXPORT}."
+        )
+    if dims[0].HasField("dim_value"):
+        raise TritonRepositoryError(
+            f"{path}: {what} {value.name!r} has a fixed batch dimension of {dims[0].dim_value} "
+            f"(shape {_shape_text(dims)}), but Triton's dynamic batching needs a dynamic first "
+            f"axis; {REEXPORT}."
+        )
+    per_example = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
+    return Tensor(name=value.name, data_type=TRITON_TYPES[element], dims=per_example)
+
+
+def read_signature(path: str | Path) -> Signature:
+    """Inputs and outputs of the ONNX graph at ``path`` (initializers are not inputs)."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors
+        raise errors.corrupt(
+            path, error, "re-export it (dvc repro --force export@<variant>)"
+        ) from None
+    graph = model.graph
+    initializers = {initializer.name for initializer in graph.initializer}
+    inputs = tuple(
+        _tensor(value, path, "input") for value in graph.input if value.name not in initializers
+    )
+    outputs = tuple(_tensor(value, path, "output") for value in graph.output)
+    if not inputs or not outputs:
+        raise TritonRepositoryError(f"{path}: the graph has no inputs or no outputs.")
+    return Signature(inputs=inputs, outputs=outputs)
+
+
+def max_batch_size_from_card(export_dir: str | Path) -> int:
+    """The largest batch size the export's parity gate was run at (``parity.batch_sizes``)."""
+    path = Path(export_dir) / CARD_FILE
+    card = fileio.read_json(path, fix="re-export it (dvc repro --force export@<variant>)")
+    sizes = card.get("parity", {}).get("batch_sizes") if isinstance(card, dict) else None
+    if (
+        not isinstance(sizes, list)
+        or not sizes
+        or not all(isinstance(size, int) and size >= 1 for size in sizes)
+    ):
+        raise TritonRepositoryError(
+            f"{path}: parity.batch_sizes is {sizes!r}, not a list of positive integers; "
+            "re-export the variant or pass --max-batch-size."
+        )
+    return max(sizes)
+
+
+def _quoted(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _tensor_text(tensor: Tensor) -> str:
+    lines = [
+        "  {",
+        f"    name: {_quoted(tensor.name)}",
+        f"    data_type: {tensor.data_type}",
+    ]
+    if tensor.dims:
+        lines.append(f"    dims: [ {', '.join(map(str, tensor.dims))} ]")
+    else:
+        # A (batch,) tensor: Triton wants dims [1] reshaped to the empty per-example shape.
+        lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
+    return "\n".join([*lines, "  }"])
+
+
+def config_text(name: str, signature: Signature, max_batch_size: int, source: str = "") -> str:
+    """The ``config.pbtxt`` of one model (Triton's ModelConfig in protobuf text format)."""
+    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise TritonRepositoryError(
+            f"max_batch_size must be a positive integer, got {max_batch_size!r}."
+        )
+    lines = [f"# written by {PROGRAM} from {source}"] if source else []
+    lines += [
+        f"name: {_quoted(name)}",
+        f"platform: {_quoted(PLATFORM)}",
+        f"max_batch_size: {max_batch_size}",
+    ]
+    for field, tensors in (("input", signature.inputs), ("output", signature.outputs)):
+        lines += [f"{field} [", ",\n".join(_tensor_text(tensor) for tensor in tensors), "]"]
+    lines.append("dynamic_batching { }")
+    return "\n".join(lines) + "\n"
+
+
+def export_dirs(exports: str | Path) -> list[Path]:
+    """Export directories under ``exports``: those holding at least one of ``ROLE_FILES``
+    (hidden staging folders left by an interrupted write are skipped)."""
+    exports = Path(exports)
+    if not exports.is_dir():
+        raise FileNotFoundError(f"exports folder {exports} not found: run `dvc repro` first.")
+    return [
+        directory
+        for directory in sorted(exports.iterdir())
+        if directory.is_dir()
+        and not directory.name.startswith(".")
+        and any((directory / filename).is_file() for filename in ROLE_FILES.values())
+    ]
+
+
+def plan_repository(
+    exports: str | Path, *, max_batch_size: int | None = None
+) -> list[RepositoryModel]:
+    """Every model to write, each graph read and checked; raises before anything is written."""
+    models = []
+    for export_dir in export_dirs(exports):
+        batch = (
+            max_batch_size if max_batch_size is not None else max_batch_size_from_card(export_dir)
+        )
+        for role, filename in ROLE_FILES.items():
+            source = export_dir / filename
+            if not source.is_file():
+                continue
+            name = f"{export_dir.name}-{role}"
+            provenance = f"{source} (sha256 {fileio.sha256_file(source)})"
+            config = config_text(name, read_signature(source), batch, source=provenance)
+            models.append(RepositoryModel(name=name, source=source, config=config))
+    if not models:
+        raise TritonRepositoryError(
+            f"no exports under {exports} (no folder holds {' or '.join(ROLE_FILES.values())}): "
+            "run `dvc repro` (stage export@<variant>) first."
+        )
+    return models
+
+
+def write_repository(
+    exports: str | Path, out: str | Path, *, max_batch_size: int | None = None
+) -> list[str]:
+    """Write the Triton model repository ``out`` for every export under ``exports``; return the
+    model names written."""
+    models = plan_repository(exports, max_batch_size=max_batch_size)
+    out = Path(out)
+    for model in models:
+        with fileio.atomic_directory(out / model.name) as staging:
+            (staging / CONFIG_FILE).write_text(model.config)
+            (staging / VERSION).mkdir()
+            shutil.copyfile(model.source, staging / VERSION / MODEL_FILE)
+    return [model.name for model in models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exports", type=Path, default=Path("exports"), help="exports folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("exports/triton"), help="model repository to write"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="override the largest parity batch size of each export's model_card.json",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = write_repository(args.exports, args.out, max_batch_size=args.max_batch_size)
+    print(f"triton: {len(names)} models in {args.out}: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(errors.cli(main, program=PROGRAM))

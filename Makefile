@@ -26,7 +26,7 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds kill-sweep
+	bench-train clean cluster-seeds train-seeds kill-sweep sample-images
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -103,6 +103,11 @@ train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (
 bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> reports/train_bench.md
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m autoencoders.benchmarks training
+
+SAMPLES ?= data/sample-images
+PER_CLASS ?= 300
+sample-images: $(STAMP) ## Crops of the photographs bundled in scikit-learn and scikit-image, 64x64, a folder per photo -> SAMPLES=data/sample-images (PER_CLASS=300)
+	$(BIN)/python -m autoencoders.data.samples --out $(SAMPLES) --per-class $(PER_CLASS) --size 64
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

@@ -120,6 +120,29 @@ def test_crop_and_pad_keep_the_aspect_ratio_and_nearest_is_honoured(tmp_path):
     assert padded[:2].max() == 0 and padded[-2:].max() == 0  # the zero bands survive the resize
 
 
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("x.gif", {}),
+        ("x.webp", {"lossless": True}),
+        ("x.tif", {}),
+        ("x.tiff", {"compression": "tiff_lzw"}),
+        ("x.ppm", {}),
+        ("x.jpeg", {}),
+    ],
+)
+def test_every_listed_format_passes_the_pre_scan_and_decodes_as_pillow_does(
+    tmp_path, name, options
+):
+    path = _save(
+        tmp_path / "tree" / "c" / name, _pixels(np.random.default_rng(6), 20, 26, 3), **options
+    )
+    assert folders.check_file(tmp_path / "tree", f"c/{name}", SIZE, crop=False) is None
+    fetch(tmp_path / "tree", tmp_path / "raw")
+    decoded = shards.ShardedSplit(tmp_path / "raw", "train").take([0])[0]
+    np.testing.assert_array_equal(decoded, _pillow(path, "RGB"))
+
+
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     values = np.array([[0, 257 * 100, 65535, 30000]], np.uint16).repeat(12, 0).repeat(4, 1)
     _save(tmp_path / "tree" / "deep" / "x.png", values)
@@ -364,3 +387,11 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def test_params_yaml_data_path_names_a_directory_for_dvc():
+    # dvc.yaml's fetch depends on ${data.path}: a null or missing one stops every `dvc repro`.
+    section = config.section(config.load_params(REPO / "params.yaml"), "data")
+    settings = config.from_mapping(data.DataParams, section, "data")
+    assert (REPO / settings.path).is_dir()
+    assert "${data.path}" in (REPO / "dvc.yaml").read_text()

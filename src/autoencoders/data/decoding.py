@@ -169,6 +169,8 @@ def ordered_map(
 def make_executor(workers: int | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` (default: every core) forkserver processes with Pillow loaded:
     forked from a clean server, they are safe in a process that runs threads (TensorFlow)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows
+        return ProcessPoolExecutor(worker_count() if workers is None else workers)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["autoencoders.data.decoding", "PIL.Image"])
     return ProcessPoolExecutor(worker_count() if workers is None else workers, context)

@@ -26,7 +26,8 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch
+	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
+	sample-images bench-data
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -113,6 +114,14 @@ batch-encode: $(STAMP) ## Encode a folder of .npy image shards with Ray Data: ma
 
 bench-batch: $(STAMP) ## The Ray batch job against the single-process CLI on 60,000 images, side by side
 	$(BIN)/python -m autoencoders.benchmarks.batch_encoding --model $(MODEL) --images 60000 --shards 6
+
+SAMPLES ?= data/sample-images
+PER_CLASS ?= 300
+sample-images: $(STAMP) ## Crops of the photographs bundled in scikit-learn and scikit-image, 64x64, a folder per photo -> SAMPLES=data/sample-images (PER_CLASS=300)
+	$(BIN)/python -m autoencoders.data.samples --out $(SAMPLES) --per-class $(PER_CLASS) --size 64
+
+bench-data: $(STAMP) ## Ingestion images/s: fetch of a folder vs keras image_dataset_from_directory -> reports/ingest_bench.md (FOLDER=data/sample-images)
+	$(BIN)/python -m autoencoders.benchmarks ingest --folder $(or $(FOLDER),$(SAMPLES))
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

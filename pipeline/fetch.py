@@ -1,4 +1,4 @@
-"""DVC stage `fetch`: get `data.source` into data/raw/ (dataset.npz + source.json).
+"""DVC stage `fetch`: get `data.source` into data/raw/ (dataset.npz or shards + source.json).
 
 python pipeline/fetch.py            # what `dvc repro fetch` runs
 """
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
-    record = data.fetch(source=settings.source, raw_dir=RAW_DIR, npz_path=settings.npz_path)
+    record = data.fetch(
+        source=settings.source, raw_dir=RAW_DIR, npz_path=settings.npz_path, folder=settings
+    )
     print(
         f"[fetch] {record['source']} via {record['mirror']}: {record['counts']} images "
         f"of shape {record['image_shape']} in {record['seconds']} s -> {RAW_DIR}/"

@@ -4,11 +4,13 @@ python -m autoencoders.benchmarks latency [--variants conv vae]   # make bench
 python -m autoencoders.benchmarks training                        # make bench-train
 python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # make train-seeds
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
+python -m autoencoders.benchmarks ingest --folder data/sample-images         # make bench-data
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
 needs data/processed). ``train-seeds`` and ``cluster-seeds`` print mean ± std over seeds and
-write nothing.
+write nothing. ``ingest``: a folder's fetch against keras's ``image_dataset_from_directory``,
+at params.yaml's ``data.image_size`` and ``data.color_mode`` (reports/ingest_bench.{json,md}).
 """
 
 from __future__ import annotations
@@ -94,6 +96,16 @@ def cluster_seeds(args: argparse.Namespace, params: dict) -> None:
     seeds.cluster_seeds(variant, settings, config.parse_seeds(args.seeds))
 
 
+def ingest(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import ingest as ingest_bench
+
+    settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
+    report = ingest_bench.run_ingest_bench(
+        args.folder, image_size=settings.image_size, color_mode=settings.color_mode
+    )
+    _write(args.output_dir, "ingest_bench", report, ingest_bench.render_markdown(report))
+
+
 def _write(directory: str, name: str, report: dict, markdown: str) -> None:
     fileio.write_report(directory, name, report, markdown)
     print(markdown)
@@ -105,6 +117,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "training": training,
     "train-seeds": train_seeds,
     "cluster-seeds": cluster_seeds,
+    "ingest": ingest,
 }
 
 
@@ -119,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exports-dir", default="exports")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--processed-dir", default="data/processed")
+    parser.add_argument("--folder", default="data/sample-images", help="ingest: image folder")
     parser.add_argument("--output-dir", default="reports")
     args = parser.parse_args(argv)
     if args.command == "train-seeds" and not args.variant:

@@ -2,10 +2,13 @@
 
 ``sources`` knows the datasets, their mirrors and checksums; ``datasets`` writes ``fetch`` and
 ``preprocess``'s outputs and loads them (splits, trial subsets, the training input pipeline).
-Their public names are importable from here.
+A folder of image files (``data.source: images``) is ``folders`` (params, index, pre-scan),
+``decoding`` (Pillow, a process pool) and ``images`` (fetch and preprocess into uint8 shards);
+``shards`` writes and reads those (``ShardedSplit``, ``iter_batches``). ``samples`` writes a
+folder of sample photographs (make sample-images). Their public names are importable from here.
 """
 
-from autoencoders.data import sources
+from autoencoders.data import folders, shards, sources
 from autoencoders.data.datasets import (
     SPLITS,
     Arrays,
@@ -24,16 +27,22 @@ from autoencoders.data.datasets import (
     subset,
     to_unit_float,
 )
+from autoencoders.data.folders import FolderParams
+from autoencoders.data.shards import ShardedSplit, iter_batches
 from autoencoders.errors import DataError
 
 __all__ = [
-    "DataError",
     "Arrays",
+    "DataError",
     "DataParams",
+    "FolderParams",
     "SPLITS",
+    "ShardedSplit",
     "affine",
     "fetch",
     "fit_arguments",
+    "folders",
+    "iter_batches",
     "load_card",
     "load_split",
     "load_subsets",
@@ -41,6 +50,7 @@ __all__ = [
     "preprocess",
     "random_affine",
     "read_npz",
+    "shards",
     "sources",
     "split_indices",
     "subset",

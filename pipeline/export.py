@@ -2,15 +2,16 @@
 
 python pipeline/export.py --variant conv      # what `dvc repro export@conv` runs
 
-Converts, checks ONNX Runtime against Keras (``export.tolerance``), writes metrics/export/<v>.json
-and registers the encoder in MLflow. The work is ``autoencoders.export.stage``.
+Converts, checks ONNX Runtime against Keras (``export.tolerance``), adds the anomaly scorer
+(``anomaly``), writes metrics/export/<v>.json and registers the encoder and scorer in MLflow.
+The work is ``autoencoders.export.stage``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, export, timing
+from autoencoders import anomaly, config, export, timing
 from autoencoders.export import stage
 
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     stage.run_export(
         args.variant,
         config.from_mapping(export.ExportConfig, config.section(params, "export"), "export"),
+        anomaly_settings=config.from_mapping(
+            anomaly.AnomalyParams, config.section(params, "anomaly"), "anomaly"
+        ),
+        seed=config.value(params, "seed", int),
     )
 
 

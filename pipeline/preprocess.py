@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         val_fraction=settings.val_fraction,
         seed=seed,
         test_fraction=settings.test_fraction,
+        normal_classes=settings.normal_classes,
     )
     print(
         f"[preprocess] {card['source']}: {card['counts']} images {card['input_shape']}, "

@@ -1,13 +1,14 @@
 """The anomaly library: scores against the variant's own Keras loss and closed forms, thresholds
 against the normal distribution's quantiles, metrics against scipy and hand counts, densities
-against scipy and scikit-learn, the standardised combination on a known sample, and bad input
-ending in one-line UserErrors."""
+against scipy and scikit-learn, the standardised combination on a known sample, bad input
+ending in one-line UserErrors, and params.yaml's ``anomaly`` section."""
 
 from __future__ import annotations
 
 import json
 import math
 import types
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,8 +17,9 @@ from scipy import spatial, stats
 from sklearn import metrics
 from sklearn.mixture import GaussianMixture
 
-from autoencoders import anomaly, errors, models
+from autoencoders import anomaly, config, errors, models
 
+REPO = Path(__file__).resolve().parents[1]
 FEW = 8  # images scored one by one against the model's own loss
 
 
@@ -326,4 +328,41 @@ def bad_calls():
 def test_bad_input_is_a_one_line_user_error(case):
     with pytest.raises(errors.UserError) as excinfo:
         bad_calls()[case]()
+    one_line_user_error(excinfo)
+
+
+# ------------------------------------------------------------- params.yaml's anomaly section
+
+
+def test_params_anomaly_section_builds_the_score_config():
+    params = config.load_params(REPO / "params.yaml")
+    settings = config.from_mapping(anomaly.AnomalyParams, params["anomaly"], "anomaly")
+    assert settings.scores == ("reconstruction", "density") == anomaly.params.DEFAULT_SCORES
+    assert (settings.threshold, settings.target_fpr, settings.value) == ("target_fpr", 0.01, None)
+    score_config = settings.score_config("mse", 0.5, seed=7)
+    assert (score_config.loss, score_config.beta, score_config.seed) == ("mse", 0.5, 7)
+    assert score_config.n_components == settings.n_components
+    assert score_config.scores == settings.scores
+    fixed = config.from_mapping(
+        anomaly.AnomalyParams, {"threshold": "fixed", "value": 2}, "anomaly"
+    )
+    assert fixed.value == 2.0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"components": 3}, r"anomaly: unknown key\(s\) \['components'\]"),
+        ({"threshold": "youden"}, "anomaly.threshold 'youden' is unknown"),
+        ({"threshold": "fixed"}, "anomaly.threshold fixed needs anomaly.value"),
+        ({"target_fpr": 1.5}, "anomaly.target_fpr must lie strictly between 0 and 1"),
+        ({"fit_subsample": -1}, "anomaly.fit_subsample must be >= 0"),
+        ({"scores": ["reconstruction", "entropy"]}, "anomaly.scores"),
+        ({"scores": "density"}, "anomaly.scores must be a list"),
+        ({"n_components": 0}, "anomaly.n_components must be an integer >= 1"),
+    ],
+)
+def test_bad_anomaly_params_fail_with_one_line_naming_the_key(settings, message):
+    with pytest.raises(config.ConfigError, match=message) as excinfo:
+        config.from_mapping(anomaly.AnomalyParams, settings, "anomaly")
     one_line_user_error(excinfo)

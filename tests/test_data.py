@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from autoencoders import data
+from autoencoders import config, data
 from autoencoders.data import sources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,3 +284,81 @@ def test_random_affine_is_seeded_and_keeps_within_its_ranges():
         offsets = centre - 10
         assert np.all(np.abs(offsets) <= limit + 1e-4)
         assert offsets.min() < -0.8 * limit and offsets.max() > 0.8 * limit  # spans the range
+
+
+def _fetch_digits(root: Path) -> Path:
+    data.fetch("digits", root / "raw")
+    return root / "raw"
+
+
+def test_preprocess_with_normal_classes_keeps_them_in_train_and_val(tmp_path):
+    raw = _fetch_digits(tmp_path)
+    plain = data.preprocess(raw, tmp_path / "plain", val_fraction=0.2, seed=0)
+    card = data.preprocess(raw, tmp_path / "normal", 0.2, seed=0, normal_classes=(0, 3))
+    assert card["normal_classes"] == [0, 3] and "normal_classes" not in plain
+    splits = {name: data.load_split(tmp_path / "normal", name) for name in data.SPLITS}
+    for name in ("train", "val"):
+        assert set(np.unique(splits[name][1])) == {0, 3}
+    anomalies_x, anomalies_y = data.load_val_anomalies(tmp_path / "normal")
+    assert not np.isin(anomalies_y, [0, 3]).any()
+    assert data.load_val_anomalies(tmp_path / "plain") is None
+    # The same seeded split, filtered: val and its anomalies are the unfiltered val, in order.
+    plain_val_x, plain_val_y = data.load_split(tmp_path / "plain", "val")
+    normal = np.isin(plain_val_y, [0, 3])
+    np.testing.assert_array_equal(splits["val"][0], plain_val_x[normal])
+    np.testing.assert_array_equal(anomalies_x, plain_val_x[~normal])
+    plain_train_y = data.load_split(tmp_path / "plain", "train")[1]
+    assert card["counts"] == {
+        "train": int(np.isin(plain_train_y, [0, 3]).sum()),
+        "val": int(normal.sum()),
+        "test": plain["counts"]["test"],
+        "val_anomalies": int((~normal).sum()),
+    }
+    # The test split keeps every class, unchanged.
+    plain_test = data.load_split(tmp_path / "plain", "test")
+    for plain_array, array in zip(plain_test, splits["test"], strict=True):
+        np.testing.assert_array_equal(plain_array, array)
+    assert card["class_histogram"]["val_anomalies"][0] == 0 and card["num_classes"] == 10
+    assert set(card["split_sha256"]) == {"train", "val", "test", "val_anomalies"}
+
+
+@pytest.mark.parametrize(
+    ("normal_classes", "message"),
+    [
+        ([10], r"names class\(es\) \[10\] that the data lacks"),
+        (list(range(10)), "lists every class"),
+        ([], "is empty"),
+        ([1, 1], "lists a class twice"),
+        ([-1], "integers >= 0"),
+    ],
+)
+def test_normal_classes_the_data_cannot_give_fail_with_one_line(tmp_path, normal_classes, message):
+    raw = _fetch_digits(tmp_path)
+    with pytest.raises(config.ConfigError, match=message) as raised:
+        data.preprocess(raw, tmp_path / "processed", 0.1, seed=0, normal_classes=normal_classes)
+    assert str(raised.value).startswith("data.normal_classes") and "\n" not in str(raised.value)
+    assert not (tmp_path / "processed").exists()
+
+
+def test_normal_classes_need_labels(tmp_path):
+    np.savez(tmp_path / "mine.npz", x=np.zeros((20, 4, 4), np.uint8))
+    data.fetch("npz", tmp_path / "raw", npz_path=str(tmp_path / "mine.npz"))
+    with pytest.raises(config.ConfigError, match="needs labels"):
+        data.preprocess(tmp_path / "raw", tmp_path / "processed", 0.2, 0, normal_classes=[0])
+
+
+def test_preprocess_stage_names_the_key_of_a_class_the_data_lacks(tmp_path):
+    _fetch_digits(tmp_path / "data")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(source="digits", normal_classes=[0, 42])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "preprocess.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.normal_classes" in lines[0] and "[42]" in lines[0]
+    assert not (tmp_path / "data" / "processed").exists()

@@ -483,3 +483,16 @@ def test_quality_bar_is_seventy_percent_of_pca_and_the_seed_anchors():
     met = {anchor["variant"]: anchor["met"] for anchor in quality["anchors"]}
     assert met == {"deep_dense": True, "dense": False}  # 0.0345 <= 0.037; 0.089 > 0.088
     assert not quality["reconstruction_passed"]
+
+
+def test_summary_parity_column_is_the_models_not_the_scorers_score():
+    parity = {
+        "tolerance": 1e-5,
+        "encoder": {"max_abs_diff": 2e-6, "scaled_diff": 1e-6},
+        "decoder": {"max_abs_diff": 3e-6, "scaled_diff": 3e-6},
+        "scorer": {"max_abs_diff": 8e-5, "scaled_diff": 2e-5},  # a summed score, its own gate
+        "anomaly": {"threshold": 3.9},
+    }
+    assert summary_row("a", {"mse": 0.01, "latent_dim": 4}, parity=parity)[
+        "parity_max_abs_diff"
+    ] == pytest.approx(3e-6)

@@ -1,5 +1,6 @@
 """ONNX export: every variant converts and matches Keras, metadata and card, the parity gate,
-MLflow logging, the export stage end to end and the benchmark."""
+the anomaly scorer (its parity with Keras and the numpy ScoreModel, its threshold in the card
+and metadata), MLflow logging, the export stage end to end and the benchmark."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-from autoencoders import config, export, fileio, inference, models
+from autoencoders import anomaly, config, export, fileio, inference, models
 from autoencoders.benchmarks import onnx_latency
+from autoencoders.export import scoring
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = config.load_params(REPO / "params.yaml")
@@ -46,10 +48,36 @@ def conv_export(tmp_path_factory, mnist_small) -> dict:
     return {"dir": directory, "card": card, "model": model}
 
 
+def _prepare_scorer(model, splits: dict, settings: anomaly.AnomalyParams, normal=None):
+    """``scoring.prepare`` on ``splits`` (mnist_small or digits_small); with ``normal`` train
+    and val keep those classes and the other validation images are the labelled anomalies."""
+    x_train, x_val, val_anomalies = splits["x_train"], splits["x_val"], None
+    if normal is not None:
+        x_train = x_train[np.isin(splits["y_train"], normal)]
+        keep = np.isin(splits["y_val"], normal)
+        x_val, val_anomalies = splits["x_val"][keep], splits["x_val"][~keep]
+    evaluation = {
+        "val_anomalies": val_anomalies,
+        "x_test": splits["x_test"],
+        "y_test": splits["y_test"],
+        "normal_classes": None if normal is None else list(normal),
+    }
+    return scoring.prepare(
+        model, settings, seed=0, x_train=x_train, x_val=x_val, evaluation=evaluation
+    )
+
+
+# The pipeline's anomaly settings, with a mixture small enough for 300 training images.
+DEFAULT_ANOMALY = {**PARAMS["anomaly"], "n_components": 3, "fit_subsample": 0}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
     model = _build(variant)
     images = mnist_small["x_test"]  # 300 images; batch 257 uses the first 257
+    settings = config.from_mapping(anomaly.AnomalyParams, DEFAULT_ANOMALY, "anomaly")
+    extra, skipped = _prepare_scorer(model, mnist_small, settings)
+    assert skipped is None  # every variant gets a scorer with the default scores
     card = export.export_models(
         model.encoder,
         model.decoder,
@@ -59,11 +87,18 @@ def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
         tolerance=1e-5,
         parity_images=images,
         parity_batch_sizes=BATCH_SIZES,
+        extra=extra,
     )
     for role in ("encoder", "decoder"):
         figures = card["parity"][role]
         assert set(figures["by_batch_size"]) == {"1", "257"}
         assert 0.0 <= figures["scaled_diff"] <= figures["max_abs_diff"] <= 1e-5
+    scorer_figures = card["parity"]["scorer"]
+    for figures in (scorer_figures, scorer_figures["score_model"], scorer_figures["anomaly_map"]):
+        assert 0.0 <= figures["scaled_diff"] <= scorer_figures["score_tolerance"]
+    assert scorer_figures["score_tolerance"] == pytest.approx(
+        1e-5 * np.sqrt(784 + model.latent_dim)
+    )
     # The downstream API gives the Keras codes and reconstructions (the VAE: the mean).
     codes = inference.Encoder(tmp_path / variant).encode(images[:5])
     np.testing.assert_allclose(codes, np.asarray(model.encoder(images[:5])), atol=1e-5)
@@ -248,7 +283,11 @@ def trained_layout(tmp_path, monkeypatch, mnist_small):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     processed = tmp_path / "data" / "processed"
     processed.mkdir(parents=True)
-    np.savez(processed / "test.npz", x=mnist_small["x_test"], y=mnist_small["y_test"])
+    for split in ("train", "val", "test"):
+        np.savez(
+            processed / f"{split}.npz", x=mnist_small[f"x_{split}"], y=mnist_small[f"y_{split}"]
+        )
+    fileio.write_json(processed / "card.json", {"checksum": "mnist_small"})
     models.save_autoencoder(_build("conv"), tmp_path / "models" / "conv")
     experiment_id = tracking.setup()
     with mlflow.start_run() as run:
@@ -284,6 +323,22 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     assert [v.run_id for v in versions] == [trained_layout["run_id"]]
     run = client.get_run(trained_layout["run_id"])
     assert run.data.metrics["export_encoder.max_abs_diff"] <= 1e-5
+    # The scorer: fitted, thresholded, measured on test (no normal classes: the share flagged)
+    # and registered beside the encoder.
+    block = metrics["anomaly"]
+    assert block["rule"] == "target_fpr" and block["validation"]["fpr"] <= 0.01
+    assert block["threshold"] == card["anomaly"]["threshold"]["value"]
+    assert set(block["test"]) == {"images", "share_flagged"} and block["test"]["images"] == 300
+    assert metrics["scorer"]["scaled_diff"] <= card["parity"]["scorer"]["score_tolerance"]
+    scorer_versions = client.search_model_versions("name='conv-scorer'")
+    assert [v.run_id for v in scorer_versions] == [trained_layout["run_id"]]
+    assert run.data.metrics["anomaly_threshold"] == pytest.approx(block["threshold"])
+    scorer = mlflow.pyfunc.load_model(f"models:/conv-scorer/{scorer_versions[0].version}")
+    test_images = np.load(root / "data" / "processed" / "test.npz")["x"][:3]
+    logged_scores = scorer.predict({"images": test_images})["score"]
+    np.testing.assert_allclose(
+        logged_scores, inference.Scorer(root / "exports" / "conv").score(test_images), atol=1e-6
+    )
     logged = mlflow.pyfunc.load_model(f"models:/conv-encoder/{versions[0].version}")
     images = np.load(root / "data" / "processed" / "test.npz")["x"][:3]
     codes = logged.predict({"images": images})
@@ -340,3 +395,246 @@ def test_parity_scales_large_outputs_and_reports_both_figures(tmp_path):
     assert set(figures["by_batch_size"]) == {"1", "3"}
     assert figures["max_abs_reference"] == pytest.approx(50.0)
     assert figures["scaled_diff"] == pytest.approx(figures["max_abs_diff"] / 50.0)
+
+
+# ------------------------------------------------------------------------- anomaly scorer
+
+NORMAL = (0, 1, 2, 3, 4)  # digits_small: the other five classes are the anomalies
+ALL_SCORES = ("reconstruction", "ssim", "density", "mahalanobis")
+
+
+def _tiny_autoencoder(objective: dict, images: np.ndarray) -> models.Autoencoder:
+    """A dense autoencoder with a 4-number code, trained two epochs on ``images``."""
+    block = {"architecture": {"name": "dense", "latent_dim": 4}, "objective": objective}
+    keras.utils.set_random_seed(0)
+    model = models.build_autoencoder(models.VariantConfig.from_params("tiny", block), (8, 8, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(images, images, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    return model
+
+
+def _export_with_scorer(directory: Path, objective: dict, splits: dict, **settings) -> dict:
+    normal_train = splits["x_train"][np.isin(splits["y_train"], NORMAL)]
+    model = _tiny_autoencoder(objective, normal_train)
+    extra, skipped = _prepare_scorer(
+        model, splits, anomaly.AnomalyParams(n_components=3, **settings), NORMAL
+    )
+    assert skipped is None
+    card = export.export_models(
+        model.encoder,
+        model.decoder,
+        directory,
+        variant="tiny",
+        opset=17,
+        tolerance=1e-5,
+        parity_images=splits["x_test"],
+        parity_batch_sizes=BATCH_SIZES,
+        resolved_config={"name": "tiny"},
+        extra=extra,
+    )
+    x_val = splits["x_val"][np.isin(splits["y_val"], NORMAL)]
+    return {"dir": directory, "card": card, "model": model, "extra": extra, "x_val": x_val}
+
+
+@pytest.fixture(scope="module")
+def scorer_export(tmp_path_factory, digits_small) -> dict:
+    directory = tmp_path_factory.mktemp("exports") / "tiny"
+    objective = {"name": "plain", "loss": "bce"}
+    return _export_with_scorer(
+        directory, objective, digits_small, scores=ALL_SCORES, target_fpr=0.05
+    )
+
+
+def _score_model(directory: Path) -> anomaly.ScoreModel:
+    return anomaly.ScoreModel.from_dict(fileio.read_json(directory / "score_model.json"))
+
+
+def test_scorer_matches_keras_and_the_score_model(scorer_export, digits_small):
+    figures = scorer_export["card"]["parity"]["scorer"]
+    allowed = figures["score_tolerance"]  # 1e-5 x sqrt(64 pixels + 4 code numbers)
+    assert allowed == pytest.approx(1e-5 * np.sqrt(68))
+    assert set(figures["by_batch_size"]) == {"1", "257"}
+    for key in ("score_model", "anomaly_map"):
+        assert 0.0 <= figures[key]["scaled_diff"] <= allowed
+    assert figures["scaled_diff"] <= allowed
+    images, model = digits_small["x_test"], scorer_export["model"]
+    scorer = inference.Scorer(scorer_export["dir"])
+    inputs = anomaly.keras_outputs(model, images)
+    score_model = _score_model(scorer_export["dir"])
+    assert score_model.config.scores == ALL_SCORES
+    expected = score_model.score(inputs)  # numpy, float64, on Keras' outputs
+    scores, maps = scorer.score_and_maps(images)
+    assert scores.shape == (300,) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=allowed * np.abs(expected).max())
+    # The map is the per-pixel BCE of the reconstruction; its sums are the reconstruction score.
+    assert maps.shape == (300, 8, 8, 1)
+    per_pixel = anomaly.scores.PIXEL_LOSSES["bce"](inputs.images, inputs.reconstructions)
+    np.testing.assert_allclose(maps, per_pixel, atol=1e-4)
+    reconstruction = score_model.components(inputs)["reconstruction"]
+    np.testing.assert_allclose(maps.reshape(300, -1).sum(axis=1), reconstruction, rtol=1e-5)
+    # Standardised on the normal validation images: there the score has mean 0, one unit of
+    # standard deviation per score at most.
+    normal = score_model.score(anomaly.keras_outputs(model, scorer_export["x_val"]))
+    assert normal.mean() == pytest.approx(0.0, abs=1e-9)
+    assert 0 < normal.std() <= len(ALL_SCORES)
+
+
+def test_scorer_card_and_metadata_carry_the_threshold_and_rule(scorer_export):
+    directory = scorer_export["dir"]
+    card = fileio.read_json(directory / "model_card.json")
+    assert card == json.loads(json.dumps(scorer_export["card"]))
+    section = card["anomaly"]
+    threshold = section["threshold"]
+    assert threshold["rule"] == "target_fpr" and threshold["target_fpr"] == 0.05
+    assert section["scores"] == list(ALL_SCORES) and section["flag"] == "score > threshold"
+    assert set(section["standardisation"]) == set(ALL_SCORES)
+    assert section["normal_classes"] == list(NORMAL)
+    assert section["score_model"]["sha256"] == fileio.sha256_file(directory / "score_model.json")
+    assert card["files"]["scorer"]["sha256"] == fileio.sha256_file(directory / "scorer.onnx")
+    assert [o["name"] for o in card["files"]["scorer"]["outputs"]] == ["score", "anomaly_map"]
+    proto = onnx.load(str(directory / "scorer.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert sorted(value.name for value in proto.graph.output) == ["anomaly_map", "score"]
+    for value in (*proto.graph.input, *proto.graph.output):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    assert float(metadata["threshold"]) == threshold["value"]
+    assert metadata["threshold_rule"] == "target_fpr"
+    assert float(metadata["validation_fpr"]) == threshold["fpr"]
+    assert json.loads(metadata["score_components"]) == list(ALL_SCORES)
+    assert json.loads(metadata["standardisation"]) == section["standardisation"]
+    scorer = inference.Scorer(directory)
+    assert (scorer.threshold, scorer.threshold_rule) == (threshold["value"], "target_fpr")
+    # The FPR the card records is what the shipped scorer flags on the normal validation images.
+    flagged = scorer.flag(scorer_export["x_val"])
+    assert flagged.mean() == threshold["fpr"] <= 0.05
+    assert threshold["n_normal"] == len(scorer_export["x_val"])
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "decoder.onnx",
+        "encoder.onnx",
+        "model_card.json",
+        "run.json",
+        "score_model.json",
+        "scorer.onnx",
+    ]
+    metrics = export.parity_metrics(card)
+    assert set(metrics["scorer"]) >= {"max_abs_diff", "score_model_scaled_diff", "batch_257"}
+
+
+def test_scorer_metrics_score_the_test_split_with_the_normal_classes(scorer_export, digits_small):
+    metrics = scorer_export["extra"].metrics
+    scores = inference.Scorer(scorer_export["dir"]).score(digits_small["x_test"])
+    labels = (~np.isin(digits_small["y_test"], NORMAL)).astype(int)
+    test = metrics["test"]
+    assert test["images"] == 300 and test["anomalies"] == int(labels.sum())
+    assert test["auroc"] == pytest.approx(anomaly.auroc(labels, scores), abs=1e-6)
+    assert test["auprc"] == pytest.approx(anomaly.auprc(labels, scores), abs=1e-6)
+    rates = anomaly.rates(labels, scores, metrics["threshold"])
+    assert (test["fpr"], test["tpr"], test["f1"]) == pytest.approx(
+        (rates.fpr, rates.tpr, rates.f1)
+    )
+    assert test["share_flagged"] == pytest.approx(np.mean(scores > metrics["threshold"]))
+    assert 0.5 < test["auroc"] <= 1.0  # anomalous digits score higher than normal ones
+    validation = metrics["validation"]
+    assert validation["fpr"] <= 0.05 and 0.5 < validation["auroc"] <= 1.0
+    assert metrics["scores"]["test"]["max"] == pytest.approx(float(scores.max()))
+
+
+def test_scorer_conversion_is_byte_reproducible(scorer_export):
+    graph = scorer_export["extra"].graph
+    blobs = {
+        export.convert.convert_function(
+            graph, input_name="images", input_dims=[8, 8, 1], opset=17, name="scorer"
+        ).SerializeToString()
+        for _ in range(2)
+    }
+    assert len(blobs) == 1
+
+
+def test_vae_scorer_with_elbo_and_an_f1_threshold(tmp_path, digits_small):
+    exported = _export_with_scorer(
+        tmp_path / "vae",
+        {"name": "variational", "loss": "mse", "beta": 0.5},
+        digits_small,
+        scores=("elbo", "density"),
+        threshold="f1_optimal",
+    )
+    figures = exported["card"]["parity"]["scorer"]
+    assert figures["score_model"]["scaled_diff"] <= figures["score_tolerance"]
+    inputs = anomaly.keras_outputs(exported["model"], digits_small["x_test"])
+    assert inputs.log_var is not None  # the ELBO needs the posterior, which the scorer runs
+    expected = _score_model(tmp_path / "vae").score(inputs)
+    scores = inference.Scorer(tmp_path / "vae").score(digits_small["x_test"])
+    atol = figures["score_tolerance"] * np.abs(expected).max()
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=atol)
+    threshold = exported["card"]["anomaly"]["threshold"]
+    assert threshold["rule"] == "f1_optimal" and 0 < threshold["f1"] <= 1
+    assert exported["extra"].metrics["validation"]["f1"] == threshold["f1"]
+
+
+def test_scorer_is_skipped_where_it_cannot_apply_and_f1_needs_anomalies(digits_small):
+    model = _tiny_autoencoder({"name": "plain", "loss": "bce"}, digits_small["x_train"][:32])
+    extra, reason = _prepare_scorer(
+        model, digits_small, anomaly.AnomalyParams(scores=("elbo", "density"))
+    )
+    assert extra is None and "elbo" in reason and "plain" in reason
+    with pytest.raises(anomaly.AnomalyConfigError, match="f1_optimal needs labelled") as raised:
+        _prepare_scorer(model, digits_small, anomaly.AnomalyParams(threshold="f1_optimal"))
+    assert "\n" not in str(raised.value)
+
+
+def test_threshold_fpr_on_held_out_normals_is_near_the_target():
+    # Synthetic scores: the threshold is chosen on one normal sample and its FPR measured on
+    # a fresh one, as the export measures it on the test split's normal classes.
+    rng = np.random.default_rng(0)
+    n = 50_000
+    threshold = anomaly.target_fpr_threshold(rng.normal(size=n), target_fpr=0.01)
+    test_scores = np.r_[rng.normal(size=n), rng.normal(4.0, 1.0, 5_000)]
+    classes = np.r_[np.zeros(n, np.int64), np.full(5_000, 7)]
+    validation = {"normal": rng.normal(size=10), "anomalies": None}
+    metrics = scoring.anomaly_metrics(threshold, validation, test_scores, classes, [0])
+    assert metrics["validation"]["fpr"] == 0.01
+    # The cut's own sampling error and the fresh sample's add up to about 6e-4 (one sigma).
+    assert metrics["test"]["fpr"] == pytest.approx(0.01, abs=0.0025)
+    assert metrics["test"]["tpr"] > 0.9 and metrics["test"]["auroc"] > 0.99
+    # Without normal classes (or labels) every test image counts: the share flagged.
+    unlabelled = scoring.anomaly_metrics(threshold, validation, test_scores, None, None)
+    assert set(unlabelled["test"]) == {"images", "share_flagged"}
+    assert unlabelled["test"]["share_flagged"] == pytest.approx(
+        np.mean(test_scores > threshold.value)
+    )
+
+
+def test_scorer_parity_failure_keeps_the_previous_export(
+    scorer_export, digits_small, tmp_path, monkeypatch
+):
+    directory = tmp_path / "tiny"
+    shutil.copytree(scorer_export["dir"], directory)
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    convert_function = export.convert.convert_function
+
+    def perturbed(call, **kwargs):
+        proto = convert_function(call, **kwargs)
+        if "anomaly scorer" in kwargs["name"]:  # a float64 constant of the score's formula
+            constant = next(i for i in proto.graph.initializer if i.data_type == 11 and i.dims)
+            array = onnx.numpy_helper.to_array(constant) * 1.01
+            constant.CopyFrom(onnx.numpy_helper.from_array(array, constant.name))
+        return proto
+
+    monkeypatch.setattr(export.convert, "convert_function", perturbed)
+    extra = scorer_export["extra"]
+    model = scorer_export["model"]
+    with pytest.raises(export.ParityError, match="tiny scorer: ONNX Runtime differs from"):
+        export.export_models(
+            model.encoder,
+            model.decoder,
+            directory,
+            variant="tiny",
+            opset=17,
+            tolerance=1e-5,
+            parity_images=digits_small["x_test"],
+            parity_batch_sizes=BATCH_SIZES,
+            extra=extra,
+        )
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

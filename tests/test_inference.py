@@ -1,7 +1,7 @@
 """autoencoders.inference and the CLI: ONNX Runtime only, clear errors on bad input or files.
 
-The models are tiny functional Keras models exported with ``export.export_models``, so these
-tests do not depend on the model zoo.
+The models are tiny functional Keras models exported with ``export.export_models`` (the
+scorer's wrapped in an ``Autoencoder``), so these tests do not depend on the model zoo.
 """
 
 from __future__ import annotations
@@ -87,37 +87,61 @@ def test_encode_decode_match_keras_and_accept_every_layout(exported, images):
     assert decoder.decode(codes[0]).shape == IMAGE_SHAPE
 
 
-@pytest.mark.parametrize(
-    ("make_input", "message"),
-    [
-        (lambda x: x[np.newaxis], "wrong rank"),
-        (lambda x: x[0, 0, :, 0], "wrong rank"),
-        (lambda x: np.zeros((4, 9, 9, 1), np.float32), "size mismatch"),
-        (lambda x: np.zeros((4, 8, 8, 3), np.float32), "size mismatch"),
-        (lambda x: np.where(x > 0.5, np.nan, x), "NaN or infinite"),
-        (lambda x: np.where(x > 0.5, np.inf, x), "NaN or infinite"),
-        (lambda x: x * 255.0, "uint8 semantics? pass uint8 or divide by 255"),
-        (lambda x: x - 0.5, "must lie in [0, 1]"),
-        (lambda x: x[:0], "empty batch"),
-        (lambda x: (x * 255).astype(np.int64), "dtype int64"),
-    ],
-    ids=[
-        "rank5",
-        "rank1",
-        "size",
-        "channels",
-        "nan",
-        "inf",
-        "float_over_1",
-        "negative",
-        "empty",
-        "int64",
-    ],
-)
-def test_bad_images_raise_clear_errors(exported, images, make_input, message):
-    encoder = inference.Encoder(exported["dir"])
+BAD_IMAGES = {
+    "rank5": (lambda x: x[np.newaxis], "wrong rank"),
+    "rank1": (lambda x: x[0, 0, :, 0], "wrong rank"),
+    "size": (lambda x: np.zeros((4, 9, 9, 1), np.float32), "size mismatch"),
+    "channels": (lambda x: np.zeros((4, 8, 8, 3), np.float32), "size mismatch"),
+    "nan": (lambda x: np.where(x > 0.5, np.nan, x), "NaN or infinite"),
+    "inf": (lambda x: np.where(x > 0.5, np.inf, x), "NaN or infinite"),
+    "float_over_1": (lambda x: x * 255.0, "uint8 semantics? pass uint8 or divide by 255"),
+    "negative": (lambda x: x - 0.5, "must lie in [0, 1]"),
+    "empty": (lambda x: x[:0], "empty batch"),
+    "int64": (lambda x: (x * 255).astype(np.int64), "dtype int64"),
+}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, images, exported) -> dict:
+    """The tiny conv models as an Autoencoder, exported with an anomaly scorer fitted on
+    ``images`` (reconstruction + density of the flattened (4, 4, 4) code)."""
+    from autoencoders import anomaly, models
+    from autoencoders.export import scoring
+
+    block = {"architecture": {"name": "conv"}, "objective": {"name": "plain", "loss": "bce"}}
+    config = models.VariantConfig.from_params("tiny", block)
+    model = models.Autoencoder(exported["encoder"], exported["decoder"], config, IMAGE_SHAPE)
+    settings = anomaly.AnomalyParams(n_components=1, fit_subsample=0, target_fpr=0.1)
+    evaluation = {"val_anomalies": None, "x_test": images, "y_test": None, "normal_classes": None}
+    extra, _ = scoring.prepare(
+        model, settings, seed=0, x_train=images, x_val=images, evaluation=evaluation
+    )
+    directory = tmp_path_factory.mktemp("exports") / "scored"
+    card = export.export_models(
+        model.encoder,
+        model.decoder,
+        directory,
+        variant="tiny",
+        opset=17,
+        tolerance=1e-5,
+        parity_images=images,
+        parity_batch_sizes=(1, 7),
+        extra=extra,
+    )
+    return {"dir": directory, "card": card, "model": model, "extra": extra}
+
+
+@pytest.mark.parametrize("role", ["encoder", "scorer"])
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_bad_images_raise_clear_errors(exported, scored, images, case, role):
+    # The scorer checks images exactly as the encoder does.
+    make_input, message = BAD_IMAGES[case]
+    if role == "encoder":
+        run = inference.Encoder(exported["dir"]).encode
+    else:
+        run = inference.Scorer(scored["dir"]).score
     with pytest.raises(inference.InferenceInputError) as raised:
-        encoder.encode(make_input(images))
+        run(make_input(images))
     assert message in str(raised.value)
 
 
@@ -281,3 +305,86 @@ def test_downstream_example_and_cli_run_without_tensorflow(exported, images, tmp
         check=True,
     )
     assert np.load(tmp_path / "codes.npy").shape == (5, 4, 4, 4)
+
+
+def test_scorer_scores_flags_and_maps_every_layout(scored, images):
+    scorer = inference.Scorer(scored["dir"], batch_size=16)  # 40 images: 3 chunks
+    assert (scorer.input_name, scorer.threshold_rule) == ("images", "target_fpr")
+    threshold = scored["card"]["anomaly"]["threshold"]
+    assert scorer.threshold == threshold["value"]
+    scores, maps = scorer.score_and_maps(images)
+    assert scores.shape == (40,) and scores.dtype == np.float32
+    assert maps.shape == (40, *IMAGE_SHAPE) and maps.min() >= 0.0
+    score_model = scored["extra"].score_model
+    from autoencoders import anomaly
+
+    expected = score_model.score(anomaly.keras_outputs(scored["model"], images))
+    np.testing.assert_allclose(scores, expected, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_array_equal(scorer.flag(images), scores > scorer.threshold)
+    # Calibrated on these images: at most 10% of them above the threshold.
+    assert scorer.flag(images).mean() == threshold["fpr"] <= 0.1
+    np.testing.assert_allclose(scorer.score(images[..., 0]), scores, atol=1e-6)
+    assert scorer.score(images[3]).shape == () and scorer.maps(images[3]).shape == IMAGE_SHAPE
+    np.testing.assert_allclose(scorer(images[3, ..., 0]), scores[3], atol=1e-6)
+    np.testing.assert_allclose(scorer.maps(images), maps, atol=1e-6)
+    as_bytes = np.round(images * 255).astype(np.uint8)
+    np.testing.assert_allclose(
+        scorer.score(as_bytes), scorer.score(as_bytes.astype(np.float64) / 255.0), atol=1e-5
+    )
+
+
+def test_scorer_needs_a_scorer_file(exported, scored):
+    with pytest.raises(inference.ModelLoadError, match=str(exported["dir"] / "scorer.onnx")):
+        inference.Scorer(exported["dir"])  # encoder and decoder only
+    with pytest.raises(inference.ModelLoadError, match="expected one input and 2 output"):
+        inference.Scorer(scored["dir"] / "encoder.onnx")
+
+
+def _cli(*arguments: object) -> int:
+    return cli.main([str(argument) for argument in arguments])
+
+
+def test_cli_score_writes_scores_labels_and_maps(scored, images, tmp_path):
+    # An unlabelled .npz (x only, as a user's own data) runs through scoring.
+    np.savez(tmp_path / "images.npz", x=np.round(images * 255).astype(np.uint8))
+    model = scored["dir"]
+    assert _cli("score", "--model", model, "--input", tmp_path / "images.npz", "--output",
+                tmp_path / "scores.npz") == 0  # fmt: skip
+    with np.load(tmp_path / "scores.npz") as result:
+        assert sorted(result.files) == ["labels", "scores"]
+        scores, labels = result["scores"], result["labels"]
+    scorer = inference.Scorer(model)
+    expected = scorer.score(np.load(tmp_path / "images.npz")["x"])
+    np.testing.assert_array_equal(scores, expected)
+    assert labels.dtype == bool and np.array_equal(labels, expected > scorer.threshold)
+    assert _cli("score", "--model", model, "--input", tmp_path / "images.npz", "--output",
+                tmp_path / "maps.npz", "--maps") == 0  # fmt: skip
+    with np.load(tmp_path / "maps.npz") as result:
+        assert sorted(result.files) == ["labels", "maps", "scores"]
+        assert result["maps"].shape == (40, *IMAGE_SHAPE)
+
+
+@pytest.mark.parametrize("case", ["float_over_1", "size", "nan", "empty"])
+def test_cli_score_rejects_what_encode_rejects(exported, scored, images, tmp_path, capsys, case):
+    make_input, message = BAD_IMAGES[case]
+    np.save(tmp_path / "bad.npy", make_input(images))
+    errors = {}
+    for command, model in (("encode", exported["dir"]), ("score", scored["dir"])):
+        output = tmp_path / f"{command}.out"
+        assert _cli(command, "--model", model, "--input", tmp_path / "bad.npy", "--output",
+                    output) == 2  # fmt: skip
+        errors[command] = capsys.readouterr().err
+        assert not output.exists()
+    for command, error in errors.items():
+        assert message in error and error.count("\n") == 1, command
+
+
+def test_cli_score_runs_without_tensorflow(scored, images, tmp_path):
+    np.save(tmp_path / "images.npy", np.round(images[:5] * 255).astype(np.uint8))
+    result = subprocess.run(
+        [sys.executable, "-m", "autoencoders", "score", "--model", str(scored["dir"]),
+         "--input", str(tmp_path / "images.npy"), "--output", str(tmp_path / "s.npz"), "--maps"],
+        env=_python_without_tensorflow(tmp_path), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "above the threshold" in result.stdout
+    assert np.load(tmp_path / "s.npz")["maps"].shape == (5, *IMAGE_SHAPE)

@@ -3,11 +3,14 @@
     python -m autoencoders encode --model exports/conv --input images.npy --output codes.npy
     python -m autoencoders decode --model exports/conv --input codes.npy --output images.npy
     python -m autoencoders cluster --model exports/idec --input images.npy --output clusters.npz
+    python -m autoencoders score --model exports/conv --input images.npy --output scores.npz
 
 ``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``).
 Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically. ``cluster``
 (an export with ``clusters.onnx``) writes an ``.npz`` holding ``assignments`` (N,) and
-``probabilities`` (N, n_clusters).
+``probabilities`` (N, n_clusters); ``score`` (an export with ``scorer.onnx``) one holding
+``scores`` (N,), ``labels`` (N,) bool (score above the export's threshold) and, with
+``--maps``, ``maps`` (N, H, W, C).
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with fileio.atomic_path(path) as temporary, temporary.open("wb") as handle:
+        np.savez(handle, **arrays)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("encode", "images -> codes"),
         ("decode", "codes -> images"),
         ("cluster", "images -> cluster assignments and probabilities (.npz)"),
+        ("score", "images -> anomaly scores, labels at the threshold [and maps] (.npz)"),
     ):
         command = commands.add_parser(name, help=what, description=what)
         command.add_argument(
@@ -68,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--require-gpu", action="store_true", help="fail instead of falling back to the CPU"
         )
+        if name == "score":
+            command.add_argument(
+                "--maps", action="store_true", help="also write the per-pixel anomaly maps"
+            )
     return parser
 
 
@@ -79,24 +92,37 @@ def main(argv: list[str] | None = None) -> int:
         "encode": inference.Encoder,
         "decode": inference.Decoder,
         "cluster": inference.Clusterer,
+        "score": inference.Scorer,
     }[args.command]
     try:
         model = model_class(args.model, require_gpu=args.require_gpu, batch_size=args.batch_size)
         array = _load_array(args.input, args.key)
         if args.command == "cluster":
             assignments, probabilities = model.cluster(array)
+        elif args.command == "score":
+            scores, maps = model.score_and_maps(array)
         else:
             result = model.encode(array) if args.command == "encode" else model.decode(array)
     except (OSError, KeyError, ValueError, RuntimeError) as error:
         print(f"{PROGRAM}: error: {errors.one_line(error)}", file=sys.stderr)
         return 2
     if args.command == "cluster":
-        with fileio.atomic_path(args.output) as temporary, temporary.open("wb") as handle:
-            np.savez(handle, assignments=assignments, probabilities=probabilities)
+        _save_npz(args.output, assignments=assignments, probabilities=probabilities)
         sizes = np.bincount(np.ravel(assignments), minlength=model.n_clusters).tolist()
         print(
             f"cluster: {array.shape} {array.dtype} -> {args.output} (assignments "
             f"{assignments.shape}, probabilities {probabilities.shape}); cluster sizes {sizes}"
+        )
+        return 0
+    if args.command == "score":
+        labels = np.asarray(scores > model.threshold)
+        _save_npz(
+            args.output, scores=scores, labels=labels, **({"maps": maps} if args.maps else {})
+        )
+        print(
+            f"score: {array.shape} {array.dtype} -> {args.output} (scores {scores.shape}"
+            f"{', maps ' + str(maps.shape) if args.maps else ''}); {int(labels.sum())} of "
+            f"{labels.size} above the threshold {model.threshold:.6g} ({model.threshold_rule})"
         )
         return 0
     _save_array(args.output, result)

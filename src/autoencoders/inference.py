@@ -1,4 +1,4 @@
-"""ONNX Runtime encoder and decoder for downstream use. Imports no TensorFlow.
+"""ONNX Runtime encoder, decoder, clusterer and scorer for downstream use; no TensorFlow.
 
 Load an export directory written by ``pipeline/export.py`` (or one ``.onnx`` file) and encode
 images or decode codes with nothing but numpy and onnxruntime::
@@ -14,6 +14,9 @@ An IDEC export (objective ``clustering``) also holds ``clusters.onnx``; ``Cluste
 image's cluster and the probabilities behind it, with the same input checks as ``Encoder``::
 
     assignments, probabilities = Clusterer("exports/idec").cluster(images)
+
+``Scorer`` runs ``scorer.onnx`` (docs/anomaly.md): ``Scorer("exports/conv").score(images)``
+(N,), ``.flag(images)`` (N,) bool at the export's threshold, ``.maps(images)`` (N, H, W, C).
 
 Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
 The CUDA execution provider is used only when a session really gets it (the onnxruntime-gpu wheel
@@ -132,9 +135,10 @@ def _static_shape(shape: Sequence[Any], path: Path, what: str) -> tuple[int, ...
 
 
 class OnnxModel:
-    """One ONNX model with a dynamic batch axis, a single input and a single output."""
+    """One ONNX model with a dynamic batch axis, a single input and ``n_outputs`` outputs."""
 
     default_name = "model.onnx"
+    n_outputs = 1
 
     def __init__(
         self,
@@ -177,9 +181,9 @@ class OnnxModel:
                 f"require_gpu=True but the session for {self.path} runs on {self.provider}."
             )
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or len(outputs) != self.n_outputs:
             raise ModelLoadError(
-                f"{self.path}: expected one input and one output, got "
+                f"{self.path}: expected one input and {self.n_outputs} output(s), got "
                 f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}."
             )
         self.input_name = inputs[0].name
@@ -195,13 +199,17 @@ class OnnxModel:
             f"provider {self.provider})"
         )
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``batch`` (N, *input_shape) float32 through the model in chunks of batch_size."""
-        chunks = []
+    def _run(self, batch: np.ndarray, names: Sequence[str] | None = None) -> Any:
+        """Run ``batch`` (N, *input_shape) float32 through the model in chunks of batch_size:
+        the output, or a list of the outputs ``names``."""
+        chunks: list[list[np.ndarray]] = [[] for _ in names or [self.output_name]]
         for start in range(0, len(batch), self.batch_size):
             feed = {self.input_name: batch[start : start + self.batch_size]}
-            chunks.append(self.session.run([self.output_name], feed)[0])
-        return np.concatenate(chunks, axis=0)
+            results = self.session.run(list(names or [self.output_name]), feed)
+            for chunk, result in zip(chunks, results, strict=True):
+                chunk.append(result)
+        outputs = [np.concatenate(chunk, axis=0) for chunk in chunks]
+        return outputs if names else outputs[0]
 
     def _batched(
         self, array: np.ndarray, what: str, allow_flat: bool = False
@@ -343,3 +351,50 @@ class Clusterer(OnnxModel):
         return np.argmax(probabilities, axis=-1).astype(np.int64), probabilities
 
     __call__ = cluster
+
+
+class Scorer(OnnxModel):
+    """Images -> anomaly scores with an exported ``scorer.onnx``: "score" (N,), higher is more
+    anomalous, and "anomaly_map" (N, H, W, C), the per-pixel reconstruction loss; ``flag`` cuts
+    at the export's ``threshold`` (its metadata, as in model_card.json). Images are checked as
+    ``Encoder.encode`` checks them."""
+
+    default_name = "scorer.onnx"
+    n_outputs = 2
+    outputs = ("score", "anomaly_map")
+
+    def __init__(self, model: str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        names = {output.name for output in self.session.get_outputs()}
+        try:
+            if names != set(self.outputs):
+                raise ValueError(f"outputs {sorted(names)}, expected {list(self.outputs)}")
+            self.threshold = float(self.metadata["threshold"])
+            self.threshold_rule = self.metadata["threshold_rule"]
+        except (KeyError, ValueError) as error:
+            raise ModelLoadError(
+                f"{self.path} is not an anomaly scorer with a threshold ({error}): re-export it "
+                "with `dvc repro --force export@<variant>`."
+            ) from None
+
+    def score_and_maps(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,) float32, maps (N, H, W, C) float32); one image gives a scalar score
+        and one map."""
+        array = _as_float_images(images)
+        batch, single = self._batched(array, "images")
+        scores, maps = self._run(np.ascontiguousarray(batch), self.outputs)
+        return (scores[0], maps[0]) if single else (scores, maps)
+
+    def score(self, images: Any) -> np.ndarray:
+        """Anomaly scores (N,) float32 of images laid out as ``Encoder.encode`` accepts them."""
+        return self.score_and_maps(images)[0]
+
+    def maps(self, images: Any) -> np.ndarray:
+        """The per-pixel reconstruction loss of each image: (N, H, W, C) float32."""
+        return self.score_and_maps(images)[1]
+
+    def flag(self, images: Any) -> np.ndarray:
+        """True where an image's score is above the export's threshold: (N,) bool."""
+        return np.asarray(self.score(images) > self.threshold)
+
+    __call__ = score

@@ -11,11 +11,12 @@ and thresholds calibrated on normal validation scores.
 ``scores`` computes per-image scores from numpy outputs (Keras or ONNX Runtime), ``densities``
 fits the latent densities, ``score_model`` standardises and sums them into one fitted,
 JSON-serialisable ``ScoreModel``, ``thresholds`` holds the cuts and metrics, ``checks`` the
-errors.
+errors, ``params`` the pipeline's ``anomaly:`` section (``AnomalyParams``).
 """
 
 from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError
 from autoencoders.anomaly.densities import GaussianDensity, GaussianMixtureDensity
+from autoencoders.anomaly.params import AnomalyParams
 from autoencoders.anomaly.score_model import (
     SCORES,
     ScoreConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "RULES",
     "SCORES",
     "AnomalyConfigError",
+    "AnomalyParams",
     "AnomalyInputError",
     "GaussianDensity",
     "GaussianMixtureDensity",

@@ -157,11 +157,17 @@ def negative_elbo(
 
 
 def keras_outputs(model: Any, images: Any, batch_size: int = 256) -> ScoreInputs:
-    """Run a Keras ``Autoencoder`` on ``images`` in batches: codes, reconstructions and, for a
-    ``VariationalAutoencoder`` (the one with a ``posterior``), the log-variance."""
+    """Run a Keras ``Autoencoder`` on ``images`` in batches: codes, reconstructions (the
+    decoder of those codes, as ``model.reconstruct`` computes them, without encoding twice)
+    and, for a ``VariationalAutoencoder`` (the one with a ``posterior``), the log-variance."""
     images = np.asarray(images, dtype=np.float32)
     codes = model.encode(images, batch_size=batch_size)
-    reconstructions = model.reconstruct(images, batch_size=batch_size)
+    reconstructions = np.concatenate(
+        [
+            np.asarray(model.decoder(codes[start : start + batch_size], training=False))
+            for start in range(0, len(codes), batch_size)
+        ]
+    )
     log_var = None
     posterior = getattr(model, "posterior", None)
     if posterior is not None:

@@ -1,14 +1,15 @@
 """The first two stages: where the images come from and the splits every later stage reads.
 
 ``sources`` knows the datasets, their mirrors and checksums; ``datasets`` writes ``fetch`` and
-``preprocess``'s outputs and loads them (splits, trial subsets, the training input pipeline).
+``preprocess``'s outputs and loads them (splits, trial subsets, the training input pipeline);
+``classes`` keeps the normal classes in train and val (``data.normal_classes``).
 A folder of image files (``data.source: images``) is ``folders`` (params, index, pre-scan),
 ``decoding`` (Pillow, a process pool) and ``images`` (fetch and preprocess into uint8 shards);
 ``shards`` writes and reads those (``ShardedSplit``, ``iter_batches``). ``samples`` writes a
 folder of sample photographs (make sample-images). Their public names are importable from here.
 """
 
-from autoencoders.data import folders, shards, sources
+from autoencoders.data import classes, folders, shards, sources
 from autoencoders.data.datasets import (
     SPLITS,
     Arrays,
@@ -19,6 +20,7 @@ from autoencoders.data.datasets import (
     load_card,
     load_split,
     load_subsets,
+    load_val_anomalies,
     make_dataset,
     preprocess,
     random_affine,
@@ -39,6 +41,7 @@ __all__ = [
     "SPLITS",
     "ShardedSplit",
     "affine",
+    "classes",
     "fetch",
     "fit_arguments",
     "folders",
@@ -46,6 +49,7 @@ __all__ = [
     "load_card",
     "load_split",
     "load_subsets",
+    "load_val_anomalies",
     "make_dataset",
     "preprocess",
     "random_affine",

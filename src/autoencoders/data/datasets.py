@@ -11,7 +11,6 @@ For ``data.source: images`` both stages write uint8 shards instead (``autoencode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 import zipfile
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from autoencoders import errors, fileio
-from autoencoders.data import folders, images, shards, sources
+from autoencoders.data import classes, folders, images, shards, sources
+from autoencoders.data.card import data_card
 from autoencoders.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -31,19 +31,24 @@ SPLITS = ("train", "val", "test")
 
 @dataclasses.dataclass(frozen=True)
 class DataParams(folders.FolderParams):
-    """params.yaml ``data``: where the images come from and the validation share; the
+    """params.yaml ``data``: where the images come from, the validation share and, for
+    anomaly detection, the classes that training and validation keep (``data.classes``); the
     ``images`` source's keys (``path``, ``labels``, ``image_size``, ...) are
     ``folders.FolderParams``'."""
 
     source: str = "mnist"
     npz_path: str | None = None
     val_fraction: float = 0.1
+    normal_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         sources.check_source(self.source)
         super().__post_init__()
         if self.source == "images" and not self.path:
             raise DataError(folders.MISSING_PATH)
+        object.__setattr__(
+            self, "normal_classes", classes.check_normal_classes(self.normal_classes)
+        )
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(
                 f"data.val_fraction must lie strictly between 0 and 1, got {self.val_fraction}."
@@ -147,15 +152,24 @@ def preprocess(
     val_fraction: float,
     seed: int,
     test_fraction: float = 0.1,
+    normal_classes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Write the processed splits and the data card; return the card. ``test_fraction``: the
-    share held out as test from a folder of images without a test/ sub-tree."""
+    share held out as test from a folder of images without a test/ sub-tree. With
+    ``normal_classes`` train and val keep those classes only, the rest of val goes to
+    ``val_anomalies.npz`` and the card records them (``data.classes``); without, nothing of the
+    card changes."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(
             f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}."
         )
     raw_dir = Path(raw_dir)
     if shards.holds_shards(raw_dir):  # the images source: uint8 shards, split without a decode
+        if normal_classes is not None:
+            raise DataError(
+                "data.normal_classes is not supported for data.source images yet: set it to "
+                "null, or sort the normal images into their own folder."
+            )
         return images.preprocess_shards(raw_dir, processed_dir, val_fraction, test_fraction, seed)
     source = fileio.read_json(raw_dir / "source.json")
     refetch = "re-run `dvc repro --force fetch`"
@@ -163,6 +177,8 @@ def preprocess(
     if "x_train" not in raw or not isinstance(source, dict) or "source" not in source:
         raise errors.corrupt(raw_dir, "no x_train or no source in its files", refetch)
     splits = _split(raw, val_fraction, seed)
+    if normal_classes is not None:
+        splits = classes.split_normal(splits, normal_classes)
     processed_dir = Path(processed_dir)
     with fileio.atomic_directory(processed_dir) as staging:
         checksums = {}
@@ -170,29 +186,7 @@ def preprocess(
             payload = {"x": x} if y is None else {"x": x, "y": y.astype(np.int64)}
             np.savez(staging / f"{name}.npz", **payload)
             checksums[name] = fileio.sha256_file(staging / f"{name}.npz")
-        labels = [y for _, y in splits.values() if y is not None]
-        classes = np.unique(np.concatenate(labels)) if labels else np.array([], dtype=np.int64)
-        card = {
-            "source": source["source"],
-            "mirror": source.get("mirror"),
-            "raw_sha256": source.get("dataset_sha256"),
-            "input_shape": list(splits["train"][0].shape[1:]),
-            "dtype": "float32",
-            "scaling": "pixel / 255, in [0, 1]",
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "counts": {name: int(len(x)) for name, (x, _) in splits.items()},
-            "num_classes": int(len(classes)),
-            "class_histogram": {
-                name: (None if y is None else np.bincount(y, minlength=len(classes)).tolist())
-                for name, (_, y) in splits.items()
-            },
-            "pixel_mean": {name: round(float(x.mean()), 6) for name, (x, _) in splits.items()},
-            "split_sha256": checksums,
-            "checksum": hashlib.sha256(
-                "".join(checksums[name] for name in SPLITS).encode()
-            ).hexdigest(),
-        }
+        card = data_card(source, splits, checksums, val_fraction, seed, normal_classes)
         fileio.write_json(staging / "card.json", card)
     return card
 
@@ -210,6 +204,21 @@ def load_split(processed_dir: str | Path, split: str) -> tuple[np.ndarray, np.nd
     if "x" not in arrays:
         raise errors.corrupt(path, f"no array 'x' among {sorted(arrays)}", fix)
     return arrays["x"], arrays.get("y")
+
+
+def load_val_anomalies(processed_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, y) of the validation images outside ``data.normal_classes``, or None without them."""
+    path = Path(processed_dir) / f"{classes.VAL_ANOMALIES}.npz"
+    if not path.exists():
+        return None
+    arrays = read_npz(path, "run `dvc repro --force preprocess`")
+    if "x" not in arrays or "y" not in arrays:
+        raise errors.corrupt(
+            path,
+            f"no arrays 'x' and 'y' among {sorted(arrays)}",
+            "run `dvc repro --force preprocess`",
+        )
+    return arrays["x"], arrays["y"]
 
 
 def load_card(processed_dir: str | Path) -> dict[str, Any]:

@@ -98,7 +98,8 @@ def ssim_window_size(height: int, width: int) -> int:
     return side if side % 2 == 1 else side - 1
 
 
-def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+def gaussian_window(size: int, sigma: float) -> np.ndarray:
+    """The normalised 1-d Gaussian window of SSIM's separable filter: (size,) float64."""
     offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     weights = np.exp(-(offsets**2) / (2.0 * sigma**2))
     return weights / weights.sum()
@@ -122,7 +123,7 @@ def ssim_per_image(
         raise ValueError(
             f"SSIM window_size must be odd and at most {min(height, width)}, got {size}."
         )
-    window = _gaussian_window(size, sigma)
+    window = gaussian_window(size, sigma)
     radius = size // 2
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2

@@ -81,29 +81,43 @@ def convert_keras_model(model: Any, *, input_name: str, output_name: str, opset:
     The model is traced as a ``tf.function`` (not ``tf2onnx.convert.from_keras``, which does not
     understand Keras 3) with a dynamic batch axis named ``batch`` on the input and the output.
     """
-    import tensorflow as tf
-    import tf2onnx
-
     dims = _static_dims(model.inputs[0].shape, f"{model.name} input")
-    spec = (tf.TensorSpec((None, *dims), tf.float32, name=input_name),)
 
     def call(inputs: Any) -> dict[str, Any]:
         # A dict output names the ONNX graph output.
         return {output_name: model(inputs, training=False)}
 
+    return convert_function(
+        call,
+        input_name=input_name,
+        input_dims=dims,
+        opset=opset,
+        name=f"Keras model {model.name!r}",
+    )
+
+
+def convert_function(
+    call: Any, *, input_name: str, input_dims: Sequence[int], opset: int, name: str
+) -> Any:
+    """Convert ``call`` (float32 images (batch, *input_dims) -> a dict of named outputs, each
+    with a leading batch axis) to a canonical ``onnx.ModelProto``; ``name`` says what it is."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, *input_dims), tf.float32, name=input_name),)
     function = tf.function(call, input_signature=spec)
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
     except Exception as error:  # noqa: BLE001 - tf2onnx raises many types; name the model
-        raise ExportError(f"tf2onnx could not convert {model.name!r}: {error}") from error
+        raise ExportError(f"tf2onnx could not convert {name}: {error}") from error
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
     try:
         graph.canonical_names(proto.graph)
     except ValueError as error:
-        raise ExportError(f"{model.name!r}: {error}") from error
+        raise ExportError(f"{name}: {error}") from error
     # tf2onnx writes the traced function's name, which carries TensorFlow's own counter.
-    proto.graph.doc_string = f"converted from Keras model {model.name!r} by tf2onnx"
+    proto.graph.doc_string = f"converted from {name} by tf2onnx"
     return proto
 
 
@@ -163,16 +177,18 @@ def export_models(
     source_run_id: str | None = None,
     resolved_config: Mapping[str, Any] | None = None,
     clusters: Any | None = None,
+    extra: Any | None = None,
 ) -> dict[str, Any]:
     """Export a Keras encoder and decoder to ``out_dir`` and return the model card.
 
     ``clusters`` (images -> cluster probabilities, an IDEC model's ``assigner``) is exported
-    too, as ``clusters.onnx``, under the same checks and parity gate.
-
-    Nothing is written to ``out_dir`` unless both models convert, pass ``onnx.checker`` and the
-    parity gate (max |ONNX Runtime - Keras| / max(1, max |Keras|) <= ``tolerance`` at every
-    batch size, see :func:`parity`); otherwise
-    :class:`ExportError` / :class:`ParityError` is raised and a previous export stays intact.
+    too, as ``clusters.onnx``, under the same checks and parity gate. ``extra`` (the anomaly
+    scorer, ``export.scoring.ScorerExport``) then writes into the same staging directory:
+    ``extra.write(staging, common, config)`` gives ({role: card file}, {role: parity figures},
+    a card section). Nothing is written to ``out_dir`` unless every model converts, passes
+    ``onnx.checker`` and the parity gate (max |ONNX Runtime - Keras| / max(1, max |Keras|) <=
+    ``tolerance`` at every batch size, see :func:`parity`); otherwise :class:`ExportError` /
+    :class:`ParityError` is raised and a previous export stays intact.
     """
     import tensorflow as tf
 
@@ -194,6 +210,9 @@ def export_models(
             parity_figures[role], card_files[role] = _export_one(
                 role, spec, staging, common, parity_inputs[role], config, out_dir
             )
+        files, figures, section = extra.write(staging, common, config) if extra else ({}, {}, {})
+        card_files.update(files)
+        parity_figures.update(figures)
         model_card = card.model_card(
             common,
             card_files,
@@ -201,14 +220,18 @@ def export_models(
             resolved_config,
             input_name=ENCODER_INPUT,
         )
-        fileio.write_json(staging / CARD_FILE, model_card)
-        # Which run and commit made these files differs on every run: run.json, not the card
-        # or the ONNX metadata (.dvcignore keeps it out of dvc.lock, so git stays clean).
-        fileio.write_json(
-            staging / RUN_FILE,
-            {"source_run_id": source_run_id, "git_commit": tracking.git_commit()},
-        )
+        model_card.update(section)
+        _write_card(staging, model_card, source_run_id)
     return model_card
+
+
+def _write_card(staging: Path, model_card: Mapping[str, Any], source_run_id: str | None) -> None:
+    fileio.write_json(staging / CARD_FILE, model_card)
+    # Which run and commit made these files differs on every run: run.json, not the card
+    # or the ONNX metadata (.dvcignore keeps it out of dvc.lock, so git stays clean).
+    fileio.write_json(
+        staging / RUN_FILE, {"source_run_id": source_run_id, "git_commit": tracking.git_commit()}
+    )
 
 
 def _parity_record(config: ExportConfig, parity_figures: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,6 +349,25 @@ def export_variant(
     export's run.json. The resolved config comes from ``config.json`` (with the training
     hyperparameters of ``training.json`` under ``"training"`` when present).
     """
+    autoencoder, resolved_config = load_variant(model_dir)
+    return export_models(
+        autoencoder.encoder,
+        autoencoder.decoder,
+        out_dir,
+        variant=variant or resolved_config.get("name") or Path(model_dir).name,
+        opset=opset,
+        tolerance=tolerance,
+        parity_images=parity_images,
+        parity_batch_sizes=parity_batch_sizes,
+        source_run_id=source_run_id,
+        resolved_config=resolved_config,
+        clusters=getattr(autoencoder, "assigner", None),
+    )
+
+
+def load_variant(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The trained autoencoder of ``models/<variant>`` and its resolved config: ``config.json``
+    with the training hyperparameters of ``training.json`` under ``"training"`` when present."""
     from autoencoders import models
 
     model_dir = Path(model_dir)
@@ -335,16 +377,4 @@ def export_variant(
     training_path = model_dir / "training.json"
     if training_path.exists():
         resolved_config["training"] = fileio.read_json(training_path).get("params", {})
-    return export_models(
-        autoencoder.encoder,
-        autoencoder.decoder,
-        out_dir,
-        variant=variant or resolved_config.get("name") or model_dir.name,
-        opset=opset,
-        tolerance=tolerance,
-        parity_images=parity_images,
-        parity_batch_sizes=parity_batch_sizes,
-        source_run_id=source_run_id,
-        resolved_config=resolved_config,
-        clusters=getattr(autoencoder, "assigner", None),
-    )
+    return autoencoder, resolved_config

@@ -6,7 +6,11 @@ writes metrics/export/<v>.json and logs both ONNX models to the variant's final 
 (models/<v>/run.json: a run the store lacks stops the stage before it writes anything),
 registering the encoder as ``<v>-encoder``. An IDEC export also holds clusters.onnx; its
 assignments of the whole test split by ONNX Runtime alone are scored into the same metrics file
-(``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always).
+(``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always). With the
+``anomaly`` settings the export also holds scorer.onnx and score_model.json (fitted on the
+training and validation splits, ``export.scoring``), registered as ``<v>-scorer``; the metrics
+file gains an ``anomaly`` block (threshold, validation FPR, the test split's scores), or says
+why the variant has no scorer.
 """
 
 from __future__ import annotations
@@ -19,23 +23,35 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, inference, tracking
+from autoencoders import anomaly, data, fileio, inference, tracking
 from autoencoders.evaluation import latent
-from autoencoders.export import convert
+from autoencoders.export import convert, scorer, scoring
 
 
 def run_export(
-    variant: str, settings: convert.ExportConfig, processed_dir: str = "data/processed"
+    variant: str,
+    settings: convert.ExportConfig,
+    processed_dir: str = "data/processed",
+    anomaly_settings: anomaly.AnomalyParams | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Export ``variant``, write its parity metrics and log the models; returns the metrics."""
+    """Export ``variant``, write its parity metrics and log the models; returns the metrics.
+    With ``anomaly_settings`` the export holds scorer.onnx too (``export.scoring``)."""
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     model_dir, export_dir = f"models/{variant}", f"exports/{variant}"
     started = time.monotonic()
     # The run, the data and the model are looked up before exports/<v>/ is replaced.
     run_id = tracking.finished_run(f"{model_dir}/run.json")
     x_test, y_test = data.load_split(processed_dir, "test")
-    card = convert.export_variant(
-        model_dir,
+    autoencoder, resolved_config = convert.load_variant(model_dir)
+    extra, skipped = None, None
+    if anomaly_settings is not None:
+        extra, skipped = _prepare_scorer(
+            autoencoder, anomaly_settings, seed, processed_dir, x_test, y_test
+        )
+    card = convert.export_models(
+        autoencoder.encoder,
+        autoencoder.decoder,
         export_dir,
         variant=variant,
         opset=settings.opset,
@@ -43,11 +59,17 @@ def run_export(
         parity_images=x_test[: max(settings.parity_batch_sizes)],
         parity_batch_sizes=settings.parity_batch_sizes,
         source_run_id=run_id,
+        resolved_config=resolved_config,
+        clusters=getattr(autoencoder, "assigner", None),
+        extra=extra,
     )
     metrics = parity_metrics(card)
     if "clusters" in card["files"]:
         metrics["clusters_onnx"] = score_clusters_onnx(export_dir, x_test, y_test)
         print(f"[export] {variant}: clusters.onnx on test: {metrics['clusters_onnx']}")
+    if extra is not None or skipped:
+        metrics["anomaly"] = extra.metrics if extra is not None else {"skipped": skipped}
+        print(f"[export] {variant}: scorer.onnx: {_anomaly_line(metrics['anomaly'])}")
     fileio.write_json(f"metrics/export/{variant}.json", metrics)
     print(
         f"[export] {variant}: max |ONNX Runtime - Keras| encoder "
@@ -55,9 +77,57 @@ def run_export(
         f"{metrics['decoder']['max_abs_diff']:.2e} (tolerance {settings.tolerance:g}) "
         f"-> {export_dir}/ in {time.monotonic() - started:.1f} s"
     )
-    uris = log_onnx_models(export_dir, variant=variant, example_images=x_test[:2], run_id=run_id)
-    print(f"[export] {variant}: logged {uris}; registered {variant}-encoder")
+    uris = log_onnx_models(
+        export_dir,
+        variant=variant,
+        example_images=x_test[:2],
+        run_id=run_id,
+        anomaly_metrics=metrics.get("anomaly"),
+    )
+    registered = [f"{variant}-{role}" for role in ("encoder", "scorer") if role in uris]
+    print(f"[export] {variant}: logged {uris}; registered {', '.join(registered)}")
     return metrics
+
+
+def _prepare_scorer(
+    autoencoder: Any,
+    settings: anomaly.AnomalyParams,
+    seed: int,
+    processed_dir: str,
+    x_test: np.ndarray,
+    y_test: np.ndarray | None,
+) -> tuple[scoring.ScorerExport | None, str | None]:
+    """The fitted scorer (training codes, normal validation outputs) or why there is none."""
+    x_train, _ = data.load_split(processed_dir, "train")
+    x_val, _ = data.load_split(processed_dir, "val")
+    val_anomalies = data.load_val_anomalies(processed_dir)
+    normal_classes = data.load_card(processed_dir).get("normal_classes")
+    return scoring.prepare(
+        autoencoder,
+        settings,
+        seed=seed,
+        x_train=x_train,
+        x_val=x_val,
+        evaluation={
+            "val_anomalies": None if val_anomalies is None else val_anomalies[0],
+            "x_test": x_test,
+            "y_test": y_test,
+            "normal_classes": normal_classes,
+        },
+    )
+
+
+def _anomaly_line(block: Mapping[str, Any]) -> str:
+    if "skipped" in block:
+        return f"skipped: {block['skipped']}"
+    test = block["test"]
+    line = (
+        f"threshold {block['threshold']:.4g} ({block['rule']}), validation FPR "
+        f"{block['validation']['fpr']:.4f}, test share flagged {test['share_flagged']:.4f}"
+    )
+    if "auroc" in test:
+        line += f", test AUROC {test['auroc']:.4f}, FPR {test['fpr']:.4f}, TPR {test['tpr']:.4f}"
+    return line
 
 
 def score_clusters_onnx(
@@ -78,27 +148,38 @@ def score_clusters_onnx(
 
 
 def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The DVC metric (``metrics/export/<variant>.json``) of a model card's parity figures."""
+    """The DVC metric (``metrics/export/<variant>.json``) of a model card's parity figures; the
+    scorer's also holds its score against the numpy ScoreModel and its map, scaled."""
     figures = card["parity"]
-    return {
-        "tolerance": figures["tolerance"],
-        **{
-            role: {
+    metrics: dict[str, Any] = {"tolerance": figures["tolerance"]}
+    for role in ("encoder", "decoder", "clusters", "scorer"):
+        if role in figures:
+            metrics[role] = {
                 "max_abs_diff": figures[role]["max_abs_diff"],
                 "scaled_diff": figures[role]["scaled_diff"],
                 **{f"batch_{b}": d for b, d in figures[role]["by_batch_size"].items()},
             }
-            for role in ("encoder", "decoder", "clusters")
-            if role in figures
-        },
-    }
+    if "scorer" in figures:
+        metrics["scorer"].update(
+            {
+                f"{key}_scaled_diff": figures["scorer"][key]["scaled_diff"]
+                for key in ("score_model", "anomaly_map")
+            }
+        )
+    return metrics
 
 
 def log_onnx_models(
-    export_dir: str | Path, *, variant: str, example_images: np.ndarray, run_id: str
+    export_dir: str | Path,
+    *,
+    variant: str,
+    example_images: np.ndarray,
+    run_id: str,
+    anomaly_metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log the exported encoder and decoder to MLflow run ``run_id``, with signatures, and
-    register the encoder as ``<variant>-encoder``; also log the model card and parity metrics.
+    register the encoder as ``<variant>-encoder`` (and a scorer.onnx as ``<variant>-scorer``);
+    also log the model card, the parity metrics and the numbers of ``anomaly_metrics``.
 
     ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
     everything is logged by its id, so the run is not re-opened and keeps its duration.
@@ -140,9 +221,55 @@ def log_onnx_models(
         )
         outputs[role] = info.model_uri
         example = result
-    mlflow.log_metrics(
-        {f"export_{key}": value for key, value in fileio.flatten(parity_metrics(card)).items()},
-        run_id=run_id,
-    )
+    if "scorer" in card["files"]:
+        outputs["scorer"] = _log_scorer(export_dir, card, variant, images, run_id)
+    _log_metrics(card, anomaly_metrics, run_id)
     mlflow.log_artifact(str(export_dir / convert.CARD_FILE), artifact_path="export", run_id=run_id)
     return outputs
+
+
+def _log_metrics(
+    card: Mapping[str, Any], anomaly_metrics: Mapping[str, Any] | None, run_id: str
+) -> None:
+    """The parity figures as ``export_*`` and the anomaly block's numbers as ``anomaly_*``."""
+    import mlflow
+
+    flat = {f"export_{key}": value for key, value in fileio.flatten(parity_metrics(card)).items()}
+    for key, value in fileio.flatten(anomaly_metrics or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"anomaly_{key}"] = value
+    mlflow.log_metrics(flat, run_id=run_id)
+
+
+def _log_scorer(
+    export_dir: Path, card: Mapping[str, Any], variant: str, images: np.ndarray, run_id: str
+) -> str:
+    """Log scorer.onnx with its signature (images -> score, anomaly_map) as ``scorer_onnx``,
+    registered as ``<variant>-scorer``, as ``log_onnx_models`` logs the encoder."""
+    import mlflow
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    path = export_dir / scorer.SCORER_FILE
+    session = ort.InferenceSession(str(path), providers=[convert.PARITY_PROVIDER])
+    names = [scorer.SCORE_OUTPUT, scorer.MAP_OUTPUT]
+    results = session.run(names, {convert.ENCODER_INPUT: images})
+    threshold = card["anomaly"]["threshold"]
+    info = mlflow.onnx.log_model(
+        onnx.load(str(path)),
+        name="scorer_onnx",
+        signature=infer_signature(
+            {convert.ENCODER_INPUT: images}, dict(zip(names, results, strict=True))
+        ),
+        registered_model_name=f"{variant}-scorer",
+        save_as_external_data=False,
+        metadata={
+            "variant": variant,
+            "sha256": card["files"]["scorer"]["sha256"],
+            "threshold": threshold["value"],
+            "threshold_rule": threshold["rule"],
+        },
+        run_id=run_id,
+    )
+    return info.model_uri

@@ -87,12 +87,14 @@ def summary_row(
         row["pca_ratio"] = round(float(row["mse"]) / float(row["pca_mse"]), 4)
         row["beats_pca"] = bool(row["mse"] <= PCA_RATIO_BAR * row["pca_mse"])
     if parity:
+        # The models' own outputs; the scorer's summed score has its own scale and gate.
         differences = [
             float(value)
             for key, value in fileio.flatten(parity).items()
             if isinstance(value, (int, float))
             and not isinstance(value, bool)
             and key.endswith("max_abs_diff")
+            and key.split(".")[0] in ("encoder", "decoder", "clusters")
         ]
         if differences:
             row["parity_max_abs_diff"] = max(differences)

@@ -46,7 +46,8 @@ def runs_by_kind(uri: str) -> dict[str, list]:
 def repo_copy(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
     work = tmp_path_factory.mktemp("pipeline") / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("pipeline", "src"):
+    # examples/images: fetch's data.path dependency (an empty placeholder unless source: images)
+    for name in ("pipeline", "src", "examples"):
         shutil.copytree(REPO / name, work / name, ignore=ignore)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, work / name)

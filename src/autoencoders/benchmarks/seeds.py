@@ -21,7 +21,6 @@ from autoencoders.clustering import stage
 from autoencoders.evaluation import latent
 
 KEYS = ("mse", "own_accuracy", "own_nmi", "own_ari")
-HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 
 
 def score_seeds(
@@ -87,12 +86,12 @@ def cluster_seeds(variant: str, params: clustering.HeadParams, seeds: list[int])
         results.append(metrics)
         print(
             f"[cluster] {variant} seed {seed}: "
-            + ", ".join(f"{key} {metrics[key]:.4f}" for key in HEAD_KEYS if key in metrics)
+            + ", ".join(f"{key} {metrics[key]:.4f}" for key in stage.HEAD_KEYS if key in metrics)
             + f" ({metrics['head_seconds']:.1f} s)",
             flush=True,
         )
-    summary = clustering.summarise_seeds(results, HEAD_KEYS)
-    for key in HEAD_KEYS:
+    summary = clustering.summarise_seeds(results, stage.HEAD_KEYS)
+    for key in stage.HEAD_KEYS:
         if key in summary:
             print(
                 f"[cluster] {variant} over seeds {seeds}: {key} "

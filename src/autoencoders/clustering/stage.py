@@ -23,7 +23,7 @@ PROCESSED_DIR = "data/processed"
 METRICS_DIR = Path("metrics") / "cluster"
 PLOTS_DIR = Path("plots") / "cluster"
 PIXELS = "pixels"
-SEED_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
+HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
 
 
@@ -84,7 +84,7 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     _log(run_id, metrics_path, plot_dir, seconds)
     shown = ", ".join(
         f"{key} {metrics[key]:.4f}"
-        for key in (*SEED_KEYS, "head_silhouette")
+        for key in (*HEAD_KEYS, "head_silhouette")
         if metrics.get(key) is not None
     )
     print(

@@ -169,6 +169,27 @@ def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+# The CUDA provider where the serving host has one, else the CPU: stated, as MLflow's default
+# leaves it to the ONNX Runtime build.
+SERVING_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def model_requirements() -> list[str]:
+    """The pinned pip requirements of every logged ONNX model, stated rather than inferred.
+
+    MLflow's inference re-imports the model in a subprocess (about 4 s per model here) and
+    lists ``onnxruntime`` beside ``onnxruntime-gpu``: two wheels of one package, of which pip
+    keeps whichever it installed last. The GPU wheel carries the CPU provider too, so it alone
+    is required where it exists (Linux, Windows; the CPU wheel elsewhere, as pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        runtime = f"onnxruntime-gpu=={version('onnxruntime-gpu')}"
+    except PackageNotFoundError:
+        runtime = f"onnxruntime=={version('onnxruntime')}"
+    return [f"{name}=={version(name)}" for name in ("mlflow", "onnx", "numpy")] + [runtime]
+
+
 def log_onnx_models(
     export_dir: str | Path,
     *,
@@ -215,6 +236,8 @@ def log_onnx_models(
             name=f"{role}_onnx",
             signature=signature,
             registered_model_name=f"{variant}-encoder" if role == "encoder" else None,
+            pip_requirements=model_requirements(),
+            onnx_execution_providers=SERVING_PROVIDERS,
             save_as_external_data=False,
             metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
             run_id=run_id,
@@ -263,6 +286,8 @@ def _log_scorer(
             {convert.ENCODER_INPUT: images}, dict(zip(names, results, strict=True))
         ),
         registered_model_name=f"{variant}-scorer",
+        pip_requirements=model_requirements(),
+        onnx_execution_providers=SERVING_PROVIDERS,
         save_as_external_data=False,
         metadata={
             "variant": variant,

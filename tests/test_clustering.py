@@ -166,6 +166,46 @@ def test_head_gives_the_same_bytes_across_thread_counts_and_cpu_targets(tmp_path
     assert inductive == sorted(inductive, reverse=True) and sum(inductive) == 300
 
 
+MIXTURES_IN_A_PROCESS = """
+import sys
+import numpy as np
+from autoencoders.anomaly.densities import GaussianMixtureDensity
+from autoencoders.clustering import head
+points = np.load(sys.argv[1])
+mixture, components = head.fit_mixture(points, 10, "full", 2, 0)
+density = GaussianMixtureDensity.fit(points, n_components=10, seed=0)
+np.savez(sys.argv[2], means=mixture.means_, components=components, density=density.means)
+"""
+
+
+@pytest.mark.slow
+def test_mixtures_give_the_same_bytes_whatever_the_blas_threads(tmp_path):
+    """10,000 points of 10 numbers, as the head's manifold holds: enough for OpenBLAS to split
+    the mixture's products over its threads (the 300 digits above are not), which round
+    differently per thread count unless ``threads.small_blas`` keeps them to one."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 10)) * 3
+    points = centres[rng.integers(0, 10, 10000)] + rng.normal(size=(10000, 10))
+    np.save(tmp_path / "points.npy", points.astype(np.float32))
+    stored = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = tmp_path / f"mixtures-{threads}.npz"
+        subprocess.run(
+            [sys.executable, "-c", MIXTURES_IN_A_PROCESS, tmp_path / "points.npy", out],
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        with np.load(out) as arrays:
+            stored.append({key: arrays[key].tobytes() for key in arrays})
+    assert stored[0] == stored[1]
+
+
 def test_a_partition_has_one_spelling_whatever_its_cluster_names():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, size=200)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError
+from autoencoders.threads import small_blas
 
 COVARIANCES = ("ledoit_wolf", "empirical")
 
@@ -81,14 +82,15 @@ class GaussianMixtureDensity:
                 f"{len(codes)} training codes cannot fit {n_components} mixture components: "
                 "lower anomaly.n_components or pass more training images."
             )
-        mixture = GaussianMixture(
-            n_components=n_components,
-            covariance_type="full",
-            reg_covar=reg_covar,
-            max_iter=max_iter,
-            n_init=n_init,
-            random_state=seed,
-        ).fit(codes)
+        with small_blas():
+            mixture = GaussianMixture(
+                n_components=n_components,
+                covariance_type="full",
+                reg_covar=reg_covar,
+                max_iter=max_iter,
+                n_init=n_init,
+                random_state=seed,
+            ).fit(codes)
         return cls(mixture.weights_, mixture.means_, mixture.precisions_cholesky_)
 
     @property

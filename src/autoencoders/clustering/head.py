@@ -38,6 +38,7 @@ import numpy as np
 from autoencoders.clustering.manifold import ExactNeighbours, import_umap
 from autoencoders.config import ConfigError
 from autoencoders.evaluation.latent import canonical_labels, label_scores
+from autoencoders.threads import small_blas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +120,6 @@ def fit_head(
 
     Fewer codes than neighbours shrink ``n_neighbors`` (and the components) to what fits.
     """
-    from sklearn.mixture import GaussianMixture
-
     umap = import_umap()
     flat = _flat_codes(codes)
     if len(flat) < n_clusters:
@@ -142,28 +141,36 @@ def fit_head(
         transform_seed=seed,
         precomputed_knn=(knn_indices, knn_distances, index),
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), small_blas():
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         embedding = reducer.fit_transform(flat)
-    mixture = GaussianMixture(
-        n_components=n_clusters,
-        covariance_type=covariance_type,
-        n_init=gmm_n_init,
-        random_state=seed,
-    )
-    components_of = mixture.fit_predict(embedding)
+    mixture, components_of = fit_mixture(embedding, n_clusters, covariance_type, gmm_n_init, seed)
     relabel = canonical_labels(components_of, n_clusters)
     seconds = time.perf_counter() - started
     return Head(reducer, mixture, embedding, relabel[components_of], seconds, relabel)
 
 
+def fit_mixture(
+    embedding: np.ndarray, n_clusters: int, covariance_type: str, n_init: int, seed: int
+) -> tuple[Any, np.ndarray]:
+    """(the seeded GaussianMixture, each point's component) on the manifold, with one BLAS
+    thread: its thousands of small products round differently with more (``threads``)."""
+    from sklearn.mixture import GaussianMixture
+
+    mixture = GaussianMixture(
+        n_components=n_clusters, covariance_type=covariance_type, n_init=n_init, random_state=seed
+    )
+    with small_blas():
+        return mixture, mixture.fit_predict(embedding)
+
+
 def predict_head(head: Head, codes: Any) -> tuple[np.ndarray, np.ndarray]:
     """(embedding, clusters) of new codes: ``UMAP.transform`` then ``GaussianMixture.predict``."""
     flat = _flat_codes(codes)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), small_blas():
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
         embedding = head.reducer.transform(flat)
-    predicted = head.mixture.predict(embedding)
+        predicted = head.mixture.predict(embedding)
     return embedding, predicted if head.relabel is None else head.relabel[predicted]
 
 

@@ -9,6 +9,7 @@ seed. Nothing is written; labels only score.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -75,7 +76,9 @@ def best_variant() -> str:
 
 def cluster_seeds(variant: str, params: clustering.HeadParams, seeds: list[int]) -> dict[str, Any]:
     """The head over several seeds on the same codes: mean ± std printed; nothing written."""
-    test_codes, y_test, train_codes = stage.inputs(variant, params.inductive_subsample > 0)
+    # Every training code: each seed's head draws its own subsample of them.
+    every = sys.maxsize if params.inductive_subsample > 0 else 0
+    test_codes, y_test, train_codes = stage.inputs(variant, every, seed=0)
     if y_test is None:
         raise SystemExit("--seeds scores accuracy and needs labels; this dataset has none.")
     results = []

@@ -198,6 +198,14 @@ def label_free_scores(
     return result
 
 
+def inductive_sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The seeded ``size`` rows the inductive head is fitted on (all of them when fewer):
+    the same rows whether drawn from the images or from their codes."""
+    if size >= len(rows):
+        return rows
+    return rows[np.random.default_rng(seed).choice(len(rows), size=size, replace=False)]
+
+
 def score_head(
     test_codes: Any,
     test_labels: np.ndarray | None,
@@ -242,10 +250,9 @@ def score_head(
         )
     )
     if train_codes is not None and params.inductive_subsample > 0:
-        train = _flat_codes(train_codes, "training codes")
-        if params.inductive_subsample < len(train):
-            rng = np.random.default_rng(seed)
-            train = train[rng.choice(len(train), size=params.inductive_subsample, replace=False)]
+        train = inductive_sample(
+            _flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
+        )
         started = time.perf_counter()
         inductive = fit_head(train, seed=seed, **settings)
         _, predicted = predict_head(inductive, test)

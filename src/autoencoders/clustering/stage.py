@@ -34,10 +34,18 @@ def _codes(variant: str, images: np.ndarray) -> np.ndarray:
     return encoder.encode(images).reshape(len(images), -1)
 
 
-def inputs(variant: str, inductive: bool) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    """(test codes, test labels or None, training codes or None) of a variant or the pixels."""
+def inputs(variant: str, inductive: int, seed: int) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """(test codes, test labels or None, training codes or None) of a variant or the pixels.
+
+    ``inductive``: how many training images the inductive head sees (0: none); the seeded
+    subsample ``head.score_head`` would draw is drawn here, before encoding, so only those
+    images are encoded."""
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    x_train = data.load_split(PROCESSED_DIR, "train")[0] if inductive else None
+    x_train = (
+        head.inductive_sample(data.load_split(PROCESSED_DIR, "train")[0], inductive, seed)
+        if inductive
+        else None
+    )
     if variant == PIXELS:
         flat = x_test.reshape(len(x_test), -1)
         train = None if x_train is None else x_train.reshape(len(x_train), -1)
@@ -50,8 +58,8 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     started = time.monotonic()
     # Looked up before any output is written: a run the store lacks stops here.
     run_id = tracking.logged_run(Path("models") / variant / "run.json")
-    inductive = params.inductive_subsample > 0 and variant != PIXELS
-    test_codes, y_test, train_codes = inputs(variant, inductive)
+    inductive = params.inductive_subsample if variant != PIXELS else 0
+    test_codes, y_test, train_codes = inputs(variant, inductive, seed)
     print(
         f"[cluster] {variant}: {len(test_codes)} test codes of {test_codes.shape[1]} numbers"
         + (f", {len(train_codes)} training codes" if train_codes is not None else "")

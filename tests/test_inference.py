@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from autoencoders import __main__ as cli
-from autoencoders import export, inference
+from autoencoders import export, inference, providers
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (8, 8, 1)
@@ -178,12 +178,61 @@ def test_require_gpu_without_a_gpu_fails_clearly(exported):
 
 
 def test_cpu_fallback_is_logged_once_with_its_reason(exported, monkeypatch, caplog):
-    monkeypatch.setattr(inference, "_cuda_decision", None)
-    with caplog.at_level(logging.INFO, logger="autoencoders.inference"):
+    monkeypatch.setattr(providers, "_cuda_decision", None)
+    with caplog.at_level(logging.INFO, logger="autoencoders.providers"):
         first = inference.Encoder(exported["dir"])
         inference.Decoder(exported["dir"])
     messages = [r.getMessage() for r in caplog.records if "provider" in r.getMessage()]
     assert len(messages) == 1 and first.provider in messages[0] and "(" in messages[0]
+
+
+def test_cuda_sessions_search_heuristically_and_keep_fp32():
+    cuda, cpu = providers.session_providers(True)
+    assert cuda == (
+        "CUDAExecutionProvider",
+        {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"},
+    )
+    assert cpu == "CPUExecutionProvider"
+    assert providers.session_providers(True, allow_tf32=True)[0][1]["use_tf32"] == "1"
+    assert providers.session_providers(False) == ["CPUExecutionProvider"]
+
+
+def test_the_probe_reads_where_each_node_ran_from_a_profiled_run(exported):
+    """The conv encoder's profile names every node ONNX Runtime ran: its Conv nodes (read from
+    the graph itself with onnx) among them, each on the CPU here, so the verdict is "not CUDA"."""
+    import onnx
+
+    path = exported["dir"] / "encoder.onnx"
+    placement = providers.node_placement(path.read_bytes(), ["CPUExecutionProvider"])
+    graph_ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Conv" in graph_ops and "Conv" in {op for op, _ in placement}
+    assert {provider for _, provider in placement} == {"CPUExecutionProvider"}
+    usable, reason = providers.placement_verdict(placement)
+    assert not usable and "no node ran on CUDAExecutionProvider" in reason
+
+
+def test_the_verdict_wants_compute_on_cuda_and_no_host_copies():
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    clean = [("Conv", cuda), ("Shape", cpu), ("Gemm", cuda)]
+    assert providers.placement_verdict(clean)[0]
+    fallback = providers.placement_verdict([("Conv", cuda), ("LSTM", cpu)])
+    assert not fallback[0] and "['LSTM'] fell back" in fallback[1]
+    copies = [("Conv", cuda), ("MemcpyToHost", cuda), ("Relu", cpu), ("MemcpyFromHost", cuda)]
+    assert providers.placement_verdict(copies) == (
+        False,
+        "2 host copies between nodes (1 on CPUExecutionProvider, 3 on CUDAExecutionProvider)",
+    )
+
+
+def test_io_binding_gives_the_same_outputs_in_every_chunk(exported, images):
+    plain = inference.Encoder(exported["dir"], batch_size=7)
+    bound = inference.Encoder(exported["dir"], batch_size=7, io_binding=True)
+    np.testing.assert_array_equal(bound.encode(images), plain.encode(images))
+    decoder = inference.Decoder(exported["dir"], batch_size=5, io_binding=True)
+    codes = plain.encode(images)
+    np.testing.assert_array_equal(
+        decoder.decode(codes), inference.Decoder(exported["dir"]).decode(codes)
+    )
 
 
 def test_batch_size_must_be_positive(exported):

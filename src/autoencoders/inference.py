@@ -19,17 +19,17 @@ image's cluster and the probabilities behind it, with the same input checks as `
 (N,), ``.flag(images)`` (N,) bool at the export's threshold, ``.maps(images)`` (N, H, W, C).
 
 Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
-The CUDA execution provider is used only when a session really gets it (the onnxruntime-gpu wheel
-lists it even on machines without a GPU); otherwise the CPU provider, and the choice is logged
-once with its reason. ``require_gpu=True`` raises instead of falling back.
+The CUDA execution provider is used only when a profiled run shows it really runs the model
+(``providers.cuda_usable``: the onnxruntime-gpu wheel lists it even on machines without a GPU);
+otherwise the CPU provider, and the choice is logged once with its reason. ``require_gpu=True``
+raises instead of falling back. On CUDA, cuDNN picks convolution algorithms by heuristics (no
+re-benchmark per new batch size) and TF32 is off unless ``allow_tf32=True``; ``io_binding=True``
+runs repeated batches through one ONNX Runtime I/O binding.
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,17 +38,10 @@ import numpy as np
 import onnxruntime as ort
 
 from autoencoders import errors
+from autoencoders.providers import CPU, CUDA, cuda_usable, session_providers
 
-logger = logging.getLogger(__name__)
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 DEFAULT_BATCH_SIZE = 256
 SCALING = "float32 in [0,1]; uint8 images divided by 255"
-
-# The provider decision is made once per process (the probe is a full session creation, and a
-# failed CUDA load prints ONNX Runtime's own errors); later sessions reuse it.
-_cuda_decision: tuple[bool, str] | None = None
 
 
 class InferenceInputError(errors.UserError, ValueError):
@@ -61,48 +54,6 @@ class ModelLoadError(errors.UserError, RuntimeError):
 
 class GPUUnavailableError(errors.UserError, RuntimeError):
     """``require_gpu=True`` but the CUDA execution provider cannot be used here."""
-
-
-def _nvidia_driver_reason() -> str | None:
-    """Why there is certainly no usable NVIDIA driver, or None when there may be one."""
-    library = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}.get(sys.platform)
-    if library is None:
-        return f"CUDA is not supported by onnxruntime on {sys.platform}"
-    try:
-        ctypes.CDLL(library)
-    except OSError:
-        return f"no NVIDIA driver ({library} cannot be loaded)"
-    return None
-
-
-def cuda_usable(model_bytes: bytes) -> tuple[bool, str]:
-    """Whether a session for ``model_bytes`` (a valid ONNX model) really gets the CUDA provider
-    here, and why; decided once per process."""
-    global _cuda_decision
-    if _cuda_decision is not None:
-        return _cuda_decision
-    available = ort.get_available_providers()
-    if CUDA not in available:
-        decision = (False, f"onnxruntime {ort.__version__} has no {CUDA} (providers: {available})")
-    elif (reason := _nvidia_driver_reason()) is not None:
-        decision = (False, f"{CUDA} is listed but {reason}")
-    else:
-        try:
-            session = ort.InferenceSession(model_bytes, providers=[CUDA, CPU])
-        except Exception as error:  # noqa: BLE001 - any failure means: not usable
-            decision = (False, f"{CUDA} is listed but a session could not use it: {error}")
-        else:
-            if session.get_providers()[0] == CUDA:
-                decision = (True, f"{CUDA} works (a session got it)")
-            else:
-                decision = (
-                    False,
-                    f"{CUDA} is listed but the session fell back to CPU "
-                    "(CUDA/cuDNN libraries missing or no GPU)",
-                )
-    _cuda_decision = decision
-    logger.info("ONNX Runtime provider: %s (%s)", CUDA if decision[0] else CPU, decision[1])
-    return decision
 
 
 def resolve_model_path(model: str | os.PathLike[str], default_name: str) -> Path:
@@ -147,6 +98,8 @@ class OnnxModel:
         require_gpu: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         intra_op_num_threads: int | None = None,
+        allow_tf32: bool = False,
+        io_binding: bool = False,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -171,11 +124,14 @@ class OnnxModel:
                 "require_gpu=False to run on the CPU."
             )
         self.session = (
-            ort.InferenceSession(model_bytes, options, providers=[CUDA, CPU])
+            ort.InferenceSession(
+                model_bytes, options, providers=session_providers(True, allow_tf32)
+            )
             if use_cuda
             else cpu_session
         )
         self.provider = self.session.get_providers()[0]
+        self.io_binding = io_binding
         if require_gpu and self.provider != CUDA:
             raise GPUUnavailableError(
                 f"require_gpu=True but the session for {self.path} runs on {self.provider}."
@@ -202,10 +158,20 @@ class OnnxModel:
     def _run(self, batch: np.ndarray, names: Sequence[str] | None = None) -> Any:
         """Run ``batch`` (N, *input_shape) float32 through the model in chunks of batch_size:
         the output, or a list of the outputs ``names``."""
-        chunks: list[list[np.ndarray]] = [[] for _ in names or [self.output_name]]
+        wanted = list(names or [self.output_name])
+        chunks: list[list[np.ndarray]] = [[] for _ in wanted]
+        binding = self.session.io_binding() if self.io_binding else None
+        device = "cuda" if self.provider == CUDA else "cpu"
         for start in range(0, len(batch), self.batch_size):
-            feed = {self.input_name: batch[start : start + self.batch_size]}
-            results = self.session.run(list(names or [self.output_name]), feed)
+            chunk_in = np.ascontiguousarray(batch[start : start + self.batch_size])
+            if binding is None:
+                results = self.session.run(wanted, {self.input_name: chunk_in})
+            else:  # one binding for every chunk: outputs allocated on the provider's device
+                binding.bind_cpu_input(self.input_name, chunk_in)
+                for name in wanted:
+                    binding.bind_output(name, device)
+                self.session.run_with_iobinding(binding)
+                results = binding.copy_outputs_to_cpu()
             for chunk, result in zip(chunks, results, strict=True):
                 chunk.append(result)
         outputs = [np.concatenate(chunk, axis=0) for chunk in chunks]

@@ -16,16 +16,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+# cuDNN picks convolution algorithms by heuristics (no re-benchmark for every new batch size),
+# and FP32 stays FP32 (not TF32 on A100/H100): the codes the export's parity check vouches for.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
 
-def open_session(path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
+
+def open_session(path: Path, providers: list | None = None) -> ort.InferenceSession:
     """A session on the GPU when one really works, else on the CPU.
 
     The onnxruntime-gpu wheel lists CUDA even without a GPU (it then logs why it cannot load it
     and falls back): ``session.get_providers()`` says what the session really got.
     """
     if providers is None:
-        cuda = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
-        providers = [*cuda, "CPUExecutionProvider"]
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", CUDA_OPTIONS))
     session = ort.InferenceSession(str(path), providers=providers)
     print(f"{path.name}: running on {session.get_providers()[0]}")
     return session
@@ -48,7 +53,10 @@ def to_model_input(images: np.ndarray, height: int, width: int, channels: int) -
 def main() -> None:
     export_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "exports/conv")
     encoder = open_session(export_dir / "encoder.onnx")
-    decoder = open_session(export_dir / "decoder.onnx", providers=encoder.get_providers())
+    on_gpu = encoder.get_providers()[0] == "CUDAExecutionProvider"
+    decoder = open_session(
+        export_dir / "decoder.onnx", providers=None if on_gpu else ["CPUExecutionProvider"]
+    )
     metadata = encoder.get_modelmeta().custom_metadata_map
     height, width, channels = json.loads(metadata["image_shape"])
     print(

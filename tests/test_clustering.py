@@ -206,6 +206,31 @@ def test_mixtures_give_the_same_bytes_whatever_the_blas_threads(tmp_path):
     assert stored[0] == stored[1]
 
 
+def test_openblas_runs_the_avx2_kernels_on_every_avx2_cpu():
+    """``import autoencoders`` before numpy pins OpenBLAS's kernels to Haswell's (AVX2 + FMA) on
+    a CPU that has them: an AVX-512 CPU's own kernels round the mixtures' products otherwise.
+    OpenBLAS itself reports which kernels it loaded (threadpoolctl's ``architecture``)."""
+    import os
+    import subprocess
+    import sys
+
+    import autoencoders
+
+    if not {"avx2", "fma"} <= autoencoders._cpu_flags():
+        pytest.skip("this CPU has no AVX2 + FMA: OpenBLAS keeps its own choice")
+    script = (
+        "import autoencoders, numpy, scipy.linalg, threadpoolctl, os; "
+        "print(os.environ['OPENBLAS_CORETYPE'], "
+        "*sorted({i['architecture'] for i in threadpoolctl.threadpool_info() "
+        "if i['internal_api'] == 'openblas'}))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["Haswell", "Haswell"]
+
+
 def test_a_partition_has_one_spelling_whatever_its_cluster_names():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, size=200)

@@ -13,8 +13,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # sgemm, XLA's, i.e. JAX's and jit_compile's, through its own code generator): an AVX-512 machine
 # sums in another order than an AVX2 one and trained weights drift apart. Capped at AVX2, every
 # AVX2-or-newer x86 CPU runs the same kernels (docs/determinism.md: what it fixes, what not).
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or none where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    # OpenBLAS (numpy's and scipy's; the mixtures and the head) the same way: its AVX-512
+    # kernels round otherwise than the AVX2 ones every AVX2 CPU (Zen included) runs. Read when
+    # numpy loads, so only before numpy's first import, as in every stage script.
+    if {"avx2", "fma"} <= _cpu_flags():
+        os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
     if "xla_cpu_max_isa" not in os.environ.get("XLA_FLAGS", ""):
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_max_isa=AVX2".strip()

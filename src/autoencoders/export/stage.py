@@ -279,6 +279,10 @@ def _mark_candidate(name: str, info: Any, tags: Mapping[str, str] | None = None)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CANDIDATE, version)
+    variant = name.rsplit("-", 1)[0]
+    print(
+        f"[export] {name} version {version} is the {CANDIDATE!r} (make promote VARIANT={variant})"
+    )
     return version
 
 

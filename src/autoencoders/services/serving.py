@@ -64,12 +64,13 @@ def versions(client: Any, name: str) -> dict[str, Any]:
             f"export (dvc repro export@{name.rsplit('-', 1)[0]}) against this store, or set "
             "MLFLOW_TRACKING_URI to the store that holds it."
         )
-    return {v.version: v for v in sorted(found, key=lambda v: int(v.version))}
+    return {str(v.version): v for v in sorted(found, key=lambda v: int(v.version))}
 
 
 def aliases(client: Any, name: str) -> dict[str, str]:
-    """``name``'s aliases: {alias: version}."""
-    return dict(client.get_registered_model(name).aliases)
+    """``name``'s aliases: {alias: version number as a string} (stores differ in the type)."""
+    found = client.get_registered_model(name).aliases
+    return {alias: str(number) for alias, number in found.items()}
 
 
 def resolve(
@@ -151,6 +152,8 @@ def serve(
     print(f"[serve] {uri} (version {number}) on http://{host}:{port}/invocations", flush=True)
     print(f"[serve] try: {curl_example(host, port, input_name, shape)}", flush=True)
     command = serve_command(uri, host, port)
+    # mlflow's CLI starts `uvicorn` by name: this environment's, even when it is not activated.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     os.execvp(command[0], command)
 
 

@@ -285,7 +285,7 @@ def _check_bad_requests(url: str, images: np.ndarray, encoder_file: Path) -> Non
         "Shape of input (2, 27, 28, 1) does not match expected shape (-1, 28, 28, 1)"
         in (answer["message"])
     )
-    for wrong in (np.full((1, 28, 28, 1), "a").tolist(), [[[["0.5", {}]] * 28] * 28]):
+    for wrong in (np.full((1, 28, 28, 1), "a").tolist(), [[[[{}]] * 28] * 28]):
         status, answer = _post(url, {"inputs": {"images": wrong}})
         assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
         assert answer["message"].startswith("Invalid input.")

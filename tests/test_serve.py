@@ -217,20 +217,26 @@ def test_promote_moves_champion_and_fails_in_one_line(registry):
         "bare-encoder: champion unset -> version 1",
         "bare-scorer: not registered (the variant has no scorer)",
     ]
-    for arguments, message in (
-        (["promote", "--variant", "nope"], "no registered model 'nope-encoder'"),
+    missing = registry["root"] / "elsewhere.db"
+    for arguments, message, store in (
+        (["promote", "--variant", "nope"], "no registered model 'nope-encoder'", None),
+        (["promote", "--variant", "conv"], f"no MLflow store at {missing}: ",
+         f"sqlite:///{missing}"),
         (["serve", "--variant", "conv", "--alias", "gold"],
-         "conv-encoder has no alias 'gold' (its aliases: candidate -> 2, champion -> 1)"),
+         "conv-encoder has no alias 'gold' (its aliases: candidate -> 2, champion -> 1)", None),
     ):  # fmt: skip
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": store or tracking.tracking_uri()}
         finished = subprocess.run(
             [sys.executable, "-m", "autoencoders.services.serving", *arguments],
             capture_output=True,
             text=True,
+            env=environment,
         )
         assert finished.returncode == 1 and finished.stdout == ""
         program = "python -m autoencoders.services.serving: error: "
         (line,) = finished.stderr.strip().splitlines()
         assert line.startswith(program) and message in line
+    assert not missing.exists()  # not created empty by asking
 
 
 def _codes(answer: dict) -> np.ndarray:

@@ -47,6 +47,12 @@ def _client() -> Any:
     import mlflow
 
     uri = tracking.tracking_uri()
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if database is not None and not database.is_file():  # MLflow would create an empty one
+        raise RegistryError(
+            f"no MLflow store at {database}: run the pipeline (make repro) here first, or set "
+            "MLFLOW_TRACKING_URI to the store that holds the registry."
+        )
     tracking.check_tracking(uri)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
@@ -60,9 +66,9 @@ def versions(client: Any, name: str) -> dict[str, Any]:
     found = client.search_model_versions(f"name='{name}'")
     if not found:
         raise RegistryError(
-            f"no registered model {name!r} in {tracking.mask(tracking.tracking_uri())}: run its "
-            f"export (dvc repro export@{name.rsplit('-', 1)[0]}) against this store, or set "
-            "MLFLOW_TRACKING_URI to the store that holds it."
+            f"no registered model {name!r} in {tracking.mask(tracking.tracking_uri())}: the "
+            f"export@{name.rsplit('-', 1)[0]} stage registers it (make repro), or set "
+            "MLFLOW_TRACKING_URI to the store that holds it (a team's server)."
         )
     return {str(v.version): v for v in sorted(found, key=lambda v: int(v.version))}
 

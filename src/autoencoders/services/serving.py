@@ -43,7 +43,7 @@ def model_name(variant: str, role: str = "encoder") -> str:
 
 def _client() -> Any:
     """A client of the tracking store (``MLFLOW_TRACKING_URI``, else ./mlflow.db), which is
-    also the registry, set for this process and the server it becomes."""
+    also the registry; MLflow's process-wide URIs are left as they are."""
     import mlflow
 
     uri = tracking.tracking_uri()
@@ -54,9 +54,6 @@ def _client() -> Any:
             "MLFLOW_TRACKING_URI to the store that holds the registry."
         )
     tracking.check_tracking(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -152,8 +149,15 @@ def serve(
 ) -> None:
     """Resolve the model, print its URI and a curl example, then become ``mlflow models
     serve`` on ``host:port``."""
+    import mlflow
+
     name = model_name(variant, role)
-    uri, number = resolve(_client(), name, version, alias)
+    client = _client()
+    uri, number = resolve(client, name, version, alias)
+    # This process becomes the server: the store it resolved is the one the server reads.
+    os.environ["MLFLOW_TRACKING_URI"] = client.tracking_uri
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client.tracking_uri)
     input_name, shape = input_shape(uri)
     print(f"[serve] {uri} (version {number}) on http://{host}:{port}/invocations", flush=True)
     print(f"[serve] try: {curl_example(host, port, input_name, shape)}", flush=True)

@@ -27,7 +27,7 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data
+	sample-images bench-data serve promote
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -84,6 +84,17 @@ push: $(STAMP) ## Upload data, models and exports to the DVC remote [DVC_REMOTE=
 
 pull: $(STAMP) ## Download them from the DVC remote (a fresh clone skips retraining)
 	$(BIN)/python -m autoencoders.services.remote pull $(if $(DVC_REMOTE),--url '$(DVC_REMOTE)') $(ARGS)
+
+# make serve / promote: the registered <VARIANT>-encoder (ROLE=scorer: -scorer) in MLFLOW_TRACKING_URI.
+SERVE_PORT ?= 5001
+ROLE ?= encoder
+serve: $(STAMP) ## MLflow's model server: make serve VARIANT=conv [VERSION=n|ALIAS=champion] [ROLE=scorer] [HOST=127.0.0.1] [SERVE_PORT=5001]
+	@$(BIN)/python -m autoencoders.services.serving serve --variant $(or $(VARIANT),conv) --role $(ROLE) \
+		$(if $(VERSION),--version $(VERSION)) $(if $(ALIAS),--alias $(ALIAS)) --host $(HOST) --port $(SERVE_PORT)
+
+promote: $(STAMP) ## Move the alias champion to the candidate (or VERSION=n): make promote VARIANT=conv [VERSION=n]
+	@$(BIN)/python -m autoencoders.services.serving promote --variant $(or $(VARIANT),conv) \
+		$(if $(VERSION),--version $(VERSION))
 
 DASHBOARD_PORT ?= 8080
 dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 (DASHBOARD_PORT=) for the study storage

@@ -4,13 +4,15 @@ Converts with tf2onnx, checks, compares ONNX Runtime with Keras on test images a
 ``export.parity_batch_sizes`` (fails above ``export.tolerance``, keeping the previous export),
 writes metrics/export/<v>.json and logs both ONNX models to the variant's final MLflow run
 (models/<v>/run.json: a run the store lacks stops the stage before it writes anything),
-registering the encoder as ``<v>-encoder``. An IDEC export also holds clusters.onnx; its
-assignments of the whole test split by ONNX Runtime alone are scored into the same metrics file
-(``clusters_onnx``: accuracy, NMI, ARI with labels; cluster sizes always). With the
-``anomaly`` settings the export also holds scorer.onnx and score_model.json (fitted on the
-training and validation splits, ``export.scoring``), registered as ``<v>-scorer``; the metrics
-file gains an ``anomaly`` block (threshold, validation FPR, the test split's scores), or says
-why the variant has no scorer.
+registering the encoder as ``<v>-encoder`` with the alias ``candidate`` on the new version
+(``make promote`` moves ``champion``; ``make serve`` serves either, ``services.serving``). An
+IDEC export also holds clusters.onnx; its assignments of the whole test split by ONNX Runtime
+alone are scored into the same metrics file (``clusters_onnx``: accuracy, NMI, ARI with labels;
+cluster sizes always). With the ``anomaly`` settings the export also holds scorer.onnx and
+score_model.json (fitted on the training and validation splits, ``export.scoring``), registered
+as ``<v>-scorer`` (its new version the ``candidate`` too); the metrics file gains an ``anomaly``
+block (threshold, validation FPR, the test split's scores), or says why the variant has no
+scorer.
 """
 
 from __future__ import annotations
@@ -172,6 +174,10 @@ def parity_metrics(card: Mapping[str, Any]) -> dict[str, Any]:
 # The CUDA provider where the serving host has one, else the CPU: stated, as MLflow's default
 # leaves it to the ONNX Runtime build.
 SERVING_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+# The registry's aliases: every export's new versions become the ``candidate``; ``make promote``
+# moves ``champion`` (services.serving). A scorer version names its encoder's in a tag.
+CANDIDATE, CHAMPION = "candidate", "champion"
+ENCODER_VERSION_TAG = "encoder_version"
 
 
 def model_requirements() -> list[str]:
@@ -199,8 +205,10 @@ def log_onnx_models(
     anomaly_metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log the exported encoder and decoder to MLflow run ``run_id``, with signatures, and
-    register the encoder as ``<variant>-encoder`` (and a scorer.onnx as ``<variant>-scorer``);
-    also log the model card, the parity metrics and the numbers of ``anomaly_metrics``.
+    register the encoder as ``<variant>-encoder`` (and a scorer.onnx as ``<variant>-scorer``),
+    each new version under the alias ``candidate`` (the scorer's tagged with its encoder's
+    version, ``encoder_version``); also log the model card, the parity metrics and the
+    numbers of ``anomaly_metrics``.
 
     ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
     everything is logged by its id, so the run is not re-opened and keeps its duration.
@@ -214,16 +222,8 @@ def log_onnx_models(
     card = fileio.read_json(export_dir / convert.CARD_FILE)
     example = convert.cycle(np.asarray(example_images, dtype=np.float32), 2)
     outputs = {}
-    roles = [
-        ("encoder", convert.ENCODER_FILE, convert.ENCODER_INPUT, convert.ENCODER_OUTPUT),
-        ("decoder", convert.DECODER_FILE, convert.DECODER_INPUT, convert.DECODER_OUTPUT),
-    ]
-    if "clusters" in card["files"]:
-        roles.append(
-            ("clusters", convert.CLUSTERS_FILE, convert.ENCODER_INPUT, convert.CLUSTERS_OUTPUT)
-        )
     images = example
-    for role, filename, in_name, out_name in roles:
+    for role, filename, in_name, out_name in _roles(card):
         if role == "clusters":
             example = images
         session = ort.InferenceSession(
@@ -243,12 +243,47 @@ def log_onnx_models(
             run_id=run_id,
         )
         outputs[role] = info.model_uri
+        if role == "encoder":
+            encoder_version = _mark_candidate(f"{variant}-encoder", info)
         example = result
     if "scorer" in card["files"]:
-        outputs["scorer"] = _log_scorer(export_dir, card, variant, images, run_id)
+        info = _log_scorer(export_dir, card, variant, images, run_id)
+        _mark_candidate(f"{variant}-scorer", info, {ENCODER_VERSION_TAG: encoder_version})
+        outputs["scorer"] = info.model_uri
     _log_metrics(card, anomaly_metrics, run_id)
     mlflow.log_artifact(str(export_dir / convert.CARD_FILE), artifact_path="export", run_id=run_id)
     return outputs
+
+
+def _roles(card: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(role, file, input name, output name) of every ONNX model an export logs but the
+    scorer; the decoder's input is the encoder's output, the assigner's the images."""
+    roles = [
+        ("encoder", convert.ENCODER_FILE, convert.ENCODER_INPUT, convert.ENCODER_OUTPUT),
+        ("decoder", convert.DECODER_FILE, convert.DECODER_INPUT, convert.DECODER_OUTPUT),
+    ]
+    if "clusters" in card["files"]:
+        roles.append(
+            ("clusters", convert.CLUSTERS_FILE, convert.ENCODER_INPUT, convert.CLUSTERS_OUTPUT)
+        )
+    return roles
+
+
+def _mark_candidate(name: str, info: Any, tags: Mapping[str, str] | None = None) -> str:
+    """Point ``name``'s alias ``candidate`` at the version ``info`` (a ModelInfo) registered,
+    with ``tags`` on that version; returns the version."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    variant = name.rsplit("-", 1)[0]
+    print(
+        f"[export] {name} version {version} is the {CANDIDATE!r} (make promote VARIANT={variant})"
+    )
+    return version
 
 
 def _log_metrics(
@@ -266,9 +301,10 @@ def _log_metrics(
 
 def _log_scorer(
     export_dir: Path, card: Mapping[str, Any], variant: str, images: np.ndarray, run_id: str
-) -> str:
+) -> Any:
     """Log scorer.onnx with its signature (images -> score, anomaly_map) as ``scorer_onnx``,
-    registered as ``<variant>-scorer``, as ``log_onnx_models`` logs the encoder."""
+    registered as ``<variant>-scorer``, as ``log_onnx_models`` logs the encoder; returns
+    its ModelInfo."""
     import mlflow
     import onnx
     import onnxruntime as ort
@@ -297,4 +333,4 @@ def _log_scorer(
         },
         run_id=run_id,
     )
-    return info.model_uri
+    return info

@@ -1,0 +1,317 @@
+"""make serve / make promote: MLflow's own model server on the registry an export fills.
+
+A repo-like layout (an untrained conv model, 300 real MNIST digits a split, a temporary SQLite
+store) goes through the real export stage, which registers ``conv-encoder`` and ``conv-scorer``
+under the alias ``candidate``. The servers are the real ``mlflow models serve`` processes on
+free 127.0.0.1 ports, started by ``python -m autoencoders.services.serving``; their answers are
+compared with ONNX Runtime on the export (``inference.Encoder`` / ``Scorer``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoencoders import fileio, inference, models, tracking
+from autoencoders.services import serving
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_S = 240
+
+
+def _load_stage(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"stage_{name}", REPO / "pipeline" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, mnist_small) -> Iterator[dict]:
+    """The export stage run once on a repo-like layout; yields its root and test images."""
+    import keras
+    import mlflow
+
+    from autoencoders import config
+
+    root = tmp_path_factory.mktemp("serve")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        shutil.copy(REPO / "params.yaml", root / "params.yaml")
+        processed = root / "data" / "processed"
+        processed.mkdir(parents=True)
+        for split in ("train", "val", "test"):
+            np.savez(processed / f"{split}.npz", x=mnist_small[f"x_{split}"])
+        fileio.write_json(processed / "card.json", {"checksum": "mnist_small"})
+        keras.utils.set_random_seed(0)
+        params = config.load_params(REPO / "params.yaml")["variants"]["conv"]
+        variant = models.VariantConfig.from_params("conv", params)
+        models.save_autoencoder(
+            models.build_autoencoder(variant, (28, 28, 1)), root / "models/conv"
+        )
+        experiment_id = tracking.setup()
+        with mlflow.start_run() as run:
+            pass
+        tracking.write_run_ref(root / "models/conv/run.json", run.info.run_id, experiment_id)
+        _load_stage("export").main(["--variant", "conv"])
+        yield {"root": root, "run_id": run.info.run_id, "images": mnist_small["x_test"][:5]}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _servers(root: Path, *argument_lists: list[str]) -> Iterator[list[tuple[str, Path]]]:
+    """One ``python -m autoencoders.services.serving serve --variant conv ARGUMENTS`` per list,
+    started together on free ports, each in its own process group (mlflow's CLI runs uvicorn
+    under it), all terminated after the block; yields (base URL, log of what it printed)."""
+    started = []
+    try:
+        for arguments in argument_lists:
+            port = _free_port()
+            log_path = root / f"serve-{port}.log"
+            command = [sys.executable, "-m", "autoencoders.services.serving", "serve",
+                       "--variant", "conv", "--port", str(port), *arguments]  # fmt: skip
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            started.append((process, f"http://127.0.0.1:{port}", log_path))
+        for process, url, log_path in started:
+            _wait_for(process, url, log_path)
+        yield [(url, log_path) for _, url, log_path in started]
+    finally:
+        for process, _, _ in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _, _ in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_for(process: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        time.sleep(0.5)
+    raise AssertionError(f"no answer on {url}/ping in {STARTUP_S} s: {log_path.read_text()}")
+
+
+def _post(url: str, payload: object) -> tuple[int, dict]:
+    """POST ``payload`` as JSON (NaN written as the ``NaN`` token Python's json reads)."""
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient(tracking.tracking_uri())
+
+
+def _alias(name: str, alias: str) -> str:
+    return str(_client().get_model_version_by_alias(name, alias).version)
+
+
+def test_export_registers_candidates_requiring_the_gpu_wheel_alone(registry):
+    import mlflow
+    import yaml
+
+    client = _client()
+    for name in ("conv-encoder", "conv-scorer"):
+        assert serving.aliases(client, name) == {"candidate": "1"}
+    scorer = client.get_model_version("conv-scorer", "1")
+    assert scorer.tags["encoder_version"] == "1" and scorer.run_id == registry["run_id"]
+    for name in ("conv-encoder", "conv-scorer"):
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1"))
+        requirements = (local / "requirements.txt").read_text().split()
+        assert f"onnxruntime-gpu=={version('onnxruntime-gpu')}" in requirements
+        assert not [line for line in requirements if line.startswith("onnxruntime==")]
+        flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["onnx"]
+        assert flavour["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_promote_moves_champion_and_fails_in_one_line(registry):
+    from mlflow.exceptions import MlflowException
+
+    from autoencoders.export import stage
+
+    client = _client()
+    for name in ("conv-encoder", "conv-scorer"):
+        with contextlib.suppress(MlflowException):  # another test may have promoted already
+            client.delete_registered_model_alias(name, "champion")
+    assert serving.promote("conv") == [
+        "conv-encoder: champion unset -> version 1",
+        "conv-scorer: champion unset -> version 1",
+    ]
+    # A second export of the same run: version 2 is the candidate, the champion stays at 1.
+    stage.log_onnx_models(
+        registry["root"] / "exports" / "conv",
+        variant="conv",
+        example_images=registry["images"][:2],
+        run_id=registry["run_id"],
+    )
+    assert [
+        _alias(n, a) for n in ("conv-encoder", "conv-scorer") for a in ("candidate", "champion")
+    ] == ["2", "1", "2", "1"]
+    assert serving.promote("conv")[0] == "conv-encoder: champion version 1 -> version 2"
+    assert _alias("conv-scorer", "champion") == "2"
+    # Back to version 1: the scorer follows the encoder it was exported with.
+    assert serving.promote("conv", version="1") == [
+        "conv-encoder: champion version 2 -> version 1",
+        "conv-scorer: champion version 2 -> version 1",
+    ]
+    with pytest.raises(serving.RegistryError, match="no registered model 'nope-encoder'"):
+        serving.promote("nope")
+    with pytest.raises(
+        serving.RegistryError, match=r"conv-encoder has no version 7 \(versions: 1, 2\)"
+    ):
+        serving.promote("conv", version="7")
+    # A model registered by hand, without the export's alias.
+    first = client.get_model_version("conv-encoder", "1")
+    client.create_registered_model("bare-encoder")
+    client.create_model_version("bare-encoder", first.source, run_id=first.run_id)
+    with pytest.raises(serving.RegistryError, match="bare-encoder has no 'candidate' version"):
+        serving.promote("bare")
+    assert serving.promote("bare", version="1") == [
+        "bare-encoder: champion unset -> version 1",
+        "bare-scorer: not registered (the variant has no scorer)",
+    ]
+    missing = registry["root"] / "elsewhere.db"
+    for arguments, message, store in (
+        (["promote", "--variant", "nope"], "no registered model 'nope-encoder'", None),
+        (["promote", "--variant", "conv"], f"no MLflow store at {missing}: ",
+         f"sqlite:///{missing}"),
+        (["serve", "--variant", "conv", "--alias", "gold"],
+         "conv-encoder has no alias 'gold' (its aliases: candidate -> 2, champion -> 1)", None),
+    ):  # fmt: skip
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": store or tracking.tracking_uri()}
+        finished = subprocess.run(
+            [sys.executable, "-m", "autoencoders.services.serving", *arguments],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        assert finished.returncode == 1 and finished.stdout == ""
+        program = "python -m autoencoders.services.serving: error: "
+        (line,) = finished.stderr.strip().splitlines()
+        assert line.startswith(program) and message in line
+    assert not missing.exists()  # not created empty by asking
+
+
+def _codes(answer: dict) -> np.ndarray:
+    return np.asarray(answer["predictions"]["code"], dtype=np.float32)
+
+
+def test_served_models_answer_both_input_forms_as_onnx_runtime_does(registry):
+    root, images = registry["root"], registry["images"]
+    serving.promote("conv")
+    champion = _alias("conv-encoder", "champion")
+    newest = max(int(v.version) for v in _client().search_model_versions("name='conv-scorer'"))
+    with _servers(root, ["--alias", "champion"], ["--role", "scorer"]) as servers:
+        (encoder_url, encoder_log), (scorer_url, scorer_log) = servers
+        printed = encoder_log.read_text().splitlines()
+        assert printed[0].startswith(f"[serve] models:/conv-encoder@champion (version {champion})")
+        assert scorer_log.read_text().startswith(f"[serve] models:/conv-scorer/{newest} ")
+        assert f"Uvicorn running on {encoder_url} " in encoder_log.read_text()  # bound to loopback
+        expected = inference.Encoder(root / "exports" / "conv").encode(images)
+        batch = images.tolist()
+        for payload in (
+            {"inputs": {"images": batch}},
+            {"inputs": batch},
+            {"instances": batch},
+            {"instances": [{"images": image} for image in batch]},
+        ):
+            status, answer = _post(encoder_url, payload)
+            assert status == 200, answer
+            np.testing.assert_allclose(_codes(answer), expected, rtol=0, atol=1e-6)
+        # The curl line it printed, pasted into a shell: one all-zero image.
+        curl = printed[1].removeprefix("[serve] try: ")
+        pasted = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True)
+        zeros = np.zeros((1, 28, 28, 1), np.float32)
+        np.testing.assert_allclose(
+            _codes(json.loads(pasted.stdout)),
+            inference.Encoder(root / "exports" / "conv").encode(zeros),
+            rtol=0,
+            atol=1e-6,
+        )
+        status, answer = _post(scorer_url, {"inputs": {"images": batch}})
+        assert status == 200, answer
+        scores, maps = inference.Scorer(root / "exports" / "conv").score_and_maps(images)
+        np.testing.assert_allclose(answer["predictions"]["score"], scores, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            answer["predictions"]["anomaly_map"], maps, rtol=1e-6, atol=1e-6
+        )
+        _check_bad_requests(encoder_url, images, root / "exports" / "conv" / "encoder.onnx")
+
+
+def _check_bad_requests(url: str, images: np.ndarray, encoder_file: Path) -> None:
+    """MLflow's own checks: the signature's shape, numbers only. What it lets through (NaN,
+    null, pixel values outside [0, 1]) is documented in docs/downstream.md and checked here."""
+    import onnxruntime as ort
+
+    status, answer = _post(url, {"inputs": {"images": images[:2, :27].tolist()}})
+    assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert (
+        "Shape of input (2, 27, 28, 1) does not match expected shape (-1, 28, 28, 1)"
+        in (answer["message"])
+    )
+    for wrong in (np.full((1, 28, 28, 1), "a").tolist(), [[[[{}]] * 28] * 28]):
+        status, answer = _post(url, {"inputs": {"images": wrong}})
+        assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
+        assert answer["message"].startswith("Invalid input.")
+    status, answer = _post(url, {"images": images[:1].tolist()})
+    assert status == 400 and "'inputs'" in answer["message"] and "'instances'" in answer["message"]
+    # NaN (and JSON null, read as NaN) passes MLflow's checks: the codes come back NaN.
+    holes = images[:2].copy()
+    holes[0, 3, 4, 0] = np.nan
+    status, answer = _post(url, {"inputs": {"images": holes.tolist()}})
+    assert status == 200 and np.isnan(_codes(answer)[0]).all()
+    assert not np.isnan(_codes(answer)[1]).any()
+    # uint8 pixel values are cast to float32 unscaled: the codes of 0-255 "images".
+    pixels = np.round(images[:2] * 255)
+    status, answer = _post(url, {"inputs": {"images": pixels.astype(int).tolist()}})
+    session = ort.InferenceSession(str(encoder_file), providers=["CPUExecutionProvider"])
+    (unscaled,) = session.run(None, {"images": pixels.astype(np.float32)})
+    assert status == 200
+    np.testing.assert_allclose(_codes(answer), unscaled, rtol=1e-5, atol=1e-4)

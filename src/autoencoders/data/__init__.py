@@ -4,7 +4,7 @@
 ``preprocess``'s outputs and loads them (splits, trial subsets, the training input pipeline);
 ``classes`` keeps the normal classes in train and val (``data.normal_classes``).
 A folder of image files (``data.source: images``) is ``folders`` (params, index, pre-scan),
-``decoding`` (Pillow, a process pool) and ``images`` (fetch and preprocess into uint8 shards);
+``decoding`` (Pillow, in threads) and ``images`` (fetch and preprocess into uint8 shards);
 ``shards`` writes and reads those (``ShardedSplit``, ``iter_batches``). ``samples`` writes a
 folder of sample photographs (make sample-images). Their public names are importable from here.
 """

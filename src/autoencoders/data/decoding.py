@@ -1,9 +1,12 @@
-"""Decode and resize image files with Pillow, in a process pool over every core, in order.
+"""Decode and resize image files with Pillow, in threads over every core, into uint8 blocks.
 
-``decode_file`` is one image: converted to the colour mode, centre-cropped or zero-padded to
-the target's aspect ratio when asked, resized with Pillow's filter, as uint8 (H, W, C).
-``ordered_map`` runs a function over chunks of work in worker processes and yields the results
-in the chunks' order, so the output never depends on which worker finished first.
+``render`` is one opened image converted to the colour mode, centre-cropped or zero-padded to
+the target's aspect ratio when asked, resized with Pillow's filter; ``decode_file`` is that for
+a file on disk, as uint8 (H, W, C). ``decode_block`` reads, checks (``folders.inspect``) and
+decodes a list of files into the rows of one preallocated uint8 block, chunk by chunk in a
+thread pool: each file is read once, its pixels land in their row (the bytes never depend on
+the number of threads), and nothing is pickled between processes. Pillow releases the GIL while
+it decodes, converts and resizes, so the threads run those on every core at once.
 
 Pillow's resize filters antialias when they shrink (TensorFlow's ``tf.image.resize``, which
 keras's ``image_dataset_from_directory`` uses, does not by default): the pixels differ from
@@ -12,10 +15,10 @@ keras's, by design. EXIF orientation is not applied (as keras and torchvision's 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,11 @@ import numpy as np
 
 from autoencoders.data import folders
 
-# Files a worker takes at once: large enough that the pool's overhead is small, small enough
-# that a few thousand files keep every core busy.
+# Files a thread takes at once: enough that handing out work costs little, few enough that
+# the last chunks of a block keep every core busy.
 CHUNK_FILES = 64
+
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 def _resample(name: str) -> int:
@@ -72,57 +77,107 @@ def _padded(image: Any, image_size: tuple[int, int]) -> Any:
     return canvas
 
 
-def decode_file(
-    path: str | Path,
+def render(
+    image: Any,
     image_size: tuple[int, int],
     color_mode: str,
     interpolation: str = "bilinear",
     crop_to_aspect_ratio: bool = False,
     pad_to_aspect_ratio: bool = False,
-) -> np.ndarray:
+) -> Any:
+    """The opened Pillow ``image`` decoded, in the colour mode, cropped or padded, resized."""
+    image = to_mode(image, color_mode)
+    box = None
+    if crop_to_aspect_ratio:
+        width, height = image.size
+        crop_width, crop_height = folders.crop_window(width, height, image_size)
+        left, top = (width - crop_width) // 2, (height - crop_height) // 2
+        box = (left, top, left + crop_width, top + crop_height)
+    elif pad_to_aspect_ratio:
+        image = _padded(image, image_size)
+    size = (image_size[1], image_size[0])
+    if image.size != size or box is not None:
+        image = image.resize(size, _resample(interpolation), box=box)
+    return image
+
+
+def decode_file(path: str | Path, image_size: tuple[int, int], color_mode: str, **options):
     """One image file as uint8 (height, width, channels); Pillow's errors pass through."""
     from PIL import Image
 
     with Image.open(path) as opened:
-        image = to_mode(opened, color_mode)
-        box = None
-        if crop_to_aspect_ratio:
-            width, height = image.size
-            crop_width, crop_height = folders.crop_window(width, height, image_size)
-            left, top = (width - crop_width) // 2, (height - crop_height) // 2
-            box = (left, top, left + crop_width, top + crop_height)
-        elif pad_to_aspect_ratio:
-            image = _padded(image, image_size)
-        size = (image_size[1], image_size[0])
-        if image.size != size or box is not None:
-            image = image.resize(size, _resample(interpolation), box=box)
-        pixels = np.asarray(image, dtype=np.uint8)
+        pixels = np.asarray(render(opened, image_size, color_mode, **options), dtype=np.uint8)
     return pixels.reshape(image_size[0], image_size[1], folders.COLOR_MODES[color_mode][1])
 
 
-def decode_chunk(
-    relatives: Sequence[str], root: str, settings: dict[str, Any]
-) -> tuple[np.ndarray, list[str | None]]:
-    """Decode ``relatives`` below ``root``: (uint8 images of those that decoded, in order;
-    per file None or why it failed). Run in a worker process."""
-    images, failures = [], []
-    for relative in relatives:
-        try:
-            images.append(decode_file(Path(root) / relative, **settings))
-            failures.append(None)
-        except (OSError, ValueError, SyntaxError, EOFError) as error:
-            failures.append(f"could not be decoded ({' '.join(str(error).split())[:120]})")
-    height, width = settings["image_size"]
-    channels = folders.COLOR_MODES[settings["color_mode"]][1]
-    stacked = np.stack(images) if images else np.empty((0, height, width, channels), np.uint8)
-    return stacked, failures
+def read_file(path: str) -> bytes:
+    """The whole file, in one unbuffered read (fewer calls than Path.read_bytes)."""
+    with open(path, "rb", buffering=0) as handle:
+        return handle.readall()
 
 
-def check_chunk(
-    relatives: Sequence[str], root: str, image_size: tuple[int, int], crop: bool
+def decode_into(
+    out: np.ndarray,
+    first_row: int,
+    relatives: Sequence[str],
+    root: str,
+    settings: dict[str, Any],
+    check_only: threading.Event,
+    fail_fast: bool,
 ) -> list[str | None]:
-    """``folders.check_file`` over ``relatives`` (the pre-scan), run in a worker process."""
-    return [folders.check_file(Path(root), relative, image_size, crop) for relative in relatives]
+    """Read, check and decode ``relatives`` below ``root`` into ``out[first_row:]``; return per
+    file None or why it is bad. A bad file sets ``check_only`` when ``fail_fast``; once set,
+    files are only checked (the stage will fail; the check costs a fraction of a decode)."""
+    image_size, crop = settings["image_size"], settings["crop_to_aspect_ratio"]
+    row_shape = out.shape[1:]
+    reasons: list[str | None] = []
+    for row, relative in enumerate(relatives, start=first_row):
+        try:
+            data = read_file(os.path.join(root, relative))
+        except OSError as error:
+            reason, image = f"unreadable ({error.strerror})", None
+        else:
+            reason, image = folders.inspect(data, relative, image_size, crop)
+        if reason is None and not check_only.is_set():
+            try:
+                with image:
+                    out[row] = np.asarray(render(image, **settings)).reshape(row_shape)
+            except DECODE_ERRORS as error:
+                reason = f"could not be decoded ({' '.join(str(error).split())[:120]})"
+        elif image is not None:
+            image.close()
+        if reason is not None and fail_fast:
+            check_only.set()
+        reasons.append(reason)
+    return reasons
+
+
+def decode_block(
+    out: np.ndarray,
+    relatives: Sequence[str],
+    root: str | Path,
+    settings: dict[str, Any],
+    check_only: threading.Event,
+    fail_fast: bool,
+    executor: ThreadPoolExecutor | None = None,
+    progress: Any = None,
+) -> list[str | None]:
+    """``decode_into`` over ``relatives`` (rows 0.. of ``out``) in chunks of ``CHUNK_FILES``,
+    on ``executor``'s threads (or this one); the reasons in file order."""
+    arguments = (str(root), settings, check_only, fail_fast)
+    starts = range(0, len(relatives), CHUNK_FILES)
+    chunks = [(out, start, relatives[start : start + CHUNK_FILES]) for start in starts]
+    if executor is None:
+        results = (decode_into(*chunk, *arguments) for chunk in chunks)
+    else:
+        futures = [executor.submit(decode_into, *chunk, *arguments) for chunk in chunks]
+        results = (future.result() for future in futures)
+    reasons: list[str | None] = []
+    for result in results:
+        reasons += result
+        if progress is not None:
+            progress.update(len(result))
+    return reasons
 
 
 def worker_count() -> int:
@@ -133,44 +188,7 @@ def worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def chunks(items: Sequence[Any], size: int = CHUNK_FILES) -> list[Sequence[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def ordered_map(
-    function: Callable[[Sequence[Any]], Any],
-    work: Iterable[Sequence[Any]],
-    workers: int | None = None,
-    executor: ProcessPoolExecutor | None = None,
-) -> Iterator[Any]:
-    """``function(chunk)`` for each chunk of ``work``, the results in the chunks' order.
-
-    ``function`` is a module-level function or a ``functools.partial`` of one (it travels to
-    the workers by name). One worker, or a single chunk without an ``executor``, runs in this
-    process; otherwise ``executor``, or a pool of ``workers`` made for the call.
-    """
-    work = list(work)
-    workers = worker_count() if workers is None else workers
-    if executor is None and (workers <= 1 or len(work) <= 1):
-        yield from map(function, work)
-        return
-    owned = executor is None
-    if owned:
-        executor = make_executor(workers)
-    try:
-        futures = [executor.submit(function, chunk) for chunk in work]
-        for future in futures:
-            yield future.result()
-    finally:
-        if owned:
-            executor.shutdown(cancel_futures=True)
-
-
-def make_executor(workers: int | None = None) -> ProcessPoolExecutor:
-    """A pool of ``workers`` (default: every core) forkserver processes with Pillow loaded:
-    forked from a clean server, they are safe in a process that runs threads (TensorFlow)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows
-        return ProcessPoolExecutor(worker_count() if workers is None else workers)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["autoencoders.data.decoding", "PIL.Image"])
-    return ProcessPoolExecutor(worker_count() if workers is None else workers, context)
+def make_executor(workers: int | None = None) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads (default: one a core) for ``decode_block`` and the
+    shard writes that overlap it."""
+    return ThreadPoolExecutor(worker_count() if workers is None else workers, "decode")

@@ -6,17 +6,21 @@ hidden ones skipped, files at the root ignored) and every image below it, ``labe
 every image below the path with no labels. A tree with ``train/`` and ``test/`` sub-folders
 keeps that split. Files Pillow does not decode by their extension are counted and ignored.
 
-``index_tree`` lists the files (names only, nothing opened); ``check_file`` is the cheap
-pre-scan of one file (the header and Pillow's ``verify()``, no decode), run over every file
-before the decode so that a bad file fails ``fetch`` in seconds, not after the expensive pass.
+``index_tree`` lists the files (names only, nothing opened); ``inspect`` is the cheap check
+of one file's bytes (the header, PNG chunk CRCs as Pillow's ``verify()``, the JPEG end marker;
+no decode), which ``decoding`` runs on each file it has read just before decoding it, so that a
+file is read once; ``check_file`` is the same check of a file on disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from autoencoders.errors import DataError
 
@@ -195,14 +199,28 @@ def index_tree(root: str | Path, labels: str | None) -> Index:
     return Index(root, splits, class_names, empty, ignored)
 
 
-def _jpeg_ends(path: Path) -> bool:
+def _jpeg_ends(data: bytes) -> bool:
     """A whole JPEG ends with its EOI marker (FF D9), perhaps followed by a little padding;
     entropy-coded data never holds FF D9, so a truncated file lacks it near its end."""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 4096))
-        return b"\xff\xd9" in handle.read()
+    return b"\xff\xd9" in data[-4096:]
+
+
+def _png_damage(data: bytes) -> str | None:
+    """Why a PNG's chunks are damaged (a CRC that does not match, a chunk cut short, no IEND),
+    or None: the check Pillow's ``verify()`` makes, run on the bytes already read."""
+    position, size = 8, len(data)
+    while position + 12 <= size:
+        (length,) = struct.unpack_from(">I", data, position)
+        end = position + 8 + length
+        if end + 4 > size:
+            return "truncated PNG file"
+        (expected,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(memoryview(data)[position + 4 : end]) != expected:
+            return f"broken PNG file (bad CRC in the {data[position + 4 : position + 8]!r} chunk)"
+        if data[position + 4 : position + 8] == b"IEND":
+            return None
+        position = end + 4
+    return "truncated PNG file (no IEND chunk)"
 
 
 def crop_window(width: int, height: int, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -215,35 +233,54 @@ def crop_window(width: int, height: int, image_size: tuple[int, int]) -> tuple[i
     )
 
 
-def check_file(root: Path, relative: str, image_size: tuple[int, int], crop: bool) -> str | None:
-    """Why ``root/relative`` is a bad image file, or None: unreadable by Pillow, content not
-    of its extension's format, corrupt or truncated (PNG: ``verify()`` checks every chunk's
-    CRC; JPEG: its end marker; other formats are decoded whole, they are small or rare), or,
-    when cropping, smaller than ``image_size``. Reads headers, never decodes PNG or JPEG."""
+def inspect(
+    data: bytes, relative: str, image_size: tuple[int, int], crop: bool
+) -> tuple[str | None, Any]:
+    """(why the file ``relative`` holding ``data`` is a bad image or None, the Pillow image
+    opened on ``data``, not yet decoded, or None when bad); the caller closes it.
+
+    Bad: unreadable by Pillow, content not of its extension's format, corrupt or truncated
+    (PNG: every chunk's CRC, as ``verify()``; JPEG: its end marker; other formats are decoded
+    whole, they are small or rare), or, when cropping, smaller than ``image_size``. PNG and
+    JPEG are not decoded here, so the check costs a fraction of the decode.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    path = root / relative
     expected = EXTENSION_FORMATS[os.path.splitext(relative)[1].lower()]
+    image = None
     try:
-        with Image.open(path) as image:
-            if image.format not in expected:
-                return f"its content is {image.format}, its extension says {expected[0]}"
-            width, height = image.size
-            if image.format in ("PNG", "JPEG", "MPO"):
-                image.verify()
-            else:
-                image.load()
-        if image.format in ("JPEG", "MPO") and not _jpeg_ends(path):
-            return "truncated (no JPEG end marker)"
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if image.format not in expected:
+            reason = f"its content is {image.format}, its extension says {expected[0]}"
+        elif image.format == "PNG":
+            damage = _png_damage(data)
+            reason = None if damage is None else f"corrupt ({damage})"
+        elif image.format in ("JPEG", "MPO"):
+            reason = None if _jpeg_ends(data) else "truncated (no JPEG end marker)"
+        else:
+            image.load()
+            reason = None
     except UnidentifiedImageError:
-        return "not an image Pillow can read"
+        reason = "not an image Pillow can read"
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-        return f"corrupt ({' '.join(str(error).split())[:120]})"
-    if crop:
+        reason = f"corrupt ({' '.join(str(error).split())[:120]})"
+    if reason is None and crop:
         window = crop_window(width, height, image_size)
         if window[0] < image_size[1] or window[1] < image_size[0]:
-            return (
+            reason = (
                 f"{width}x{height} is too small for a {image_size[1]}x{image_size[0]} crop "
                 "(crop_to_aspect_ratio would enlarge it)"
             )
-    return None
+    if reason is not None and image is not None:
+        image.close()
+        image = None
+    return reason, image
+
+
+def check_file(root: Path, relative: str, image_size: tuple[int, int], crop: bool) -> str | None:
+    """Why ``root/relative`` is a bad image file, or None (``inspect`` on its bytes)."""
+    reason, image = inspect((root / relative).read_bytes(), relative, image_size, crop)
+    if image is not None:
+        image.close()
+    return reason

@@ -1,10 +1,12 @@
 """The ``images`` source from folder to splits, decoded once and never held whole in memory.
 
-``fetch_images``: index the folder (``folders.index_tree``), pre-scan every file in parallel
-(``folders.check_file``: headers, no decode), fail naming the bad files or skip them
-(``on_bad_file``), then decode and resize every image once, in parallel and in file order, into
-``data/raw/`` uint8 shards (``train``, and ``test`` for a tree with ``train/`` and ``test/``)
-with ``source.json``. ``preprocess_shards``: seeded, class-stratified test (unless the tree had
+``fetch_images``: index the folder (``folders.index_tree``), then read, check
+(``folders.inspect``: headers, PNG CRCs, JPEG end markers) and decode every file once, in
+threads over every core, straight into blocks of one shard's rows, written to ``data/raw/``
+uint8 shards (``train``, and ``test`` for a tree with ``train/`` and ``test/``) with
+``source.json``. A bad file fails the stage naming how many and the first few (from then on the
+files are only checked, not decoded, and nothing is left written), or is skipped and listed
+(``on_bad_file``). ``preprocess_shards``: seeded, class-stratified test (unless the tree had
 one) and validation splits, gathered from the raw shards chunk by chunk into
 ``data/processed/{train,val,test}-NNNNN.npy`` with labels, file lists and ``card.json``.
 """
@@ -12,9 +14,9 @@ one) and validation splits, gathered from the raw shards chunk by chunk into
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +34,6 @@ GATHER_ROWS = 4096  # rows copied from the raw shards at a time by preprocess
 SHOWN_BAD_FILES = 3
 
 
-def _prescan(index: folders.Index, params: folders.FolderParams, workers, executor) -> dict:
-    """relative path -> why it is bad, for every bad image file of ``index``."""
-    relatives = [path for pairs in index.splits.values() for path, _ in pairs]
-    check = functools.partial(
-        decoding.check_chunk,
-        root=str(index.root),
-        image_size=params.image_size,
-        crop=params.crop_to_aspect_ratio,
-    )
-    work = decoding.chunks(relatives)
-    reasons = [r for part in decoding.ordered_map(check, work, workers, executor) for r in part]
-    return {path: reason for path, reason in zip(relatives, reasons, strict=True) if reason}
-
-
 def bad_files_message(root: Path, bad: dict[str, str]) -> str:
     shown = "; ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:SHOWN_BAD_FILES])
     more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
@@ -55,41 +43,82 @@ def bad_files_message(root: Path, bad: dict[str, str]) -> str:
     )
 
 
-def _kept(index: folders.Index, bad: dict[str, str]) -> tuple[dict, list[str]]:
-    """The good (path, label) pairs per split, labels renumbered over the classes that still
-    hold an image, and those classes' names."""
-    kept = {s: [(p, lab) for p, lab in pairs if p not in bad] for s, pairs in index.splits.items()}
+def _relabel(index: folders.Index, bad: dict[str, str]) -> tuple[np.ndarray | None, list[str]]:
+    """(old label -> new label over the classes that still hold a good image, their names)."""
     if not index.class_names:
-        return kept, []
-    present = sorted({label for pairs in kept.values() for _, label in pairs})
-    renumber = {old: new for new, old in enumerate(present)}
-    kept = {s: [(p, renumber[lab]) for p, lab in pairs] for s, pairs in kept.items()}
-    return kept, [index.class_names[old] for old in present]
+        return None, []
+    present = sorted(
+        {label for pairs in index.splits.values() for path, label in pairs if path not in bad}
+    )
+    relabel = np.full(len(index.class_names), -1, np.int64)
+    relabel[present] = np.arange(len(present))
+    return relabel, [index.class_names[old] for old in present]
 
 
-def _decode_split(root, pairs, params, staging, split, workers, executor, progress):
-    """Decode ``pairs`` into ``split``'s shards; return (the writer's record, failures)."""
-    settings = {
-        "image_size": params.image_size,
-        "color_mode": params.color_mode,
-        "interpolation": params.interpolation,
-        "crop_to_aspect_ratio": params.crop_to_aspect_ratio,
-        "pad_to_aspect_ratio": params.pad_to_aspect_ratio,
-    }
-    channels = folders.COLOR_MODES[params.color_mode][1]
-    writer = shards.ShardWriter(staging, split, (*params.image_size, channels))
-    decode = functools.partial(decoding.decode_chunk, root=str(root), settings=settings)
-    work = decoding.chunks(pairs)
-    relatives = [[path for path, _ in chunk] for chunk in work]
-    failures = {}
-    results = decoding.ordered_map(decode, relatives, workers, executor)
-    for chunk, (images, reasons) in zip(work, results, strict=True):
-        good = [pair for pair, reason in zip(chunk, reasons, strict=True) if reason is None]
-        failures.update({p: r for (p, _), r in zip(chunk, reasons, strict=True) if r})
-        labels = None if params.labels is None else np.array([lab for _, lab in good])
-        writer.add(images, labels, [path for path, _ in good])
-        progress.update(len(chunk))
-    return writer.close(), failures
+class _Decoder:
+    """What every block of a fetch shares: the folder, the settings, the thread pool, the
+    flag that turns decoding into checking once a bad file will fail the stage."""
+
+    def __init__(self, root: Path, params: folders.FolderParams, executor, progress) -> None:
+        self.root, self.executor, self.progress = root, executor, progress
+        self.settings = {
+            "image_size": params.image_size,
+            "color_mode": params.color_mode,
+            "interpolation": params.interpolation,
+            "crop_to_aspect_ratio": params.crop_to_aspect_ratio,
+            "pad_to_aspect_ratio": params.pad_to_aspect_ratio,
+        }
+        self.fail_fast = params.on_bad_file == "fail"
+        self.check_only = threading.Event()
+        self.with_labels = params.labels is not None
+
+    def block(self, out: np.ndarray, relatives: list[str]) -> list[str | None]:
+        return decoding.decode_block(
+            out, relatives, self.root, self.settings, self.check_only, self.fail_fast,
+            self.executor, self.progress,
+        )  # fmt: skip
+
+    def submit(self, function, *arguments):
+        """``function(*arguments)`` on the pool (a shard write beside the next block's decode),
+        or at once without one; a future-like with ``result()`` either way."""
+        if self.executor is not None:
+            return self.executor.submit(function, *arguments)
+        function(*arguments)
+        return _Done()
+
+
+class _Done:
+    def result(self) -> None:
+        return None
+
+
+def _decode_split(decoder: _Decoder, pairs, writer: shards.ShardWriter) -> dict[str, str]:
+    """Decode ``pairs`` block by block (one shard's rows each, two blocks alternating so that
+    one is written while the next decodes) into ``writer``; return the bad files."""
+    rows = writer.rows_per_shard
+    buffers: list[np.ndarray] = []
+    failures: dict[str, str] = {}
+    pending = _Done()
+    try:
+        for number, start in enumerate(range(0, len(pairs), rows)):
+            block = pairs[start : start + rows]
+            if len(buffers) < 2:
+                shape = (min(rows, len(pairs) - start), *writer.image_shape)
+                buffers.append(np.empty(shape, np.uint8))
+            out = buffers[number % 2]
+            reasons = decoder.block(out, [path for path, _ in block])
+            failures.update({path: r for (path, _), r in zip(block, reasons, strict=True) if r})
+            if decoder.check_only.is_set():
+                continue  # the stage fails once every file is checked: nothing more is written
+            good = [row for row, reason in enumerate(reasons) if reason is None]
+            images = out[: len(block)] if len(good) == len(block) else out[good]
+            labels = np.array([block[row][1] for row in good]) if decoder.with_labels else None
+            pending.result()  # the previous block is on disk: its buffer is free for the next
+            files = [block[row][0] for row in good]
+            pending = decoder.submit(writer.write_shard, images, labels, files)
+    finally:
+        pending.result()  # never leave a write running into a staging folder being removed
+    return failures
 
 
 def fetch_images(
@@ -101,18 +130,14 @@ def fetch_images(
     index = folders.index_tree(root, params.labels)
     workers = decoding.worker_count() if workers is None else workers
     total = sum(len(pairs) for pairs in index.splits.values())
+    channels = folders.COLOR_MODES[params.color_mode][1]
     with contextlib.ExitStack() as stack:
         executor = None
         if workers > 1 and total > decoding.CHUNK_FILES:
             executor = stack.enter_context(decoding.make_executor(workers))
-        bad = _prescan(index, params, workers, executor)
-        bad.update({folder: "empty class folder: no image files" for folder in index.empty})
-        if bad and params.on_bad_file == "fail":
-            raise DataError(bad_files_message(root, bad))
-        kept, class_names = _kept(index, bad)
         progress = stack.enter_context(
             tqdm(
-                total=total - len(bad),
+                total=total,
                 desc="  decode",
                 unit="img",
                 file=sys.stderr,
@@ -120,15 +145,19 @@ def fetch_images(
                 disable=total < 1000,
             )  # fmt: skip
         )
+        decoder = _Decoder(root, params, executor, progress)
+        if index.empty and decoder.fail_fast:
+            decoder.check_only.set()  # an empty class folder fails the stage: check, no decode
         with fileio.atomic_directory(raw_dir) as staging:
-            written = {}
-            for split, pairs in kept.items():
-                written[split], failed = _decode_split(
-                    root, pairs, params, staging, split, workers, executor, progress
-                )
-                if failed and params.on_bad_file == "fail":
-                    raise DataError(bad_files_message(root, failed))
-                bad.update(failed)
+            writers, bad = {}, {}
+            for split, pairs in index.splits.items():
+                writers[split] = shards.ShardWriter(staging, split, (*params.image_size, channels))
+                bad.update(_decode_split(decoder, pairs, writers[split]))
+            bad.update({folder: "empty class folder: no image files" for folder in index.empty})
+            if bad and decoder.fail_fast:
+                raise DataError(bad_files_message(root, bad))
+            relabel, class_names = _relabel(index, bad)
+            written = {split: writer.close(relabel) for split, writer in writers.items()}
             record = _source_record(params, index, class_names, written, bad)
             fileio.write_json(staging / "source.json", record)
     if bad or index.ignored:

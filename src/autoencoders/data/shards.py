@@ -50,16 +50,18 @@ def holds_shards(directory: str | Path, split: str = "train") -> bool:
 class ShardWriter:
     """Append uint8 images (with labels and file names) to a split's shards in ``directory``.
 
-    Images are copied into a buffer of one shard's rows and saved when it is full, so memory
-    stays at one shard; ``close`` writes the rest, the labels and the file list, and returns
-    the count and each written file's SHA-256.
+    ``add`` copies images into a buffer of one shard's rows (``rows_per_shard``) and saves it
+    when it is full, so memory stays at one shard; ``write_shard`` saves a block the caller
+    filled as one shard of its own, without a copy (``fetch`` decodes into such blocks).
+    ``close`` writes the rest, the labels and the file list, and returns the count and each
+    written file's SHA-256.
     """
 
     def __init__(self, directory: str | Path, split: str, image_shape: Sequence[int]) -> None:
         self.directory, self.split = Path(directory), split
         self.image_shape = tuple(int(n) for n in image_shape)
-        rows = max(1, SHARD_BYTES // max(1, int(np.prod(self.image_shape))))
-        self.buffer = np.empty((rows, *self.image_shape), np.uint8)
+        self.rows_per_shard = max(1, SHARD_BYTES // max(1, int(np.prod(self.image_shape))))
+        self.buffer: np.ndarray | None = None  # allocated by the first ``add``
         self.filled = 0
         self.count = 0
         self.shard_count = 0
@@ -67,12 +69,17 @@ class ShardWriter:
         self.files: list[str] = []
         self.checksums: dict[str, str] = {}
 
-    def add(self, images: np.ndarray, labels: np.ndarray | None, files: Sequence[str]) -> None:
+    def _check(self, images: np.ndarray, labels, files: Sequence[str]) -> None:
         if images.shape[1:] != self.image_shape or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 {self.image_shape} images, got {images.shape}")
         if labels is not None:
             self.labels.append(np.asarray(labels, np.int64))
         self.files += list(files)
+
+    def add(self, images: np.ndarray, labels: np.ndarray | None, files: Sequence[str]) -> None:
+        self._check(images, labels, files)
+        if self.buffer is None:
+            self.buffer = np.empty((self.rows_per_shard, *self.image_shape), np.uint8)
         start = 0
         while start < len(images):
             take = min(len(images) - start, len(self.buffer) - self.filled)
@@ -82,14 +89,29 @@ class ShardWriter:
             if self.filled == len(self.buffer):
                 self._flush()
 
-    def _flush(self) -> None:
-        if self.filled == 0:
+    def write_shard(
+        self, images: np.ndarray, labels: np.ndarray | None, files: Sequence[str]
+    ) -> None:
+        """Save ``images`` (at most ``rows_per_shard``) as the next shard, as they are."""
+        if self.filled:
+            raise ValueError("write_shard after add: flush the buffer first (close)")
+        if len(images) > self.rows_per_shard:
+            raise ValueError(f"{len(images)} rows exceed a shard's {self.rows_per_shard}")
+        self._check(images, labels, files)
+        self._save_shard(images)
+
+    def _save_shard(self, images: np.ndarray) -> None:
+        if len(images) == 0:
             return
         path = self.directory / f"{self.split}-{self.shard_count:05d}.npy"
-        np.save(path, self.buffer[: self.filled])
+        np.save(path, images)
         self.checksums[path.name] = fileio.sha256_file(path)
-        self.count += self.filled
+        self.count += len(images)
         self.shard_count += 1
+
+    def _flush(self) -> None:
+        if self.buffer is not None and self.filled:
+            self._save_shard(self.buffer[: self.filled])
         self.filled = 0
 
     def _save(self, name: str, write) -> None:
@@ -97,13 +119,16 @@ class ShardWriter:
         write(path)
         self.checksums[name] = fileio.sha256_file(path)
 
-    def close(self) -> dict[str, Any]:
-        """Write what is left; return ``{"count": N, "files": {name: sha256}}``."""
+    def close(self, relabel: np.ndarray | None = None) -> dict[str, Any]:
+        """Write what is left (labels mapped through ``relabel`` when given); return
+        ``{"count": N, "files": {name: sha256}}``."""
         self._flush()
+        self.buffer = None
         if self.count == 0:
             raise DataError(f"the {self.split} split holds no images: nothing was written.")
         if self.labels:
             labels = np.concatenate(self.labels)
+            labels = labels if relabel is None else np.asarray(relabel, np.int64)[labels]
             self._save(f"{self.split}-labels.npy", lambda path: np.save(path, labels))
         text = json.dumps(self.files, ensure_ascii=False, indent=0) + "\n"
         self._save(f"{self.split}-files.json", lambda path: path.write_text(text, "utf-8"))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,20 @@ from typing import Any
 import numpy as np
 
 from autoencoders import errors, fileio
+from autoencoders.data import readahead
 from autoencoders.errors import DataError
 
 SHARD_BYTES = 128 << 20
 
+FLOAT_ROWS = 1024  # rows ``floats`` reads at a time
+
 FIX = "re-run `dvc repro --force fetch preprocess`"
 
 
-def unit_float(images: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1], the same bits as ``datasets.to_unit_float``."""
-    return (images.astype(np.float32) / 255.0).astype(np.float32)
+def unit_float(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] in one vectorised pass, into ``out`` when given: each pixel
+    divided by 255 in float32, the same bits as ``datasets.to_unit_float``."""
+    return np.divide(images, np.float32(255.0), out=out, dtype=np.float32)
 
 
 def shard_paths(directory: str | Path, split: str) -> list[Path]:
@@ -135,6 +141,11 @@ class ShardWriter:
         return {"count": self.count, "files": dict(self.checksums)}
 
 
+def _close(handles: list[Any]) -> None:
+    for handle in handles:
+        handle.close()
+
+
 def split_digest(checksums: dict[str, str]) -> str:
     """One SHA-256 over a split's files' names and checksums."""
     lines = "".join(f"{name} {checksums[name]}\n" for name in sorted(checksums))
@@ -153,6 +164,9 @@ class ShardedSplit:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.directory, self.split, self.batch_size = Path(directory), split, batch_size
+        self.handles: list[Any] = []  # open files, read with os.preadv by ``take``
+        self.offsets: list[int] = []  # where each file's rows begin, after its .npy header
+        weakref.finalize(self, _close, self.handles)
         self.shards = [self._open(path) for path in paths]
         shapes = {shard.shape[1:] for shard in self.shards}
         if len(shapes) != 1 or any(shard.ndim != 4 for shard in self.shards):
@@ -164,14 +178,17 @@ class ShardedSplit:
         if self.labels is not None and len(self.labels) != self.shape[0]:
             raise errors.corrupt(labels_path, f"{len(self.labels)} labels", FIX)
 
-    @staticmethod
-    def _open(path: Path) -> np.ndarray:
+    def _open(self, path: Path) -> np.ndarray:
+        """The shard's rows, memory-mapped (``np.load(mmap_mode="r")``); the file also stays
+        open for the reads of ``rows`` and ``take``, which do not go through the map."""
         try:
             shard = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise errors.corrupt(path, error, FIX) from None
-        if shard.dtype != np.uint8:
-            raise errors.corrupt(path, f"dtype {shard.dtype}, not uint8", FIX)
+        if shard.dtype != np.uint8 or not shard.flags.c_contiguous:
+            raise errors.corrupt(path, f"dtype {shard.dtype}, not C-ordered uint8", FIX)
+        self.handles.append(path.open("rb", buffering=0))
+        self.offsets.append(int(getattr(shard, "offset", 0)))
         return shard
 
     def __len__(self) -> int:
@@ -185,23 +202,88 @@ class ShardedSplit:
         """Each row's source file, relative to the folder it came from."""
         return json.loads((self.directory / f"{self.split}-files.json").read_text("utf-8"))
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """uint8 rows ``start:stop`` (clipped to the split), across shard boundaries."""
-        start, stop = max(0, start), min(len(self), stop)
-        return self.take(np.arange(start, max(start, stop)))
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, int]]:
+        """(contiguous slice of one shard, its offset from ``start``) covering ``start:stop``."""
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        position = start
+        while position < stop:
+            local = position - int(self.starts[shard])
+            take = min(len(self.shards[shard]) - local, stop - position)
+            yield self.shards[shard][local : local + take], position - start
+            position += take
+            shard += 1
 
-    def take(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
-        """uint8 rows at ``indices``, in that order."""
+    def _clip(self, start: int, stop: int) -> tuple[int, int]:
+        start, stop = max(0, start), min(len(self), stop)
+        return start, max(start, stop)
+
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 rows ``start:stop`` (clipped to the split), across shard boundaries, read
+        with one ``os.preadv`` a shard (into ``out``'s first rows when given)."""
+        start, stop = self._clip(start, stop)
+        if out is None:
+            out = np.empty((stop - start, *self.shape[1:]), np.uint8)
+        out = out[: stop - start]
+        row_bytes = int(np.prod(self.shape[1:]))
+        flat = memoryview(out.reshape(-1))
+        for piece, offset in self._pieces(start, stop):
+            if not hasattr(os, "preadv"):
+                out[offset : offset + len(piece)] = piece
+                continue
+            shard = int(np.searchsorted(self.starts, start + offset, side="right")) - 1
+            local = start + offset - int(self.starts[shard])
+            view = flat[offset * row_bytes : (offset + len(piece)) * row_bytes]
+            self._read(shard, view, self.offsets[shard] + local * row_bytes)
+        return out
+
+    def _read(self, shard: int, view: memoryview, offset: int) -> None:
+        """Fill ``view`` from shard ``shard``'s file at ``offset`` (short reads continued)."""
+        number = self.handles[shard].fileno()
+        while len(view):
+            count = os.preadv(number, [view], offset)
+            if count <= 0:
+                raise errors.corrupt(self.handles[shard].name, "rows past its end", FIX)
+            view, offset = view[count:], offset + count
+
+    def floats(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (clipped) as float32 in [0, 1], read ``FLOAT_ROWS`` at a time
+        into one uint8 buffer and converted into the result."""
+        start, stop = self._clip(start, stop)
+        out = np.empty((stop - start, *self.shape[1:]), np.float32)
+        buffer = np.empty((min(FLOAT_ROWS, stop - start), *self.shape[1:]), np.uint8)
+        for first in range(start, stop, FLOAT_ROWS):
+            last = min(first + FLOAT_ROWS, stop)
+            unit_float(self.rows(first, last, out=buffer), out=out[first - start : last - start])
+        return out
+
+    def take(self, indices: np.ndarray | Sequence[int], out: np.ndarray | None = None):
+        """uint8 rows at ``indices``, in that order (into ``out``'s first rows when given).
+
+        Each row is read from the page cache with one ``os.preadv`` into its place: nothing
+        is mapped, so a shuffled pass does not leave the whole split in this process's
+        resident memory (the kernel maps large folios around every row a map touches), and
+        it is faster than a gather from the maps. Without ``os.preadv`` (Windows): the maps.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"indices outside the {len(self)} images of {self.split}")
-        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        if out is None:
+            out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        out = out[: len(indices)]
         which = np.searchsorted(self.starts, indices, side="right") - 1
-        for shard in np.unique(which):
-            mask = which == shard
-            local = indices[mask] - self.starts[shard]
-            order = np.argsort(local, kind="stable")  # read each map forwards
-            out[np.flatnonzero(mask)[order]] = self.shards[shard][local[order]]
+        if not hasattr(os, "preadv"):
+            for shard in np.unique(which):
+                positions = np.flatnonzero(which == shard)
+                out[positions] = self.shards[shard][indices[positions] - self.starts[shard]]
+            return out
+        row_bytes = int(np.prod(self.shape[1:]))
+        offsets = np.asarray(self.offsets)[which] + (indices - self.starts[which]) * row_bytes
+        numbers = [handle.fileno() for handle in self.handles]
+        flat = memoryview(out.reshape(-1))
+        for row, (shard, offset) in enumerate(zip(which.tolist(), offsets.tolist(), strict=True)):
+            view = flat[row * row_bytes : (row + 1) * row_bytes]
+            if os.preadv(numbers[shard], [view], offset) != row_bytes:
+                self._read(shard, view, offset)  # a short read: finish it or name the file
         return out
 
     def batch(self, index: int) -> np.ndarray:
@@ -209,14 +291,11 @@ class ShardedSplit:
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} outside the {self.num_batches} of {self.split}")
         start = index * self.batch_size
-        return unit_float(self.rows(start, start + self.batch_size))
+        return self.floats(start, start + self.batch_size)
 
     def to_array(self) -> np.ndarray:
         """The whole split as one float32 array: 4 bytes a pixel in memory (see docs)."""
-        out = np.empty(self.shape, np.float32)
-        for shard, start in zip(self.shards, self.starts, strict=False):
-            out[start : start + len(shard)] = unit_float(np.asarray(shard))
-        return out
+        return self.floats(0, len(self))
 
 
 def iter_batches(
@@ -228,22 +307,33 @@ def iter_batches(
     drop_remainder: bool = False,
     with_labels: bool = False,
 ) -> Iterator[Any]:
-    """float32 batches (N, H, W, C) in [0, 1] of a sharded split, read from its memory maps.
+    """float32 batches (N, H, W, C) in [0, 1] of a sharded split, read from its files.
 
-    In row order, or with ``shuffle`` a seeded permutation (the same for the same seed);
-    ``with_labels`` yields (images, labels or None) pairs.
+    In row order, or with ``shuffle`` a seeded permutation of the rows (the same for the same
+    seed); ``with_labels`` yields (images, labels or None) pairs. A reader thread reads the
+    uint8 rows of the next batches (``readahead.prefetched``: a few reused buffers) while this
+    one converts the current batch to float32 in one pass. Every batch is a new array: a caller
+    may keep it. Memory stays bounded by the batch: nothing of the split is mapped.
     """
     source = ShardedSplit(split_dir, split, batch_size)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else None
     stop = len(source) - len(source) % batch_size if drop_remainder else len(source)
-    for start in range(0, stop, batch_size):
-        if order is None:
-            indices = np.arange(start, min(start + batch_size, len(source)))
-        else:
-            indices = order[start : start + batch_size]
-        images = unit_float(source.take(indices))
+    starts = range(0, stop, batch_size)
+    if order is None:
+        plan = [slice(start, min(start + batch_size, stop)) for start in starts]
+    else:
+        plan = [order[start : start + batch_size] for start in starts]
+
+    def read(rows, out: np.ndarray) -> np.ndarray:
+        if isinstance(rows, slice):
+            return source.rows(rows.start, rows.stop, out=out)
+        return source.take(rows, out=out)
+
+    shape = (batch_size, *source.shape[1:])
+    for rows, gathered in readahead.prefetched(read, plan, shape, np.uint8):
+        images = unit_float(gathered)
         if with_labels:
-            yield images, (None if source.labels is None else source.labels[indices])
+            yield images, (None if source.labels is None else source.labels[rows])
         else:
             yield images
 

@@ -4,13 +4,14 @@ python -m autoencoders.benchmarks latency [--variants conv vae]   # make bench
 python -m autoencoders.benchmarks training                        # make bench-train
 python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # make train-seeds
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
-python -m autoencoders.benchmarks ingest --folder data/sample-images         # make bench-data
+python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
 needs data/processed). ``train-seeds`` and ``cluster-seeds`` print mean ± std over seeds and
-write nothing. ``ingest``: a folder's fetch against keras's ``image_dataset_from_directory``,
-at params.yaml's ``data.image_size`` and ``data.color_mode`` (reports/ingest_bench.{json,md}).
+write nothing. ``data``: a folder's fetch and the shards' epoch against keras's
+``image_dataset_from_directory``, and DVC's no-op on the folder, at params.yaml's
+``data.image_size`` and ``data.color_mode`` (reports/data_bench.{json,md}).
 """
 
 from __future__ import annotations
@@ -96,14 +97,17 @@ def cluster_seeds(args: argparse.Namespace, params: dict) -> None:
     seeds.cluster_seeds(variant, settings, config.parse_seeds(args.seeds))
 
 
-def ingest(args: argparse.Namespace, params: dict) -> None:
-    from autoencoders.benchmarks import ingest as ingest_bench
+def data_bench(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import ingest
 
     settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
-    report = ingest_bench.run_ingest_bench(
-        args.folder, image_size=settings.image_size, color_mode=settings.color_mode
+    report = ingest.run_data_bench(
+        args.folder,
+        image_size=settings.image_size,
+        color_mode=settings.color_mode,
+        with_dvc=not args.no_dvc,
     )
-    _write(args.output_dir, "ingest_bench", report, ingest_bench.render_markdown(report))
+    _write(args.output_dir, "data_bench", report, ingest.render_markdown(report))
 
 
 def _write(directory: str, name: str, report: dict, markdown: str) -> None:
@@ -117,7 +121,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "training": training,
     "train-seeds": train_seeds,
     "cluster-seeds": cluster_seeds,
-    "ingest": ingest,
+    "data": data_bench,
 }
 
 
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exports-dir", default="exports")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--processed-dir", default="data/processed")
-    parser.add_argument("--folder", default="data/sample-images", help="ingest: image folder")
+    parser.add_argument("--folder", default="data/bench-images", help="data: image folder")
+    parser.add_argument("--no-dvc", action="store_true", help="data: skip the DVC rows")
     parser.add_argument("--output-dir", default="reports")
     args = parser.parse_args(argv)
     if args.command == "train-seeds" and not args.variant:

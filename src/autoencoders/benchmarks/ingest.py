@@ -1,121 +1,230 @@
-"""Ingestion images/s of a folder: ``fetch`` of ``data.source: images`` (pre-scan, decode in a
-process pool, uint8 shards written) against the first pass of
-``keras.utils.image_dataset_from_directory`` over the same folder, one run each, side by side.
+"""The data bench: a folder of images through ``fetch`` and the shards' input pipeline, side by
+side in one run with ``keras.utils.image_dataset_from_directory`` on the same folder.
 
-python -m autoencoders.benchmarks ingest --folder data/sample-images   # make bench-data
+python -m autoencoders.benchmarks data --folder data/bench-images   # make bench-data
 
-Both read the folder from the page cache (every file is read once before either runs), resize
-to the same size with bilinear filters and use this process's cores. Keras only decodes into
-float32 batches (it writes nothing); the fetch also pre-scans every file and writes shards.
-A second pass shows what every later epoch costs: keras decodes again, the shards are read.
+Rows, each timed in a fresh process (its peak RSS from ``resource.getrusage``):
+- first pass: ``fetch`` (index, check, decode, resize, write uint8 shards) against keras's first
+  epoch (its listing of the folder included, as fetch's is), same size, bilinear, all cores;
+- later epochs: one shuffled pass of float32 batches from the shards (``iter_batches``, what
+  training reads) against keras's second epoch, which decodes every file again (no cache);
+- ``preprocess`` (seeded splits gathered from the shards);
+- DVC: the first and the no-op ``dvc repro`` and ``dvc status`` of a project whose ``fetch``
+  stage depends on the folder (``benchmarks/dvc_noop.py``).
+
+Every file is read once before the first row, so both sides read from the page cache. Ratios
+are of images/s measured in this one run; the machine's load average is recorded beside them.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders.benchmarks import onnx_latency
-from autoencoders.data import decoding, folders, images, shards
+BATCH = 256
+
+TARGETS = {"first_pass": 1.0, "epoch": 20.0, "peak_rss_mb": 2048, "dvc_repro_noop_s": 20.0}
 
 
 def _warm(folder: Path) -> int:
     """Read every file once (so that neither side pays for the disk); return the bytes read."""
-    return sum(len(path.read_bytes()) for path in sorted(folder.rglob("*")) if path.is_file())
+    total = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(directory, name), "rb", buffering=0) as handle:
+                total += len(handle.readall())
+    return total
 
 
-def _keras_dataset(folder: Path, image_size: tuple[int, int], color_mode: str):
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _ours(role: str, folder: str, scratch: str, size: list[int], color_mode: str) -> dict:
+    from autoencoders.data import folders, images, shards
+
+    raw, processed = Path(scratch) / "raw", Path(scratch) / "processed"
+    started = time.perf_counter()
+    if role == "fetch":
+        params = folders.FolderParams(path=folder, image_size=tuple(size), color_mode=color_mode)
+        record = images.fetch_images(params, raw)
+        count = sum(record["counts"].values())
+    elif role == "preprocess":
+        card = images.preprocess_shards(raw, processed, 0.1, 0.1, seed=0)
+        count = sum(card["counts"].values())
+    else:  # one epoch of training's input: shuffled float32 batches of the raw shards
+        batches = shards.iter_batches(raw, "train", BATCH, shuffle=role == "epoch", seed=0)
+        count = sum(len(batch) for batch in batches)
+    seconds = time.perf_counter() - started
+    return {"images": count, "seconds": round(seconds, 3), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _keras(folder: str, size: list[int], color_mode: str) -> dict:
     import keras
 
-    return keras.utils.image_dataset_from_directory(
-        str(folder),
-        labels="inferred",
-        color_mode=color_mode,
-        image_size=image_size,
-        interpolation="bilinear",
-        batch_size=256,
-        shuffle=False,
-        verbose=False,
-    )
+    def timed_pass(dataset, started: float) -> dict:
+        count = sum(int(batch.shape[0]) for batch, _ in dataset)
+        seconds = time.perf_counter() - started
+        return {"images": count, "seconds": round(seconds, 3)}
+
+    started = time.perf_counter()  # keras's listing of the folder counts, as fetch's does
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", color_mode=color_mode, image_size=tuple(size),
+        interpolation="bilinear", batch_size=BATCH, shuffle=True, seed=0, verbose=False,
+    )  # fmt: skip
+    first = timed_pass(dataset, started)
+    second = timed_pass(dataset, time.perf_counter())
+    return {"first_pass": first, "second_pass": second, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _timed_pass(batches) -> tuple[int, float]:
-    """(images, seconds) of one pass over ``batches``."""
-    started = time.perf_counter()
-    count = sum(int(batch.shape[0]) for batch in batches)
-    return count, time.perf_counter() - started
+def _child(role: str, *arguments: Any) -> dict:
+    """Run ``role`` in a fresh Python (this module's ``main``); its JSON answer."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "autoencoders.benchmarks.ingest", role, json.dumps(arguments)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench {role} failed: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _rate(count: int, seconds: float) -> dict[str, float]:
-    return {"seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+def _rate(row: dict) -> float:
+    return round(row["images"] / row["seconds"], 1)
 
 
-def run_ingest_bench(
+def run_data_bench(
     folder: str | Path,
     image_size: tuple[int, int] = (64, 64),
     color_mode: str = "rgb",
-    workers: int | None = None,
+    with_dvc: bool = True,
 ) -> dict[str, Any]:
-    """One timed fetch of ``folder`` and one timed keras first pass; images/s of each."""
-    folder = Path(folder)
-    warmed = _warm(folder)
-    workers = decoding.worker_count() if workers is None else workers
-    params = folders.FolderParams(path=str(folder), image_size=image_size, color_mode=color_mode)
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as scratch:
-        started = time.perf_counter()
-        record = images.fetch_images(params, Path(scratch) / "raw", workers=workers)
-        ours = time.perf_counter() - started
-        reread = _timed_pass(shards.iter_batches(Path(scratch) / "raw", "train", 256))
-    count = sum(record["counts"].values())
-    import keras  # noqa: F401  (TensorFlow's start-up is not keras's ingestion)
+    """Every row of the bench on ``folder``; the report (see the module docstring)."""
+    from autoencoders.benchmarks import dvc_noop, onnx_latency
 
-    started = time.perf_counter()  # keras's listing of the folder counts, as fetch's does
-    dataset = _keras_dataset(folder, image_size, color_mode)
-    keras_count, _ = _timed_pass(batch for batch, _ in dataset)
-    keras_seconds = time.perf_counter() - started
-    again = _timed_pass(batch for batch, _ in dataset)
-    return {
+    folder = Path(folder).resolve()
+    size = list(image_size)
+    load_before = os.getloadavg()
+    warmed = _warm(folder)
+    with tempfile.TemporaryDirectory(prefix="data-bench-", dir=folder.parent) as scratch:
+        ours = {
+            role: _child(role, str(folder), scratch, size, color_mode)
+            for role in ("fetch", "preprocess", "epoch", "in_order")
+        }
+        keras = _child("keras", str(folder), size, color_mode)
+    dvc = dvc_noop.run_dvc_bench(folder, size, color_mode) if with_dvc else None
+    report = {
         "folder": str(folder),
         "bytes": warmed,
-        "images": count,
-        "keras_images": keras_count,
-        "image_size": list(image_size),
+        "images": ours["fetch"]["images"],
+        "image_size": size,
         "color_mode": color_mode,
-        "workers": workers,
-        "fetch": _rate(count, ours),
-        "keras": _rate(keras_count, keras_seconds),
-        "ratio": round((count / ours) / (keras_count / keras_seconds), 2),
-        "shards_pass": _rate(*reread),
-        "keras_second_pass": _rate(*again),
+        "batch_size": BATCH,
+        "ours": ours,
+        "keras": keras,
+        "dvc": dvc,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "machine": onnx_latency.describe_machine(),
+    }
+    report["ratios"] = ratios(report)
+    report["targets"] = targets(report)
+    return report
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float]:
+    ours, keras = report["ours"], report["keras"]
+    return {
+        "first_pass": round(_rate(ours["fetch"]) / _rate(keras["first_pass"]), 2),
+        "epoch": round(_rate(ours["epoch"]) / _rate(keras["second_pass"]), 1),
+        "epoch_in_order": round(_rate(ours["in_order"]) / _rate(keras["second_pass"]), 1),
     }
 
 
+def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 22's targets this bench measures: each value, its bound, met or not."""
+    peak = max(row["peak_rss_mb"] for row in report["ours"].values())
+    rows = {
+        "first_pass_vs_keras": (report["ratios"]["first_pass"], TARGETS["first_pass"], ">="),
+        "epoch_vs_keras": (report["ratios"]["epoch"], TARGETS["epoch"], ">="),
+        "peak_rss_mb_fetch_preprocess": (peak, TARGETS["peak_rss_mb"], "<="),
+    }
+    if report["dvc"]:
+        noop = report["dvc"]["repro_noop_s"]["median"]
+        rows["dvc_repro_noop_s"] = (noop, TARGETS["dvc_repro_noop_s"], "<=")
+    return {
+        name: {"value": value, "target": f"{sign} {bound}", "met": bool(
+            value >= bound if sign == ">=" else value <= bound
+        )}
+        for name, (value, bound, sign) in rows.items()
+    }  # fmt: skip
+
+
+def _row(name: str, row: dict) -> str:
+    return f"| {name} | {row['images']} | {row['seconds']} | {_rate(row):,.0f} |"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    machine = report["machine"]
+    ours, keras, machine = report["ours"], report["keras"], report["machine"]
     size = "x".join(map(str, report["image_size"]))
-    return "\n".join(
-        [
-            f"# Ingestion: {report['images']} images of {report['folder']} to {size} "
-            f"{report['color_mode']}",
+    load = report["load_average"]
+    lines = [
+        f"# Data bench: {report['images']:,} images of {report['folder']} to {size} "
+        f"{report['color_mode']}",
+        "",
+        f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores, load average "
+        f"{load['before'][0]:.1f} before and {load['after'][0]:.1f} after (other work shared "
+        f"the cores); batches of {report['batch_size']}; each row one run in a fresh process, "
+        "the files in the page cache.",
+        "",
+        "| pass | images | seconds | images/s |",
+        "| --- | --- | --- | --- |",
+        _row("first pass: fetch (index, check, decode, resize, write shards)", ours["fetch"]),
+        _row("first pass: keras image_dataset_from_directory, first epoch", keras["first_pass"]),
+        _row("an epoch: the shards, shuffled float32 batches (iter_batches)", ours["epoch"]),
+        _row("an epoch: the shards in order", ours["in_order"]),
+        _row("an epoch: keras decodes every file again", keras["second_pass"]),
+        _row("preprocess (seeded splits gathered from the shards)", ours["preprocess"]),
+        "",
+        "| peak RSS, MB | fetch | preprocess | epoch (shuffled) | keras |",
+        "| --- | --- | --- | --- | --- |",
+        f"| | {ours['fetch']['peak_rss_mb']} | {ours['preprocess']['peak_rss_mb']} "
+        f"| {ours['epoch']['peak_rss_mb']} | {keras['peak_rss_mb']} |",
+        "",
+    ]
+    dvc = report["dvc"]
+    if dvc:
+        lines += [
+            f"DVC ({dvc['dvc_version']}), a project whose fetch depends on the folder "
+            f"({dvc['files']:,} files), seconds (median of {len(dvc['repro_noop_s']['runs'])}):",
             "",
-            f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores; fetch with "
-            f"{report['workers']} worker processes; one run each, files in the page cache.",
-            "",
-            "| reader | seconds | images/s |",
-            "| --- | --- | --- |",
-            f"| fetch (pre-scan + decode + shards) | {report['fetch']['seconds']} "
-            f"| {report['fetch']['images_per_s']} |",
-            f"| keras image_dataset_from_directory, first pass | {report['keras']['seconds']} "
-            f"| {report['keras']['images_per_s']} |",
-            f"| later passes: the shards, float32 batches (iter_batches) "
-            f"| {report['shards_pass']['seconds']} | {report['shards_pass']['images_per_s']} |",
-            f"| later passes: keras decodes again | {report['keras_second_pass']['seconds']} "
-            f"| {report['keras_second_pass']['images_per_s']} |",
-            "",
-            f"First pass, fetch / keras: {report['ratio']}x",
+            "| first dvc repro (hash + fetch) | no-op dvc repro | no-op dvc status "
+            "| status of a one-file stage | status, checksum_jobs 1 | status, checksum_jobs 8 |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {dvc['repro_first_s']} | {dvc['repro_noop_s']['median']} "
+            f"| {dvc['status_noop_s']['median']} | {dvc['status_one_file_stage_s']['median']} "
+            f"| {dvc['status_noop_checksum_jobs_1_s']['median']} "
+            f"| {dvc['status_noop_checksum_jobs_8_s']['median']} |",
             "",
         ]
-    )
+    lines += ["| target | value | bound | met |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {name} | {row['value']} | {row['target']} | {'yes' if row['met'] else 'no'} |"
+        for name, row in report["targets"].items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    role, arguments = sys.argv[1], json.loads(sys.argv[2])
+    result = _keras(*arguments) if role == "keras" else _ours(role, *arguments)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,22 @@ def decode_file(path: str | Path, image_size: tuple[int, int], color_mode: str, 
     return pixels.reshape(image_size[0], image_size[1], folders.COLOR_MODES[color_mode][1])
 
 
+def decode_png(frame: folders.PngFrame) -> Any:
+    """A plain PNG's pixels as a Pillow image: Pillow's own zlib decoder and unfilter, called
+    as ``ImageFile.load`` calls them (the same pixels), without ``Image.open``'s parsing."""
+    from PIL import Image
+
+    core = Image.core.new(frame.mode, frame.size)
+    decoder = Image.core.zip_decoder(frame.mode, frame.rawmode)
+    decoder.setimage(core, (0, 0, *frame.size))
+    consumed, error = decoder.decode(frame.data)
+    if consumed >= 0:  # the decoder wants more data than the file holds
+        raise OSError("image file is truncated")
+    if error < 0:
+        raise OSError(f"decoder error {error} (broken PNG data)")
+    return Image.Image()._new(core)
+
+
 def read_file(path: str) -> bytes:
     """The whole file, in one unbuffered read (fewer calls than Path.read_bytes)."""
     with open(path, "rb", buffering=0) as handle:
@@ -140,11 +156,13 @@ def decode_into(
             reason, image = folders.inspect(data, relative, image_size, crop)
         if reason is None and not check_only.is_set():
             try:
+                if isinstance(image, folders.PngFrame):
+                    image = decode_png(image)
                 with image:
                     out[row] = np.asarray(render(image, **settings)).reshape(row_shape)
             except DECODE_ERRORS as error:
                 reason = f"could not be decoded ({' '.join(str(error).split())[:120]})"
-        elif image is not None:
+        elif image is not None and not isinstance(image, folders.PngFrame):
             image.close()
         if reason is not None and fail_fast:
             check_only.set()

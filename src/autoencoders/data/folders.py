@@ -205,22 +205,59 @@ def _jpeg_ends(data: bytes) -> bool:
     return b"\xff\xd9" in data[-4096:]
 
 
-def _png_damage(data: bytes) -> str | None:
-    """Why a PNG's chunks are damaged (a CRC that does not match, a chunk cut short, no IEND),
-    or None: the check Pillow's ``verify()`` makes, run on the bytes already read."""
-    position, size = 8, len(data)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# (bit depth, colour type) -> Pillow's (mode, rawmode), for the PNGs ``PngFrame`` decodes
+PLAIN_PNG_MODES = {(8, 0): ("L", "L"), (8, 2): ("RGB", "RGB"), (8, 6): ("RGBA", "RGBA")}
+
+
+@dataclasses.dataclass(frozen=True)
+class PngFrame:
+    """A plain PNG (8-bit grey, RGB or RGBA, not interlaced, no palette, transparency or
+    animation chunk) as Pillow's own zlib decoder takes it: ``decoding.decode_png`` decodes it
+    to the pixels ``Image.open(...).load()`` gives, without Pillow's per-file Python parsing."""
+
+    size: tuple[int, int]  # (width, height)
+    mode: str
+    rawmode: str
+    data: bytes  # the IDAT chunks' payload, joined
+
+
+def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
+    """(why a PNG's chunks are damaged or None, its ``PngFrame`` when plain). Damaged: a CRC
+    that does not match, a chunk cut short, no IEND (the checks of Pillow's ``verify()``)."""
+    position, size, view = 8, len(data), memoryview(data)
+    header, idat, plain = None, [], True
     while position + 12 <= size:
         (length,) = struct.unpack_from(">I", data, position)
         end = position + 8 + length
         if end + 4 > size:
-            return "truncated PNG file"
-        (expected,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(memoryview(data)[position + 4 : end]) != expected:
-            return f"broken PNG file (bad CRC in the {data[position + 4 : position + 8]!r} chunk)"
-        if data[position + 4 : position + 8] == b"IEND":
-            return None
+            return "truncated PNG file", None
+        kind = data[position + 4 : position + 8]
+        if zlib.crc32(view[position + 4 : end]) != struct.unpack_from(">I", data, end)[0]:
+            return f"broken PNG file (bad CRC in the {kind!r} chunk)", None
+        if kind == b"IHDR" and length >= 13:
+            header = struct.unpack_from(">IIBBBBB", data, position + 8)
+        elif kind == b"IDAT":
+            idat.append(view[position + 8 : end])
+        elif kind == b"IEND":
+            break
+        elif kind in (b"PLTE", b"tRNS", b"acTL"):
+            plain = False
         position = end + 4
-    return "truncated PNG file (no IEND chunk)"
+    else:
+        return "truncated PNG file (no IEND chunk)", None
+    if not (plain and header and idat):
+        return None, None
+    from PIL import Image
+
+    width, height, depth, colour, _, filter_method, interlace = header
+    modes = PLAIN_PNG_MODES.get((depth, colour))
+    if modes is None or interlace or filter_method or not 0 < width * height:
+        return None, None
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return None, None  # Image.open's decompression-bomb check decides
+    return None, PngFrame((width, height), *modes, b"".join(idat))
 
 
 def crop_window(width: int, height: int, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -233,11 +270,22 @@ def crop_window(width: int, height: int, image_size: tuple[int, int]) -> tuple[i
     )
 
 
+def _too_small(width: int, height: int, image_size: tuple[int, int]) -> str | None:
+    window = crop_window(width, height, image_size)
+    if window[0] < image_size[1] or window[1] < image_size[0]:
+        return (
+            f"{width}x{height} is too small for a {image_size[1]}x{image_size[0]} crop "
+            "(crop_to_aspect_ratio would enlarge it)"
+        )
+    return None
+
+
 def inspect(
     data: bytes, relative: str, image_size: tuple[int, int], crop: bool
 ) -> tuple[str | None, Any]:
-    """(why the file ``relative`` holding ``data`` is a bad image or None, the Pillow image
-    opened on ``data``, not yet decoded, or None when bad); the caller closes it.
+    """(why the file ``relative`` holding ``data`` is a bad image or None, then None when bad,
+    else a plain PNG's ``PngFrame`` or the Pillow image opened on ``data``, not yet decoded,
+    which the caller closes).
 
     Bad: unreadable by Pillow, content not of its extension's format, corrupt or truncated
     (PNG: every chunk's CRC, as ``verify()``; JPEG: its end marker; other formats are decoded
@@ -247,6 +295,13 @@ def inspect(
     from PIL import Image, UnidentifiedImageError
 
     expected = EXTENSION_FORMATS[os.path.splitext(relative)[1].lower()]
+    if expected == ("PNG",) and data.startswith(PNG_SIGNATURE):
+        damage, frame = _png_scan(data)
+        if damage is not None:
+            return f"corrupt ({damage})", None
+        if frame is not None:
+            reason = _too_small(*frame.size, image_size) if crop else None
+            return reason, (frame if reason is None else None)
     image = None
     try:
         image = Image.open(io.BytesIO(data))
@@ -254,7 +309,7 @@ def inspect(
         if image.format not in expected:
             reason = f"its content is {image.format}, its extension says {expected[0]}"
         elif image.format == "PNG":
-            damage = _png_damage(data)
+            damage = _png_scan(data)[0]
             reason = None if damage is None else f"corrupt ({damage})"
         elif image.format in ("JPEG", "MPO"):
             reason = None if _jpeg_ends(data) else "truncated (no JPEG end marker)"
@@ -266,12 +321,7 @@ def inspect(
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         reason = f"corrupt ({' '.join(str(error).split())[:120]})"
     if reason is None and crop:
-        window = crop_window(width, height, image_size)
-        if window[0] < image_size[1] or window[1] < image_size[0]:
-            reason = (
-                f"{width}x{height} is too small for a {image_size[1]}x{image_size[0]} crop "
-                "(crop_to_aspect_ratio would enlarge it)"
-            )
+        reason = _too_small(width, height, image_size)
     if reason is not None and image is not None:
         image.close()
         image = None
@@ -281,6 +331,6 @@ def inspect(
 def check_file(root: Path, relative: str, image_size: tuple[int, int], crop: bool) -> str | None:
     """Why ``root/relative`` is a bad image file, or None (``inspect`` on its bytes)."""
     reason, image = inspect((root / relative).read_bytes(), relative, image_size, crop)
-    if image is not None:
+    if image is not None and not isinstance(image, PngFrame):
         image.close()
     return reason

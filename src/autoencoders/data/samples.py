@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--jpeg-share", type=float, default=0.5, help="share saved as JPEG (0: PNG only)"
+    )
     args = parser.parse_args(argv)
-    summary = write_samples(args.out, args.per_class, args.size, args.seed)
+    summary = write_samples(args.out, args.per_class, args.size, args.seed, args.jpeg_share)
     total = sum(summary["files"].values())
     print(
         f"[samples] {total} images of {args.size}x{args.size} in {len(summary['classes'])} "

@@ -131,8 +131,10 @@ PER_CLASS ?= 300
 sample-images: $(STAMP) ## Crops of the photographs bundled in scikit-learn and scikit-image, 64x64, a folder per photo -> SAMPLES=data/sample-images (PER_CLASS=300)
 	$(BIN)/python -m autoencoders.data.samples --out $(SAMPLES) --per-class $(PER_CLASS) --size 64
 
-bench-data: $(STAMP) ## Ingestion images/s: fetch of a folder vs keras image_dataset_from_directory -> reports/ingest_bench.md (FOLDER=data/sample-images)
-	$(BIN)/python -m autoencoders.benchmarks ingest --folder $(or $(FOLDER),$(SAMPLES))
+BENCH_IMAGES ?= data/bench-images
+bench-data: $(STAMP) ## fetch + the shards' epoch vs keras image_dataset_from_directory, DVC's no-op, on 100,000 64x64 PNGs (made once in BENCH_IMAGES=data/bench-images; FOLDER= for another) -> reports/data_bench.md
+	test -n "$(FOLDER)" || test -f $(BENCH_IMAGES)/.samples.json || $(BIN)/python -m autoencoders.data.samples --out $(BENCH_IMAGES) --per-class 10000 --size 64 --jpeg-share 0
+	$(BIN)/python -m autoencoders.benchmarks data --folder $(or $(FOLDER),$(BENCH_IMAGES))
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

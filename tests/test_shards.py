@@ -1,18 +1,17 @@
 """The shards' read path against numpy's own reading of the same files: rows, gathers and
-float32 batches across shard boundaries, the reader thread, and memory that stays bounded by
-the batch on shards larger than a budget set here."""
+float32 batches across shard boundaries, and memory that stays bounded by the batch on shards
+larger than a budget set here."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from autoencoders.data import readahead, shards
+from autoencoders.data import shards
 from autoencoders.errors import CorruptFileError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,30 +79,6 @@ def test_iter_batches_in_order_and_shuffled_equal_numpy(split):
     np.testing.assert_array_equal(np.concatenate([y for _, y in shuffled]), labels[order])
     kept = list(shards.iter_batches(directory, "train", 8, shuffle=True, drop_remainder=True))
     assert [len(x) for x in kept] == [8] * 6
-
-
-def test_a_caller_that_stops_early_stops_the_reader_thread(split):
-    directory, _ = split
-    before = threading.active_count()
-    batches = shards.iter_batches(directory, "train", 4, shuffle=True)
-    first = next(batches)
-    assert first.shape == (4, 5, 6, 3) and threading.active_count() == before + 1
-    batches.close()
-    assert threading.active_count() == before
-
-
-def test_the_reader_threads_error_reaches_the_caller():
-    def read(item, out):
-        if item == 2:
-            raise CorruptFileError("shard 2 is unreadable")
-        out[:] = item
-        return out
-
-    seen = []
-    with pytest.raises(CorruptFileError, match="shard 2 is unreadable"):
-        for item, filled in readahead.prefetched(read, range(5), (3,), np.int64):
-            seen.append((item, filled.tolist()))
-    assert seen == [(0, [0, 0, 0]), (1, [1, 1, 1])]
 
 
 def test_a_shard_cut_short_after_it_was_opened_is_named(split):

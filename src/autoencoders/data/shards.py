@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from autoencoders import errors, fileio
-from autoencoders.data import readahead
 from autoencoders.errors import DataError
 
 SHARD_BYTES = 128 << 20
@@ -310,28 +309,23 @@ def iter_batches(
     """float32 batches (N, H, W, C) in [0, 1] of a sharded split, read from its files.
 
     In row order, or with ``shuffle`` a seeded permutation of the rows (the same for the same
-    seed); ``with_labels`` yields (images, labels or None) pairs. A reader thread reads the
-    uint8 rows of the next batches (``readahead.prefetched``: a few reused buffers) while this
-    one converts the current batch to float32 in one pass. Every batch is a new array: a caller
-    may keep it. Memory stays bounded by the batch: nothing of the split is mapped.
+    seed); ``with_labels`` yields (images, labels or None) pairs. Each batch's uint8 rows are
+    read into one reused buffer (``rows``, ``take``: nothing of the split is mapped, so memory
+    stays bounded by the batch), then converted to float32 in one pass. Every batch is a new
+    array: a caller may keep it.
     """
     source = ShardedSplit(split_dir, split, batch_size)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else None
     stop = len(source) - len(source) % batch_size if drop_remainder else len(source)
-    starts = range(0, stop, batch_size)
-    if order is None:
-        plan = [slice(start, min(start + batch_size, stop)) for start in starts]
-    else:
-        plan = [order[start : start + batch_size] for start in starts]
-
-    def read(rows, out: np.ndarray) -> np.ndarray:
-        if isinstance(rows, slice):
-            return source.rows(rows.start, rows.stop, out=out)
-        return source.take(rows, out=out)
-
-    shape = (batch_size, *source.shape[1:])
-    for rows, gathered in readahead.prefetched(read, plan, shape, np.uint8):
-        images = unit_float(gathered)
+    gathered = np.empty((min(batch_size, max(1, stop)), *source.shape[1:]), np.uint8)
+    for start in range(0, stop, batch_size):
+        end = min(start + batch_size, stop)
+        if order is None:
+            rows = slice(start, end)
+            images = unit_float(source.rows(start, end, out=gathered))
+        else:
+            rows = order[start:end]
+            images = unit_float(source.take(rows, out=gathered))
         if with_labels:
             yield images, (None if source.labels is None else source.labels[rows])
         else:

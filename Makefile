@@ -27,7 +27,7 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data
+	sample-images bench-data bench-anomaly
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -122,6 +122,9 @@ sample-images: $(STAMP) ## Crops of the photographs bundled in scikit-learn and 
 
 bench-data: $(STAMP) ## Ingestion images/s: fetch of a folder vs keras image_dataset_from_directory -> reports/ingest_bench.md (FOLDER=data/sample-images)
 	$(BIN)/python -m autoencoders.benchmarks ingest --folder $(or $(FOLDER),$(SAMPLES))
+
+bench-anomaly: $(STAMP) ## One-class MNIST anomaly benchmark (10 digits x 3 seeds, after dvc repro preprocess) -> reports/anomaly_bench.md, anomaly_maps.png
+	$(BIN)/python -m autoencoders.benchmarks one-class
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

@@ -63,7 +63,14 @@ def test_summary_spreads_against_numpy() -> None:
     ]
     settings = one_class.OneClassConfig(digits=(0, 1))
     report = one_class_report.summarise(
-        {"tasks": tasks, "onnx_checks": [], "wall_seconds": 10.0}, settings, {"cpu": "x"}
+        {"tasks": tasks, "onnx_checks": [], "wall_seconds": 10.0},
+        settings,
+        {
+            "cpu": "x",
+            "cores": 2,
+            "load_average_before": [1, 1, 1],
+            "load_average_after": [2, 2, 2],
+        },
     )
     assert report["per_digit"]["1"]["mean"] == pytest.approx(0.911)
     assert report["per_digit"]["1"]["std"] == pytest.approx(np.std([0.91, 0.911, 0.912], ddof=1))

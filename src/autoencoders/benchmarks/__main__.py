@@ -127,15 +127,24 @@ def one_class(args: argparse.Namespace, params: dict) -> None:
         return
     figure_path = f"{args.output_dir}/anomaly_maps.png"
     before = _machine()
-    result = bench.run_benchmark(
-        settings,
-        splits,
-        log=_print,
-        on_figure_task=lambda task: report_module.plot_anomaly_maps(task, figure_path),
+
+    def write(result: dict) -> None:  # after every task, then once complete
+        machine = {**before, "load_average_after": _machine()["load_average_before"]}
+        report = report_module.summarise(result, settings, machine)
+        markdown = report_module.render_markdown(report)
+        fileio.write_report(args.output_dir, "anomaly_bench", report, markdown)
+        if result["complete"]:
+            _write(args.output_dir, "anomaly_bench", report, markdown)
+
+    write(
+        bench.run_benchmark(
+            settings,
+            splits,
+            log=_print,
+            on_figure_task=lambda task: report_module.plot_anomaly_maps(task, figure_path),
+            on_progress=write,
+        )
     )
-    machine = {**before, "load_average_after": _machine()["load_average_before"]}
-    report = report_module.summarise(result, settings, machine)
-    _write(args.output_dir, "anomaly_bench", report, report_module.render_markdown(report))
 
 
 def _print(line: str) -> None:

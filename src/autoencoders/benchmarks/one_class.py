@@ -299,10 +299,12 @@ def run_benchmark(
     log: Callable[[str], None] = print,
     on_figure_task: Callable[[dict[str, Any]], None] | None = None,
     validation_only: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Every digit x seed (then leave-one-out when set); the records and the wall time.
     ``validation_only``: train and rank the candidates on validation, never read the test
-    split (no test AUROC, ONNX check, figure or leave-one-out)."""
+    split (no test AUROC, ONNX check, figure or leave-one-out). ``on_progress`` gets the
+    result so far (``complete`` False) after every task, so a long run leaves its report."""
     started = time.perf_counter()
     present = set(np.unique(splits.y_train).tolist())
     missing = sorted(set(settings.digits) - present)
@@ -329,7 +331,17 @@ def run_benchmark(
                 f"({record['score']}, validation {record['validation_auroc'][record['score']]:.4f}"
                 f"), {record['seconds']} s"
             )
-    result = {"tasks": records, "onnx_checks": checks}
+            if on_progress:
+                elapsed = round(time.perf_counter() - started, 1)
+                on_progress(
+                    {
+                        "tasks": records,
+                        "onnx_checks": checks,
+                        "wall_seconds": elapsed,
+                        "complete": False,
+                    }
+                )
+    result = {"tasks": records, "onnx_checks": checks, "complete": True}
     if settings.leave_one_out and not validation_only:
         result["leave_one_out"] = _leave_one_out(settings, splits, present, log)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)

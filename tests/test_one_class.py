@@ -137,3 +137,37 @@ def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
     assert '"equal_to_4_digits": true' in report
     assert (tmp_path / "reports" / "anomaly_maps.png").stat().st_size > 10_000
     assert "OCGAN" in (tmp_path / "reports" / "anomaly_bench.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="scorer.onnx's SSIM differs from the numpy SSIM for a conv decoder (deep_conv) on "
+    "28x28 while its reconstructions and maps agree; the dense model passes (docs/anomaly.md)",
+)
+def test_scorer_onnx_ssim_of_a_conv_autoencoder(mnist_small) -> None:
+    from autoencoders import anomaly
+
+    splits = one_class.Splits(**mnist_small)
+    architecture = {
+        "name": "deep_conv",
+        "filters": [8, 16, 32, 64],
+        "strides": [2, 2, 2, 2],
+        "hidden_units": [50],
+        "latent_dim": 8,
+        "code_activation": "linear",
+    }
+    settings = one_class.OneClassConfig(architecture=architecture, epochs=1, batch_size=32)
+    model, _ = one_class.train_model(settings, splits.x_train, splits.x_val[:100], seed=0)
+    score_model = anomaly.fit_score_model(
+        model.encode(splits.x_train),
+        anomaly.keras_outputs(model, splits.x_val),
+        settings.score_config("ssim", seed=0),
+    )
+    labels = (splits.y_test != 1).astype(np.int64)
+    keras_value = anomaly.auroc(
+        labels, score_model.score(anomaly.keras_outputs(model, splits.x_test))
+    )
+    onnx_value = one_class.onnx_auroc(model, score_model, splits.x_test, labels)
+    assert round(onnx_value, 4) == round(keras_value, 4)

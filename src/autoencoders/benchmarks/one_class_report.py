@@ -119,7 +119,7 @@ def _table(report: Mapping[str, Any]) -> list[str]:
     ours = report["per_digit"]
     lines.append(
         _row(
-            f"**this benchmark** (mean ± std, {len(report['settings']['seeds'])} seeds)",
+            f"**this benchmark** (mean ± std, {len(report['overall']['per_seed'])} seeds)",
             [f"{ours[d]['mean']:.3f} ± {ours[d]['std']:.3f}" for d in digits],
             f"**{report['overall']['mean']:.4f} ± {report['overall']['std']:.4f}**",
         )

@@ -27,7 +27,7 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data serve promote
+	sample-images bench-data serve promote bench-anomaly
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -135,6 +135,9 @@ BENCH_IMAGES ?= data/bench-images
 bench-data: $(STAMP) ## fetch + the shards' epoch vs keras image_dataset_from_directory, DVC's no-op, on 100,000 64x64 PNGs (made once in BENCH_IMAGES=data/bench-images; FOLDER= for another) -> reports/data_bench.md
 	test -n "$(FOLDER)" || test -f $(BENCH_IMAGES)/.samples.json || $(BIN)/python -m autoencoders.data.samples --out $(BENCH_IMAGES) --per-class 10000 --size 64 --jpeg-share 0
 	$(BIN)/python -m autoencoders.benchmarks data --folder $(or $(FOLDER),$(BENCH_IMAGES))
+
+bench-anomaly: $(STAMP) ## One-class MNIST anomaly benchmark (10 digits x 3 seeds, after dvc repro preprocess) -> reports/anomaly_bench.md, anomaly_maps.png
+	$(BIN)/python -m autoencoders.benchmarks one-class
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

@@ -5,6 +5,7 @@ python -m autoencoders.benchmarks training                        # make bench-t
 python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # make train-seeds
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
 python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
+python -m autoencoders.benchmarks one-class                                  # make bench-anomaly
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
@@ -12,13 +13,17 @@ needs data/processed). ``train-seeds`` and ``cluster-seeds`` print mean ± std o
 write nothing. ``data``: a folder's fetch and the shards' epoch against keras's
 ``image_dataset_from_directory``, and DVC's no-op on the folder, at params.yaml's
 ``data.image_size`` and ``data.color_mode`` (reports/data_bench.{json,md}).
+``one-class``: the one-class MNIST anomaly benchmark, params.yaml ``anomaly_bench`` (needs
+data/processed of full MNIST; reports/anomaly_bench.{json,md} and reports/anomaly_maps.png).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from autoencoders import config, data, errors, fileio
 
@@ -110,6 +115,63 @@ def data_bench(args: argparse.Namespace, params: dict) -> None:
     _write(args.output_dir, "data_bench", report, ingest.render_markdown(report))
 
 
+def one_class(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import one_class as bench
+    from autoencoders.benchmarks import one_class_report as report_module
+
+    section = dict(params.get("anomaly_bench") or {})
+    if args.digits:
+        section["digits"] = config.parse_seeds(args.digits)
+    if args.seeds_given:
+        section["seeds"] = config.parse_seeds(args.seeds)
+    settings = config.from_mapping(bench.OneClassConfig, section, "anomaly_bench")
+    splits = bench.Splits.load(args.processed_dir)
+    if args.validation_only:  # levers: rank the candidates on validation, print, write nothing
+        bench.run_benchmark(settings, splits, log=_print, validation_only=True)
+        return
+    figure_path = f"{args.output_dir}/anomaly_maps.png"
+    before = _machine()
+
+    def write(result: dict) -> None:  # after every task, then once complete
+        machine = {**before, "load_average_after": _machine()["load_average_before"]}
+        report = report_module.summarise(result, settings, machine)
+        markdown = report_module.render_markdown(report)
+        fileio.write_report(args.output_dir, "anomaly_bench", report, markdown)
+        if result["complete"]:
+            _write(args.output_dir, "anomaly_bench", report, markdown)
+
+    write(
+        bench.run_benchmark(
+            settings,
+            splits,
+            log=_print,
+            on_figure_task=lambda task: report_module.plot_anomaly_maps(task, figure_path),
+            on_progress=write,
+        )
+    )
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_before": [round(value, 2) for value in os.getloadavg()],
+    }
+
+
 def _write(directory: str, name: str, report: dict, markdown: str) -> None:
     fileio.write_report(directory, name, report, markdown)
     print(markdown)
@@ -122,6 +184,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "train-seeds": train_seeds,
     "cluster-seeds": cluster_seeds,
     "data": data_bench,
+    "one-class": one_class,
 }
 
 
@@ -132,7 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", help="latency: default every variant")
     parser.add_argument("--variant", help="train-seeds / cluster-seeds: a params.yaml variant")
     parser.add_argument("--best", action="store_true", help="cluster-seeds: the best head so far")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated integers")
+    parser.add_argument("--seeds", help="comma-separated integers (default 0,1,2)")
+    parser.add_argument("--digits", help="one-class: comma-separated digits (default params)")
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="one-class: rank the scores on validation only; never reads the test split",
+    )
     parser.add_argument("--exports-dir", default="exports")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--processed-dir", default="data/processed")
@@ -140,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-dvc", action="store_true", help="data: skip the DVC rows")
     parser.add_argument("--output-dir", default="reports")
     args = parser.parse_args(argv)
+    args.seeds_given = args.seeds is not None
+    args.seeds = args.seeds or "0,1,2"
     if args.command == "train-seeds" and not args.variant:
         parser.error("train-seeds needs --variant")
     if args.command == "cluster-seeds" and not (args.variant or args.best):

@@ -1,0 +1,389 @@
+"""The one-class MNIST anomaly benchmark (issue 23): ``make bench-anomaly``.
+
+The standard protocol (Ruff et al. 2018 and the papers after it) on the processed full-MNIST
+splits (``dvc repro preprocess``): for each digit d, an autoencoder of this zoo (any
+architecture x objective of the registry, ``anomaly_bench`` in params.yaml) is trained on the
+training split's images of d only; the whole 10,000-image test split is scored once and the
+AUROC of "not d" reported, per digit and seed, then mean ± std over the seeds.
+
+Nothing is fitted or chosen on the test split (``task_split``):
+
+- early stopping watches the validation split's images of d (held out from MNIST's training set);
+- the code densities are fitted on the training codes of d, each score standardised on the
+  validation images of d (``anomaly.fit_score_model``);
+- the score is chosen per task among ``candidates`` (sums of the library's scores) by its AUROC on
+  the validation split: its images of d against its images of the other digits (labelled
+  anomalies, which fit nothing);
+- only then is the test split scored, once, with the chosen score.
+
+For the first ``onnx_checks`` tasks of a run the chosen score model is also converted to
+``scorer.onnx`` (``export.scorer``, the export's own graph) and ONNX Runtime alone scores the
+test split (``export.scoring.onnx_scores``): its AUROC must equal Keras' to 4 digits.
+The report (``one_class_report``) holds the table beside the published anchors, the wall time
+and the anomaly-map figure; ``leave_one_out`` adds the nine-digits-normal protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoencoders import anomaly, errors
+
+DEFAULT_CANDIDATES = (
+    "reconstruction",
+    "ssim",
+    "density",
+    "ssim+density",
+    "reconstruction+density",
+    "reconstruction+ssim+density",
+)
+
+
+class BenchConfigError(errors.UserError, ValueError):
+    """An ``anomaly_bench`` setting is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OneClassConfig:
+    """params.yaml ``anomaly_bench``: the design, its training and the score candidates."""
+
+    digits: tuple[int, ...] = tuple(range(10))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    architecture: dict = dataclasses.field(
+        default_factory=lambda: {"name": "conv", "latent_dim": 16, "hidden_units": [500, 500]}
+    )
+    objective: dict = dataclasses.field(default_factory=lambda: {"name": "plain", "loss": "bce"})
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 0.002
+    early_stopping_patience: int = 3
+    steps_per_execution: int = 16
+    # DEC-DA's augmentation (Guo et al. 2018): this many shifted and rotated copies of each
+    # training image join it (seeded, made once per task); 0: none.
+    augment_copies: int = 0
+    augment_shift: float = 0.1  # of the width and the height
+    augment_rotation: float = 10.0  # degrees
+    # Each a "+"-joined sum of anomaly.SCORES names; the best on validation is used per task.
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+    n_components: int = 5  # the Gaussian mixture of one digit's training codes
+    reg_covar: float = 1.0e-4
+    fit_subsample: int = 0  # training codes the densities are fitted on; 0: all
+    onnx_checks: int = 1  # the first tasks of the run, re-scored by ONNX Runtime alone
+    figure_digit: int = 8  # the task (its first seed) whose anomaly maps are drawn
+    leave_one_out: bool = False  # also nine digits normal, one anomalous (first seed only)
+    leave_one_out_images: int = 6000  # training images of the nine digits, seeded; 0: all
+
+    def __post_init__(self) -> None:
+        if not self.digits or not self.seeds:
+            raise BenchConfigError("anomaly_bench.digits and .seeds must each list one or more.")
+        if any(d < 0 for d in self.digits) or len(set(self.digits)) < len(self.digits):
+            raise BenchConfigError("anomaly_bench.digits must be distinct labels >= 0.")
+        for key in ("epochs", "batch_size", "steps_per_execution", "n_components"):
+            if getattr(self, key) < 1:
+                raise BenchConfigError(f"anomaly_bench.{key} must be >= 1.")
+        if self.augment_copies < 0:
+            raise BenchConfigError("anomaly_bench.augment_copies must be >= 0 (0: none).")
+        if not self.candidates:
+            raise BenchConfigError("anomaly_bench.candidates must list at least one score.")
+        for candidate in self.candidates:
+            self.score_config(candidate, seed=0)  # unknown names fail here, in one line
+
+    def score_config(self, candidate: str, seed: int) -> anomaly.ScoreConfig:
+        names = tuple(candidate.split("+"))
+        try:
+            return anomaly.ScoreConfig(
+                scores=names,
+                loss=self.objective.get("loss", "bce"),
+                beta=float(self.objective.get("beta", 1.0)),
+                n_components=self.n_components,
+                reg_covar=self.reg_covar,
+                seed=seed,
+            )
+        except anomaly.AnomalyConfigError as error:
+            raise BenchConfigError(f"anomaly_bench.candidates {candidate!r}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The processed MNIST splits: x float32 NHWC in [0, 1], y int labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def load(cls, processed_dir: str | Path) -> Splits:
+        from autoencoders import data
+
+        arrays = []
+        for split in ("train", "val", "test"):
+            x, y = data.load_split(processed_dir, split)
+            if y is None:
+                raise BenchConfigError(
+                    f"{processed_dir}/{split} has no labels: the one-class benchmark needs "
+                    "labelled digits; run `dvc repro preprocess` with data.source mnist."
+                )
+            arrays += [x, np.asarray(y)]
+        return cls(*arrays)
+
+
+def task_split(
+    y_train: np.ndarray, y_val: np.ndarray, y_test: np.ndarray, normal: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Indices and labels of one task whose ``normal`` classes are normal: ``train`` (training
+    images of those classes: the only images fitted on), ``val_normal`` / ``val_anomaly``
+    (validation images in / outside them: early stopping and standardisation read the first,
+    the score choice both) and ``test_labels`` (1 where the test image is not of a normal
+    class), read only after the design is fixed."""
+    normal_list = list(normal)
+    return {
+        "train": np.flatnonzero(np.isin(y_train, normal_list)),
+        "val_normal": np.flatnonzero(np.isin(y_val, normal_list)),
+        "val_anomaly": np.flatnonzero(~np.isin(y_val, normal_list)),
+        "test_labels": (~np.isin(y_test, normal_list)).astype(np.int64),
+    }
+
+
+def augmented(settings: OneClassConfig, x_train: np.ndarray, seed: int) -> np.ndarray:
+    """``x_train`` and ``augment_copies`` seeded shifted/rotated copies of it (DEC-DA)."""
+    if settings.augment_copies == 0:
+        return x_train
+    import tensorflow as tf
+
+    from autoencoders.data import datasets
+
+    generator = tf.random.Generator.from_seed(seed)
+    copies = [
+        np.asarray(
+            datasets.random_affine(
+                x_train, generator, settings.augment_shift, settings.augment_rotation
+            )
+        )
+        for _ in range(settings.augment_copies)
+    ]
+    return np.concatenate([x_train, *copies])
+
+
+def train_model(settings: OneClassConfig, x_train: np.ndarray, x_val: np.ndarray, seed: int):
+    """The configured autoencoder trained on ``x_train`` (with its augmented copies),
+    early-stopped on ``x_val``."""
+    from autoencoders import models
+    from autoencoders.training import loop
+
+    block = {"architecture": settings.architecture, "objective": settings.objective}
+    config = models.VariantConfig.from_params("anomaly_bench", block)
+    model, _, info = loop.train_variant(
+        config,
+        augmented(settings, x_train, seed),
+        x_val,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=seed,
+        patience=settings.early_stopping_patience,
+        verbose=False,
+        steps_per_execution=settings.steps_per_execution,
+    )
+    return model, info
+
+
+def choose_score(
+    settings: OneClassConfig,
+    train_codes: np.ndarray,
+    val_normal: anomaly.ScoreInputs,
+    val_anomaly: anomaly.ScoreInputs,
+    seed: int,
+) -> tuple[str, anomaly.ScoreModel, dict[str, float]]:
+    """Each candidate fitted (densities on training codes, standardisation on validation
+    normals) and ranked by validation AUROC; (the best's name, its ScoreModel, every AUROC)."""
+    labels = np.r_[np.zeros(len(val_normal), np.int64), np.ones(len(val_anomaly), np.int64)]
+    fitted, figures = {}, {}
+    for candidate in settings.candidates:
+        model = anomaly.fit_score_model(
+            train_codes, val_normal, settings.score_config(candidate, seed)
+        )
+        scores = np.r_[model.score(val_normal), model.score(val_anomaly)]
+        fitted[candidate], figures[candidate] = model, anomaly.auroc(labels, scores)
+    best = max(settings.candidates, key=lambda name: figures[name])  # first of equals
+    return best, fitted[best], figures
+
+
+def onnx_auroc(model: Any, score_model: anomaly.ScoreModel, x_test: np.ndarray, labels) -> float:
+    """The test AUROC of ONNX Runtime's scores from the export's own scorer.onnx graph."""
+    import onnx
+
+    from autoencoders.export import convert, scorer, scoring
+
+    graph = scorer.ScorerGraph(model, score_model)
+    proto = convert.convert_function(
+        graph,
+        input_name=convert.ENCODER_INPUT,
+        input_dims=list(x_test.shape[1:]),
+        opset=17,
+        name="the one-class benchmark's scorer",
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / scorer.SCORER_FILE
+        onnx.save_model(proto, str(path))
+        return anomaly.auroc(labels, scoring.onnx_scores(path, x_test))
+
+
+def run_task(
+    settings: OneClassConfig,
+    splits: Splits,
+    normal: tuple[int, ...],
+    seed: int,
+    x_train: np.ndarray | None = None,
+    validation_only: bool = False,
+) -> dict[str, Any]:
+    """One task: train, choose the score on validation, then score the test split once (not
+    at all with ``validation_only``: for trying levers). Returns the record (AUROCs, choice,
+    seconds) and, under ``_`` (not written), the model, score model and test scores the
+    report's figure and the ONNX check read."""
+    started = time.perf_counter()
+    index = task_split(splits.y_train, splits.y_val, splits.y_test, normal)
+    x_train = splits.x_train[index["train"]] if x_train is None else x_train
+    x_normal = splits.x_val[index["val_normal"]]
+    model, info = train_model(settings, x_train, x_normal, seed)
+    train_codes = model.encode(_subsample(x_train, settings.fit_subsample, seed))
+    val_normal = anomaly.keras_outputs(model, x_normal)
+    val_anomaly = anomaly.keras_outputs(model, splits.x_val[index["val_anomaly"]])
+    chosen, score_model, figures = choose_score(
+        settings, train_codes, val_normal, val_anomaly, seed
+    )
+    record = {
+        "normal": list(normal),
+        "seed": seed,
+        "train_images": len(x_train),
+        "val_normal": len(x_normal),
+        "val_anomalies": len(index["val_anomaly"]),
+        "epochs_run": info["epochs_run"],
+        "score": chosen,
+        "validation_auroc": figures,
+    }
+    if validation_only:
+        return {**record, "seconds": round(time.perf_counter() - started, 1), "_": None}
+    test_outputs = anomaly.keras_outputs(model, splits.x_test)  # the test split, once
+    test_scores = score_model.score(test_outputs)
+    record["test_auroc"] = anomaly.auroc(index["test_labels"], test_scores)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    record["_"] = {
+        "model": model,
+        "score_model": score_model,
+        "test_scores": test_scores,
+        "test_outputs": test_outputs,
+        "test_labels": index["test_labels"],
+    }
+    return record
+
+
+def _subsample(x: np.ndarray, size: int, seed: int) -> np.ndarray:
+    if size <= 0 or size >= len(x):
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
+
+
+def run_benchmark(
+    settings: OneClassConfig,
+    splits: Splits,
+    log: Callable[[str], None] = print,
+    on_figure_task: Callable[[dict[str, Any]], None] | None = None,
+    validation_only: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Every digit x seed (then leave-one-out when set); the records and the wall time.
+    ``validation_only``: train and rank the candidates on validation, never read the test
+    split (no test AUROC, ONNX check, figure or leave-one-out). ``on_progress`` gets the
+    result so far (``complete`` False) after every task, so a long run leaves its report."""
+    started = time.perf_counter()
+    present = set(np.unique(splits.y_train).tolist())
+    missing = sorted(set(settings.digits) - present)
+    if missing:
+        raise BenchConfigError(
+            f"anomaly_bench.digits {missing} are not in the training labels {sorted(present)}."
+        )
+    records, checks = [], []
+    for seed in settings.seeds:
+        for digit in settings.digits:
+            record = run_task(settings, splits, (digit,), seed, validation_only=validation_only)
+            hidden = record.pop("_")
+            records.append(record)
+            if validation_only:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in record["validation_auroc"].items())
+                log(f"[one-class] digit {digit} seed {seed}: validation AUROC {shown}")
+                continue
+            if len(checks) < settings.onnx_checks:
+                checks.append(_onnx_check(record, hidden, splits.x_test))
+            if on_figure_task and digit == settings.figure_digit and seed == settings.seeds[0]:
+                on_figure_task({**record, **hidden, "x_test": splits.x_test})
+            log(
+                f"[one-class] digit {digit} seed {seed}: test AUROC {record['test_auroc']:.4f} "
+                f"({record['score']}, validation {record['validation_auroc'][record['score']]:.4f}"
+                f"), {record['seconds']} s"
+            )
+            if on_progress:
+                elapsed = round(time.perf_counter() - started, 1)
+                on_progress(
+                    {
+                        "tasks": records,
+                        "onnx_checks": checks,
+                        "wall_seconds": elapsed,
+                        "complete": False,
+                    }
+                )
+    result = {"tasks": records, "onnx_checks": checks, "complete": True}
+    if settings.leave_one_out and not validation_only:
+        result["leave_one_out"] = _leave_one_out(settings, splits, present, log)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _onnx_check(record: Mapping[str, Any], hidden: Mapping[str, Any], x_test) -> dict[str, Any]:
+    value = onnx_auroc(hidden["model"], hidden["score_model"], x_test, hidden["test_labels"])
+    return {
+        "normal": record["normal"],
+        "seed": record["seed"],
+        "score": record["score"],
+        "keras_auroc": record["test_auroc"],
+        "onnx_auroc": value,
+        "equal_to_4_digits": round(value, 4) == round(record["test_auroc"], 4),
+    }
+
+
+def _leave_one_out(settings, splits, present, log) -> list[dict[str, Any]]:
+    """Nine digits normal, one anomalous: one seed, a seeded subsample of the training images."""
+    records, seed = [], settings.seeds[0]
+    for anomalous in settings.digits:
+        normal = tuple(sorted(present - {anomalous}))
+        index = task_split(splits.y_train, splits.y_val, splits.y_test, normal)
+        x_train = _subsample(splits.x_train[index["train"]], settings.leave_one_out_images, seed)
+        record = run_task(settings, splits, normal, seed, x_train=x_train)
+        record.pop("_")
+        record["anomalous"] = anomalous
+        log(f"[one-class] leave-one-out, {anomalous} anomalous: {record['test_auroc']:.4f}")
+        records.append(record)
+    return records
+
+
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "BenchConfigError",
+    "OneClassConfig",
+    "Splits",
+    "choose_score",
+    "onnx_auroc",
+    "run_benchmark",
+    "run_task",
+    "task_split",
+    "train_model",
+]

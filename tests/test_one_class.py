@@ -1,0 +1,173 @@
+"""The one-class benchmark (make bench-anomaly): its split, its AUROC, one tiny real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from autoencoders import config
+from autoencoders.benchmarks import __main__ as benchmarks_main
+from autoencoders.benchmarks import one_class, one_class_report
+
+TINY = {
+    "architecture": {"name": "dense", "hidden_units": [32], "latent_dim": 4},
+    "objective": {"name": "plain", "loss": "bce"},
+    "epochs": 2,
+    "batch_size": 32,
+    "steps_per_execution": 1,
+    "candidates": ["reconstruction", "ssim+density"],
+    "n_components": 2,
+}
+
+
+def test_task_split_against_a_hand_count() -> None:
+    y_train = np.array([3, 1, 3, 0, 3, 9])
+    y_val = np.array([0, 3, 3, 7])
+    y_test = np.array([3, 0, 1, 3, 5, 3, 3, 8])
+    index = one_class.task_split(y_train, y_val, y_test, (3,))
+    assert index["train"].tolist() == [0, 2, 4]  # the training 3s: the only images fitted on
+    assert index["val_normal"].tolist() == [1, 2]
+    assert index["val_anomaly"].tolist() == [0, 3]
+    # By hand: 4 threes in the test split are normal, the other 4 images anomalies.
+    assert index["test_labels"].tolist() == [0, 1, 1, 0, 1, 0, 0, 1]
+    nine = one_class.task_split(y_train, y_val, y_test, (0, 1, 3, 5, 7, 8, 9))
+    assert nine["test_labels"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_no_index_of_one_split_reaches_another(mnist_small) -> None:
+    splits = one_class.Splits(**mnist_small)
+    for digit in range(10):
+        index = one_class.task_split(splits.y_train, splits.y_val, splits.y_test, (digit,))
+        assert set(np.unique(splits.y_train[index["train"]])) <= {digit}
+        assert np.count_nonzero(splits.y_train == digit) == len(index["train"])
+        assert len(index["val_normal"]) + len(index["val_anomaly"]) == len(splits.y_val)
+        assert index["test_labels"].sum() == np.count_nonzero(splits.y_test != digit)
+
+
+def test_config_rejects_an_unknown_score_in_one_line() -> None:
+    with pytest.raises(config.ConfigError, match="anomaly_bench.candidates 'ssim\\+knn'"):
+        config.from_mapping(
+            one_class.OneClassConfig, {"candidates": ["ssim+knn"]}, "anomaly_bench"
+        )
+    with pytest.raises(config.ConfigError, match="unknown key"):
+        config.from_mapping(one_class.OneClassConfig, {"epoch": 3}, "anomaly_bench")
+
+
+def test_summary_spreads_against_numpy() -> None:
+    tasks = [
+        {"normal": [d], "seed": s, "test_auroc": 0.9 + 0.01 * d + 0.001 * s, "score": "ssim"}
+        for s in (0, 1, 2)
+        for d in (0, 1)
+    ]
+    settings = one_class.OneClassConfig(digits=(0, 1))
+    report = one_class_report.summarise(
+        {"tasks": tasks, "onnx_checks": [], "wall_seconds": 10.0},
+        settings,
+        {
+            "cpu": "x",
+            "cores": 2,
+            "load_average_before": [1, 1, 1],
+            "load_average_after": [2, 2, 2],
+        },
+    )
+    assert report["per_digit"]["1"]["mean"] == pytest.approx(0.911)
+    assert report["per_digit"]["1"]["std"] == pytest.approx(np.std([0.91, 0.911, 0.912], ddof=1))
+    assert report["overall"]["mean"] == pytest.approx(np.mean([0.905, 0.906, 0.907]))
+    assert report["overall"]["lowest_digit_mean"] == pytest.approx(0.901)
+    assert report["targets"]["met"] == {
+        "mean_auroc": False,
+        "min_digit_auroc": False,
+        "wall_seconds": True,
+    }
+    for name, anchor in one_class_report.ANCHORS.items():
+        if anchor["digits"] is not None:  # each paper's row averages to its quoted mean
+            assert np.mean(anchor["digits"]) == pytest.approx(anchor["mean"], abs=6e-4), name
+    assert "| 0 | 1 | mean |" in one_class_report.render_markdown(report)
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
+    splits = one_class.Splits(**mnist_small)
+    settings = config.from_mapping(
+        one_class.OneClassConfig, {**TINY, "digits": [1], "seeds": [0]}, "anomaly_bench"
+    )
+    first = one_class.run_task(settings, splits, (1,), seed=0)
+    hidden = first.pop("_")
+    labels, scores = hidden["test_labels"], hidden["test_scores"]
+    assert labels.sum() == np.count_nonzero(splits.y_test != 1)
+    assert first["test_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert first["train_images"] == np.count_nonzero(splits.y_train == 1)
+    assert first["score"] in TINY["candidates"]
+
+    # Another test split changes the test AUROC only: the model, the score's fit and the
+    # choice are made without it.
+    other = one_class.Splits(**{**mnist_small, "x_test": mnist_small["x_test"][::-1].copy()})
+    second = one_class.run_task(settings, other, (1,), seed=0)
+    second_hidden = second.pop("_")
+    assert second["validation_auroc"] == first["validation_auroc"]
+    assert second["score"] == first["score"]
+    assert second_hidden["score_model"].to_dict() == hidden["score_model"].to_dict()
+    # the same images in other batches: float32 sums in another order
+    np.testing.assert_allclose(second_hidden["test_scores"], scores[::-1], rtol=1e-5, atol=1e-5)
+
+    # ONNX Runtime alone, from the export's scorer graph, gives the same AUROC to 4 digits.
+    value = one_class.onnx_auroc(hidden["model"], hidden["score_model"], splits.x_test, labels)
+    assert round(value, 4) == round(first["test_auroc"], 4)
+
+
+@pytest.mark.slow
+def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
+    params = tmp_path / "params.yaml"
+    settings = {**TINY, "digits": [0, 1], "seeds": [0], "figure_digit": 1}
+    params.write_text(yaml.safe_dump({"anomaly_bench": settings}))
+    benchmarks_main.main(
+        [
+            "one-class",
+            "--params",
+            str(params),
+            "--processed-dir",
+            processed_dir,
+            "--output-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
+    report = (tmp_path / "reports" / "anomaly_bench.json").read_text()
+    assert '"equal_to_4_digits": true' in report
+    assert (tmp_path / "reports" / "anomaly_maps.png").stat().st_size > 10_000
+    assert "OCGAN" in (tmp_path / "reports" / "anomaly_bench.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="scorer.onnx's SSIM differs from the numpy SSIM for a conv decoder (deep_conv) on "
+    "28x28 while its reconstructions and maps agree; the dense model passes (docs/anomaly.md)",
+)
+def test_scorer_onnx_ssim_of_a_conv_autoencoder(mnist_small) -> None:
+    from autoencoders import anomaly
+
+    splits = one_class.Splits(**mnist_small)
+    architecture = {
+        "name": "deep_conv",
+        "filters": [8, 16, 32, 64],
+        "strides": [2, 2, 2, 2],
+        "hidden_units": [50],
+        "latent_dim": 8,
+        "code_activation": "linear",
+    }
+    settings = one_class.OneClassConfig(architecture=architecture, epochs=1, batch_size=32)
+    model, _ = one_class.train_model(settings, splits.x_train, splits.x_val[:100], seed=0)
+    score_model = anomaly.fit_score_model(
+        model.encode(splits.x_train),
+        anomaly.keras_outputs(model, splits.x_val),
+        settings.score_config("ssim", seed=0),
+    )
+    labels = (splits.y_test != 1).astype(np.int64)
+    keras_value = anomaly.auroc(
+        labels, score_model.score(anomaly.keras_outputs(model, splits.x_test))
+    )
+    onnx_value = one_class.onnx_auroc(model, score_model, splits.x_test, labels)
+    assert round(onnx_value, 4) == round(keras_value, 4)

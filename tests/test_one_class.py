@@ -140,12 +140,6 @@ def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="scorer.onnx's SSIM differs from the numpy SSIM for a conv decoder (deep_conv) on "
-    "28x28 while its reconstructions and maps agree; the dense model passes (docs/anomaly.md)",
-)
 def test_scorer_onnx_ssim_of_a_conv_autoencoder(mnist_small) -> None:
     from autoencoders import anomaly
 

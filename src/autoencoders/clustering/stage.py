@@ -27,20 +27,26 @@ HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
 
 
-def _codes(variant: str, images: np.ndarray) -> np.ndarray:
+def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:
+    """The exported encoder's codes (N, D); a Split of shards is encoded batch by batch."""
     from autoencoders import inference
 
     encoder = inference.Encoder(Path("exports") / variant, batch_size=1024)
+    if isinstance(images, data.Split):
+        return images.codes(encoder.encode, batch_size=1024)
     return encoder.encode(images).reshape(len(images), -1)
 
 
 def inputs(variant: str, inductive: bool) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    """(test codes, test labels or None, training codes or None) of a variant or the pixels."""
+    """(test codes, test labels or None, training codes or None) of a variant or the pixels.
+    The test split is held whole; the training split (the inductive figure) is read in
+    batches from shards, and only its codes are held."""
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    x_train = data.load_split(PROCESSED_DIR, "train")[0] if inductive else None
+    train = data.open_split(PROCESSED_DIR, "train") if inductive else None
+    x_train = train.array if train is not None and train.in_memory else train
     if variant == PIXELS:
         flat = x_test.reshape(len(x_test), -1)
-        train = None if x_train is None else x_train.reshape(len(x_train), -1)
+        train = None if x_train is None else data.as_array(x_train).reshape(len(x_train), -1)
         return flat, y_test, train
     return _codes(variant, x_test), y_test, None if x_train is None else _codes(variant, x_train)
 

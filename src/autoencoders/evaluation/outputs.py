@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders.data.splits import Split, as_array
 from autoencoders.evaluation import baselines, image_quality, latent
 
 INFERENCE_BATCH = 1024
@@ -160,19 +161,25 @@ def model_outputs(
 ) -> dict[str, np.ndarray]:
     """Codes, reconstructions and the variant's extras, as numpy arrays.
 
-    Keys: ``train_codes`` and ``test_codes`` (N, latent_dim), ``test_reconstructions``; for a
-    denoising model (``noise_std`` > 0, default from its config) ``noisy_test`` (seeded noise)
-    and ``denoised_test``; for a VAE (a model with ``.posterior``) ``kl_per_sample`` from
-    ``models.objectives.kl_divergence`` of the posterior mean and log-variance.
+    ``x_train`` may be a ``data.Split`` of shards, encoded a batch at a time (only its codes
+    are held). Keys: ``train_codes`` and ``test_codes`` (N, latent_dim),
+    ``test_reconstructions``; for a denoising model (``noise_std`` > 0, default from its
+    config) ``noisy_test`` (seeded noise) and ``denoised_test``; for a VAE (a model with
+    ``.posterior``) ``kl_per_sample`` from ``models.objectives.kl_divergence`` of the
+    posterior mean and log-variance.
     """
-    x_train = image_quality.check_images(x_train, "x_train").astype(np.float32)
     x_test = image_quality.check_images(x_test, "x_test").astype(np.float32)
 
     def encode(batch):
         return model.encoder(batch, training=False)
 
+    if isinstance(x_train, Split) and not x_train.in_memory:  # shards: encoded batch by batch
+        train_codes = x_train.codes(encode, batch_size)
+    else:
+        x_train = image_quality.check_images(as_array(x_train), "x_train").astype(np.float32)
+        train_codes = _batched(encode, x_train, batch_size).reshape(len(x_train), -1)
     outputs = {
-        "train_codes": _batched(encode, x_train, batch_size).reshape(len(x_train), -1),
+        "train_codes": train_codes,
         "test_codes": _batched(encode, x_test, batch_size).reshape(len(x_test), -1),
         "test_reconstructions": np.asarray(model.reconstruct(x_test), dtype=np.float32),
     }

@@ -46,7 +46,7 @@ def evaluate_variant(
     from autoencoders import models  # TensorFlow loads here, after the cheap checks
 
     model = models.load_autoencoder(model_dir)
-    x_train, y_train = data.load_split(processed_dir, "train")
+    x_train, y_train = _train_split(processed_dir)
     x_test, y_test = data.load_split(processed_dir, "test")
     history_path = model_dir / "history.json"
     history = fileio.read_json(history_path) if history_path.exists() else None
@@ -79,6 +79,13 @@ def evaluate_variant(
         f"in {time.monotonic() - started:.1f} s; {logged}"
     )
     return metrics
+
+
+def _train_split(processed_dir: str | Path) -> tuple[Any, Any]:
+    """(images, labels) of the training split: the npz array, or a Split of shards that the
+    codes and the PCA baseline read a batch at a time (the test split is held whole)."""
+    split = data.open_split(processed_dir, "train")
+    return (split.array if split.in_memory else split), split.labels
 
 
 def _test_metrics(

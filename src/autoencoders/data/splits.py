@@ -12,12 +12,58 @@ array itself, so that the npz path runs exactly the code it ran before (same bit
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from autoencoders.data import shards
+
+
+class RowReader:
+    """Rows of a ShardedSplit read with ``os.pread`` into a fresh buffer, one call per run of
+    consecutive rows: the pages land in the OS page cache, not in this process's mapped (and
+    resident) memory, so a process that reads every row once stays at a batch's size."""
+
+    def __init__(self, source: shards.ShardedSplit) -> None:
+        self.shape = source.shape[1:]
+        self.row_bytes = int(np.prod(self.shape))
+        self.starts = source.starts
+        self.places = [(str(shard.filename), int(shard.offset)) for shard in source.shards]
+        self._fds: dict[int, int] = {}
+
+    def _fd(self, shard: int) -> int:
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.places[shard][0], os.O_RDONLY)
+        return self._fds[shard]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 rows at ``rows`` (split positions), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.row_bytes), np.uint8)
+        if not len(rows):
+            return out.reshape(0, *self.shape)
+        if rows.min() < 0 or rows.max() >= self.starts[-1]:
+            raise IndexError(f"rows outside the {self.starts[-1]} images of the split")
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        shard = np.searchsorted(self.starts, ordered, side="right") - 1
+        breaks = np.flatnonzero((np.diff(ordered) != 1) | (np.diff(shard) != 0)) + 1
+        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            which = int(shard[first])
+            local = int(ordered[first] - self.starts[which])
+            size = (stop - first) * self.row_bytes
+            offset = self.places[which][1] + local * self.row_bytes
+            block = os.pread(self._fd(which), size, offset)
+            if len(block) != size:
+                raise OSError(f"{self.places[which][0]} is shorter than its header says")
+            out[order[first:stop]] = np.frombuffer(block, np.uint8).reshape(-1, self.row_bytes)
+        return out.reshape(len(rows), *self.shape)
+
+    def __del__(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
 
 
 class Split:
@@ -36,6 +82,7 @@ class Split:
         if (x is None) == (source is None):
             raise ValueError("a Split holds either an array x or shards, not both or neither.")
         self.name, self._x, self._source, self._index = name, x, source, index
+        self._reader = None if source is None else RowReader(source)
         if source is not None:
             rows = len(source) if index is None else len(index)
             self.shape = (rows, *source.shape[1:])
@@ -66,7 +113,7 @@ class Split:
         """Shard rows at ``indices`` (positions in this split) as uint8, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         rows = indices if self._index is None else self._index[indices]
-        return self._source.take(rows)
+        return self._reader.take(rows)
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """float32 images in [0, 1] at ``indices`` (positions in this split), in that order."""

@@ -125,11 +125,11 @@ def fit_arguments(
     x = as_input(x)
     x_val = None if x_val is None else as_input(x_val)
     if keras.backend.backend() == "jax":
-        if isinstance(x, Split) or isinstance(x_val, Split):
-            raise ValueError(
-                "training from uint8 shards needs the tensorflow backend (tf.data reads the "
-                "shards): set train.backend: tensorflow for data.source images."
-            )
+        if isinstance(x, Split):  # shards: Keras's PyDataset of batches read from them
+            arguments = {"x": split_batches(x, batch_size, shuffle=True, seed=seed)}
+            if x_val is not None:
+                arguments["validation_data"] = split_batches(_split(x_val), batch_size)
+            return arguments
         arguments: dict[str, Any] = {"x": x, "y": x, "batch_size": batch_size, "shuffle": True}
         if x_val is not None:
             arguments.update(validation_data=(x_val, x_val), validation_batch_size=batch_size)
@@ -153,6 +153,40 @@ def fit_arguments(
             x_val, batch_size=batch_size, seed=seed + 1, noise_std=noise_std
         )
     return arguments
+
+
+def _split(x: np.ndarray | Split) -> Split:
+    return x if isinstance(x, Split) else Split("val", x=x)
+
+
+def split_batches(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:
+    """A ``keras.utils.PyDataset`` of (x, x) float32 batches of ``split`` (the JAX backend's
+    input from shards): a seeded permutation, redrawn from ``seed + epoch`` each epoch."""
+    import keras
+
+    class SplitBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.order = self._order()
+
+        def _order(self) -> np.ndarray:
+            if not shuffle:
+                return np.arange(len(split))
+            return np.random.default_rng(seed + self.epoch).permutation(len(split))
+
+        def __len__(self) -> int:
+            return -(-len(split) // batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            images = split.images(self.order[index * batch_size : (index + 1) * batch_size])
+            return images, images
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._order()
+
+    return SplitBatches()
 
 
 def as_input(x: np.ndarray | Split) -> np.ndarray | Split:

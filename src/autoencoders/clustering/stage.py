@@ -31,9 +31,13 @@ def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:
     """The exported encoder's codes (N, D); a Split of shards is encoded batch by batch."""
     from autoencoders import inference
 
-    encoder = inference.Encoder(Path("exports") / variant, batch_size=1024)
+    # Shards: batches sized by their pixels (64x64x3 at 1,024 a batch is gigabytes of
+    # activations); the npz data as before.
+    sharded = data.shards.holds_shards(PROCESSED_DIR, "test")
+    batch = data.splits.stream_batch(images.shape[1:]) if sharded else 1024
+    encoder = inference.Encoder(Path("exports") / variant, batch_size=batch)
     if isinstance(images, data.Split):
-        return images.codes(encoder.encode, batch_size=1024)
+        return images.codes(encoder.encode, batch_size=batch)
     return encoder.encode(images).reshape(len(images), -1)
 
 

@@ -11,7 +11,7 @@ A folder of image files (``data.source: images``) is ``folders`` (params, index,
 folder of sample photographs (make sample-images). Their public names are importable from here.
 """
 
-from autoencoders.data import classes, folders, shards, sources
+from autoencoders.data import classes, folders, shards, sources, splits
 from autoencoders.data.datasets import (
     SPLITS,
     Arrays,
@@ -69,6 +69,7 @@ __all__ = [
     "shards",
     "sources",
     "split_indices",
+    "splits",
     "subset",
     "to_unit_float",
 ]

@@ -20,6 +20,15 @@ import numpy as np
 
 from autoencoders.data import shards
 
+# Pixels of one inference batch read from shards (8 MB of float32 input): at 64x64x3 that is
+# 170 images, not the 1,024 whose conv activations alone take gigabytes.
+STREAM_PIXELS = 1 << 21
+
+
+def stream_batch(shape: tuple[int, ...], largest: int = 1024) -> int:
+    """Rows of an inference batch of images ``shape`` (H, W, C) read from shards."""
+    return int(max(1, min(largest, STREAM_PIXELS // max(1, int(np.prod(shape))))))
+
 
 class RowReader:
     """Rows of a ShardedSplit read with ``os.pread`` into a fresh buffer, one call per run of
@@ -155,8 +164,15 @@ class Split:
         rows = indices if self._index is None else self._index[indices]
         return Split(self.name, source=self._source, index=rows)
 
-    def codes(self, encode, batch_size: int = 1024) -> np.ndarray:
-        """``encode`` (a batch of float32 images -> codes) over the split, flattened (N, D)."""
+    @property
+    def codes_batch(self) -> int:
+        """Rows of an inference batch of this split's images (``stream_batch``)."""
+        return stream_batch(self.shape[1:])
+
+    def codes(self, encode, batch_size: int | None = None) -> np.ndarray:
+        """``encode`` (a batch of float32 images -> codes) over the split, flattened (N, D);
+        batches of ``stream_batch`` rows unless ``batch_size`` says."""
+        batch_size = batch_size or self.codes_batch
         parts = [np.asarray(encode(batch)) for batch in self.batches(batch_size)]
         return np.concatenate(parts).reshape(len(self), -1)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders.data.splits import Split
+from autoencoders.data.splits import STREAM_PIXELS, Split
 from autoencoders.evaluation import image_quality, latent
 
 PCA_BATCH = 1024
@@ -73,11 +73,12 @@ def _pca(train: np.ndarray, components: int) -> Any:
 
 
 def _incremental_pca(train: Split, components: int) -> Any:
-    """IncrementalPCA over the split's batches (each at least ``components`` rows: the last,
-    shorter batch joins the one before it)."""
+    """IncrementalPCA over the split's batches of ``PCA_BATCH`` rows or fewer (8 MB of pixels),
+    each at least twice ``components`` rows (the last, shorter batch joins the one before)."""
     from sklearn.decomposition import IncrementalPCA
 
-    size = max(PCA_BATCH, components)
+    features = int(np.prod(train.shape[1:]))
+    size = max(2 * components, min(PCA_BATCH, STREAM_PIXELS // features))
     pca = IncrementalPCA(n_components=components, batch_size=size)
     starts = list(range(0, len(train), size))
     if len(starts) > 1 and len(train) - starts[-1] < components:

@@ -181,13 +181,16 @@ def model_outputs(
     outputs = {
         "train_codes": train_codes,
         "test_codes": _batched(encode, x_test, batch_size).reshape(len(x_test), -1),
-        "test_reconstructions": np.asarray(model.reconstruct(x_test), dtype=np.float32),
+        "test_reconstructions": np.asarray(
+            model.reconstruct(x_test, batch_size=min(batch_size, 256)), dtype=np.float32
+        ),
     }
     noise_std = noise_std_of(model) if noise_std is None else noise_std
     if noise_std > 0:
         noisy = image_quality.add_noise(x_test, noise_std, seed)
         outputs["noisy_test"] = noisy
-        outputs["denoised_test"] = np.asarray(model.reconstruct(noisy), dtype=np.float32)
+        denoised = model.reconstruct(noisy, batch_size=min(batch_size, 256))
+        outputs["denoised_test"] = np.asarray(denoised, dtype=np.float32)
     posterior = getattr(model, "posterior", None)
     if posterior is not None:
         from autoencoders.models import objectives
@@ -219,10 +222,14 @@ def evaluate_autoencoder(
     silhouette_sample: int = 2000,
     probe_max_iter: int = 1000,
     kmeans_n_init: int = 10,
+    batch_size: int = INFERENCE_BATCH,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every metric of a model on the test split, and the ``model_outputs`` they came from."""
+    """Every metric of a model on the test split, and the ``model_outputs`` they came from
+    (encoded ``batch_size`` images at a time)."""
     noise_std = noise_std_of(model)
-    outputs = model_outputs(model, x_train, x_test, seed=seed, noise_std=noise_std)
+    outputs = model_outputs(
+        model, x_train, x_test, seed=seed, noise_std=noise_std, batch_size=batch_size
+    )
     metrics = evaluate_arrays(
         x_train=x_train,
         x_test=x_test,

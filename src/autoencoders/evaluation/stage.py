@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autoencoders import data, fileio, plots, tracking
 from autoencoders.evaluation import latent
 from autoencoders.evaluation.outputs import TEST_METRIC_KEYS, EvaluateParams, evaluate_autoencoder
@@ -108,6 +110,8 @@ def _test_metrics(
         silhouette_sample=settings.silhouette_sample,
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
+        # Shards: batches sized by their pixels (data.splits.stream_batch); npz: as before.
+        **({} if isinstance(x_train, np.ndarray) else {"batch_size": x_train.codes_batch}),
     )
     if model.owns_clusters:  # IDEC: its clusters are its own assignments, not k-means's
         metrics = latent.own_assignment_metrics(model, metrics, x_test, y_test)

@@ -63,7 +63,8 @@ def _train_codes(autoencoder: Any, x_train: Any, size: int, seed: int) -> np.nda
     if isinstance(x_train, np.ndarray):
         return autoencoder.encode(data.subset(x_train, size, seed))
     sample = x_train.sample(size, seed)
-    return np.concatenate([autoencoder.encode(batch) for batch in sample.batches(SCORE_BATCH)])
+    batches = sample.batches(sample.codes_batch)
+    return np.concatenate([autoencoder.encode(batch) for batch in batches])
 
 
 def onnx_scores(path: str | Path, images: np.ndarray) -> np.ndarray:

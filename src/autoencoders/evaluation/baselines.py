@@ -46,10 +46,27 @@ def pca_baseline(
         raise ValueError(f"code_sizes must be positive integers, got {sizes}.")
     limit = min(train_shape)
     largest = min(sizes[-1], limit)
-    if streamed:
-        pca = _incremental_pca(x_train, largest)
-    else:
+    if not streamed:
         pca = _pca(train.reshape(train_shape), largest)
+        return _test_mse(pca, test, sizes, limit)
+    # Shards: the test mse too a few rows at a time (float64 temporaries are 8 bytes a pixel).
+    pca = _incremental_pca(x_train, largest)
+    rows = max(1, STREAM_PIXELS // test.shape[1])
+    parts = [
+        (_test_mse(pca, test[start : start + rows], sizes, limit), len(test[start : start + rows]))
+        for start in range(0, len(test), rows)
+    ]
+    return {
+        size: {
+            "mse": float(sum(part[size]["mse"] * count for part, count in parts) / len(test)),
+            "n_components": parts[0][0][size]["n_components"],
+        }
+        for size in sizes
+    }
+
+
+def _test_mse(pca: Any, test: np.ndarray, sizes: list[int], limit: int) -> dict:
+    """``{size: {"mse", "n_components"}}`` of the fitted ``pca`` on the (N, features) test."""
     centred = (test - pca.mean_).astype(np.float64)
     components = pca.components_.astype(np.float64)  # (largest, features)
     projections = centred @ components.T  # (N, largest)

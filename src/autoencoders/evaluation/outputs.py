@@ -95,15 +95,22 @@ def evaluate_arrays(
     noisy_test: np.ndarray | None = None,
     denoised_test: np.ndarray | None = None,
     kl_per_sample: np.ndarray | None = None,
+    chunk_rows: int | None = None,
 ) -> dict[str, float | int | None]:
     """Every metric of one model from its outputs (see ``model_outputs``); plain floats.
 
     Clustering and probe metrics need labels and are left out without them; the denoising
-    and KL metrics appear only when their arrays are given.
+    and KL metrics appear only when their arrays are given. ``chunk_rows`` (shards) computes
+    the reconstruction metrics that many images at a time.
     """
     train_codes, test_codes = _flat_codes(train_codes, test_codes, len(x_test))
     latent_dim = test_codes.shape[1]
-    metrics: dict[str, float] = image_quality.reconstruction_metrics(x_test, test_reconstructions)
+    if chunk_rows is None:
+        metrics = image_quality.reconstruction_metrics(x_test, test_reconstructions)
+    else:
+        metrics = image_quality.reconstruction_metrics_in_chunks(
+            x_test, test_reconstructions, chunk_rows
+        )
     metrics.update(baselines.pca_baseline_mse(x_train, x_test, latent_dim))
     # None when PCA is exact (code size >= pixels), which no finite ratio describes.
     metrics["mse_over_pca"] = (
@@ -223,9 +230,10 @@ def evaluate_autoencoder(
     probe_max_iter: int = 1000,
     kmeans_n_init: int = 10,
     batch_size: int = INFERENCE_BATCH,
+    chunk_rows: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every metric of a model on the test split, and the ``model_outputs`` they came from
-    (encoded ``batch_size`` images at a time)."""
+    (encoded ``batch_size`` images at a time; ``chunk_rows``: see ``evaluate_arrays``)."""
     noise_std = noise_std_of(model)
     outputs = model_outputs(
         model, x_train, x_test, seed=seed, noise_std=noise_std, batch_size=batch_size
@@ -239,6 +247,7 @@ def evaluate_autoencoder(
         silhouette_sample=silhouette_sample,
         probe_max_iter=probe_max_iter,
         kmeans_n_init=kmeans_n_init,
+        chunk_rows=chunk_rows,
         **outputs,
     )
     if noise_std > 0:

@@ -111,7 +111,11 @@ def _test_metrics(
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
         # Shards: batches sized by their pixels (data.splits.stream_batch); npz: as before.
-        **({} if isinstance(x_train, np.ndarray) else {"batch_size": x_train.codes_batch}),
+        **(
+            {}
+            if isinstance(x_train, np.ndarray)
+            else {"batch_size": x_train.codes_batch, "chunk_rows": x_train.codes_batch}
+        ),
     )
     if model.owns_clusters:  # IDEC: its clusters are its own assignments, not k-means's
         metrics = latent.own_assignment_metrics(model, metrics, x_test, y_test)

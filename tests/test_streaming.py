@@ -202,7 +202,9 @@ def test_peak_memory_stays_bounded_on_shards_larger_than_the_budget(tmp_path):
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["codes"] == [count, 3]
-    assert report["total"] == pytest.approx(expected / 255, rel=1e-9)  # every row read once
+    assert report["total"] == pytest.approx(
+        expected / 255, rel=1e-6
+    )  # every row read once (float32 rounding)
     budget = 400e6
     assert report["peak"] < budget < float_bytes / 2, report
     Path(tmp_path / "peak.json").write_text(json.dumps(report))

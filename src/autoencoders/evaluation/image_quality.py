@@ -166,9 +166,10 @@ def reconstruction_metrics(x: np.ndarray, reconstruction: np.ndarray) -> dict[st
 
 
 def reconstruction_metrics_in_chunks(
-    x: np.ndarray, reconstruction: np.ndarray, rows: int
+    x: np.ndarray, reconstruction: np.ndarray, rows: int | None
 ) -> dict[str, float]:
-    """``reconstruction_metrics`` from ``rows`` images at a time (its float64 temporaries are
+    """``reconstruction_metrics`` (exactly it when ``rows`` is None, the npz splits), else
+    from ``rows`` images at a time (its float64 temporaries are
     8 bytes a pixel of the whole split otherwise): mse, bce and ssim are means over images of
     one size, so the chunks' means weighted by their rows give the same figures up to the
     summation order; psnr from the whole mse."""

@@ -105,12 +105,9 @@ def evaluate_arrays(
     """
     train_codes, test_codes = _flat_codes(train_codes, test_codes, len(x_test))
     latent_dim = test_codes.shape[1]
-    if chunk_rows is None:
-        metrics = image_quality.reconstruction_metrics(x_test, test_reconstructions)
-    else:
-        metrics = image_quality.reconstruction_metrics_in_chunks(
-            x_test, test_reconstructions, chunk_rows
-        )
+    metrics = image_quality.reconstruction_metrics_in_chunks(
+        x_test, test_reconstructions, chunk_rows
+    )
     metrics.update(baselines.pca_baseline_mse(x_train, x_test, latent_dim))
     # None when PCA is exact (code size >= pixels), which no finite ratio describes.
     metrics["mse_over_pca"] = (

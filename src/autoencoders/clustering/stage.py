@@ -27,28 +27,38 @@ HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
 
 
-def _codes(variant: str, images: np.ndarray) -> np.ndarray:
+def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:
+    """The exported encoder's codes (N, D); a Split of shards is encoded batch by batch."""
     from autoencoders import inference
 
-    encoder = inference.Encoder(Path("exports") / variant, batch_size=1024)
+    # Shards: batches sized by their pixels (64x64x3 at 1,024 a batch is gigabytes of
+    # activations); the npz data as before.
+    sharded = data.shards.holds_shards(PROCESSED_DIR, "test")
+    batch = data.splits.stream_batch(images.shape[1:]) if sharded else 1024
+    encoder = inference.Encoder(Path("exports") / variant, batch_size=batch)
+    if isinstance(images, data.Split):
+        return images.codes(encoder.encode, batch_size=batch)
     return encoder.encode(images).reshape(len(images), -1)
 
 
 def inputs(variant: str, inductive: int, seed: int) -> tuple[np.ndarray, Any, np.ndarray | None]:
     """(test codes, test labels or None, training codes or None) of a variant or the pixels.
 
-    ``inductive``: how many training images the inductive head sees (0: none); the seeded
-    subsample ``head.score_head`` would draw is drawn here, before encoding, so only those
-    images are encoded."""
+    ``inductive``: how many training images the inductive head sees (0: none); its seeded
+    subsample is drawn here, before encoding, so only those images are encoded: the rows
+    ``head.score_head`` would draw from an npz split's codes, a ``Split.sample`` of shards
+    (read and encoded in batches). The test split is held whole."""
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    x_train = (
-        head.inductive_sample(data.load_split(PROCESSED_DIR, "train")[0], inductive, seed)
-        if inductive
-        else None
-    )
+    train = data.open_split(PROCESSED_DIR, "train") if inductive else None
+    if train is None:
+        x_train = None
+    elif train.in_memory:
+        x_train = head.inductive_sample(train.array, inductive, seed)
+    else:
+        x_train = train.sample(inductive, seed)
     if variant == PIXELS:
         flat = x_test.reshape(len(x_test), -1)
-        train = None if x_train is None else x_train.reshape(len(x_train), -1)
+        train = None if x_train is None else data.as_array(x_train).reshape(len(x_train), -1)
         return flat, y_test, train
     return _codes(variant, x_test), y_test, None if x_train is None else _codes(variant, x_train)
 

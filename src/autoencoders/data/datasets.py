@@ -1,5 +1,5 @@
 """Raw and processed data: ``fetch`` to ``data/raw/``, ``preprocess`` to the splits, loading them,
-seeded subsets for tuning trials, tf.data input pipelines and random shifts and rotations.
+and random shifts and rotations (input pipelines and trial subsets: ``data.pipelines``).
 
 ``fetch`` writes ``data/raw/dataset.npz`` (images as uint8, or float32 in [0, 1]) and
 ``data/raw/source.json``. ``preprocess`` writes ``data/processed/{train,val,test}.npz`` (float32
@@ -230,94 +230,6 @@ def load_card(processed_dir: str | Path) -> dict[str, Any]:
     return card
 
 
-def make_dataset(
-    x: np.ndarray,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    noise_std: float = 0.0,
-    shuffle_buffer: int = 0,
-):
-    """A ``tf.data`` pipeline of (input, target) batches: seeded shuffle, gathered, prefetched.
-
-    The images stay one in-memory tensor; each epoch shuffles the *indices* (a full, seeded
-    permutation, redrawn every epoch) and gathers whole batches from it. Shuffling and batching
-    single 784-float elements instead (``from_tensor_slices(x).shuffle().batch()``) cost more than
-    the dense models' training step itself (docs/performance.md).
-    ``shuffle_buffer`` > 0 limits the index shuffle to that window (0: the whole split).
-    The target is the clean image; with ``noise_std > 0`` the input carries fresh Gaussian noise
-    each epoch, clipped to [0, 1] (the denoising objective's noise lives here, not in the model).
-    """
-    import tensorflow as tf
-
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    images = tf.convert_to_tensor(np.asarray(x, dtype=np.float32))  # (N, H, W, C)
-    count = int(images.shape[0])
-    dataset = tf.data.Dataset.range(count)
-    if shuffle:
-        window = count if shuffle_buffer <= 0 else min(shuffle_buffer, count)
-        dataset = dataset.shuffle(window, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda indices: tf.gather(images, indices))
-    if noise_std > 0:
-        generator = tf.random.Generator.from_seed(seed)
-
-        def add_noise(clean):
-            noise = generator.normal(tf.shape(clean), stddev=noise_std)
-            return tf.clip_by_value(clean + noise, 0.0, 1.0), clean
-
-        dataset = dataset.map(add_noise)
-    else:
-        dataset = dataset.map(lambda clean: (clean, clean))
-    # tf.data's model-based autotuning off (prefetch keeps its own buffer tuning): with it on,
-    # many conv-family epochs ran at half speed with idle CPUs (docs/performance.md).
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def fit_arguments(
-    x: np.ndarray,
-    batch_size: int,
-    seed: int,
-    noise_std: float = 0.0,
-    shuffle_buffer: int = 0,
-    x_val: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """``model.fit``'s data arguments for this process's Keras backend: shuffled (input, target)
-    batches of ``x`` and, with ``x_val``, unshuffled validation batches.
-
-    TensorFlow: ``make_dataset`` pipelines (seeded; the denoising noise lives there).
-    JAX: the arrays themselves, batched by Keras and shuffled with ``np.random`` (seeded by
-    ``keras.utils.set_random_seed``): a tf.data pipeline, converted per batch, was far slower
-    there (docs/performance.md). The JAX settings exclude noise and shuffle buffers.
-    """
-    import keras
-
-    if keras.backend.backend() == "jax":
-        arguments: dict[str, Any] = {"x": x, "y": x, "batch_size": batch_size, "shuffle": True}
-        if x_val is not None:
-            arguments.update(validation_data=(x_val, x_val), validation_batch_size=batch_size)
-        return arguments
-    arguments = {
-        "x": make_dataset(
-            x,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            noise_std=noise_std,
-            shuffle_buffer=shuffle_buffer,
-        ),
-        "shuffle": False,  # the dataset shuffles itself, seeded
-    }
-    if x_val is not None:
-        # The denoising objective is judged on noisy inputs too: val_loss measures what it learns.
-        arguments["validation_data"] = make_dataset(
-            x_val, batch_size=batch_size, seed=seed + 1, noise_std=noise_std
-        )
-    return arguments
-
-
 def random_affine(images: Any, generator: Any, shift: float, rotation: float) -> Any:
     """Each image of a (N, H, W, C) batch moved by its own random shift and rotation.
 
@@ -374,20 +286,3 @@ def affine(images: Any, degrees: Any, dx: Any, dy: Any) -> Any:
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
-
-
-def subset(x: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A seeded random subset of ``size`` images (all when size is 0 or >= len(x)), in order."""
-    if size <= 0 or size >= len(x):
-        return x
-    indices = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
-    return x[indices]
-
-
-def load_subsets(
-    processed_dir: str | Path, train_size: int, val_size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded subsets of the processed training and validation images (a tuning trial's data)."""
-    x_train, _ = load_split(processed_dir, "train")
-    x_val, _ = load_split(processed_dir, "val")
-    return subset(x_train, train_size, seed), subset(x_val, val_size, seed + 1)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders.data.splits import Split, as_array
 from autoencoders.evaluation import baselines, image_quality, latent
 
 INFERENCE_BATCH = 1024
@@ -94,15 +95,19 @@ def evaluate_arrays(
     noisy_test: np.ndarray | None = None,
     denoised_test: np.ndarray | None = None,
     kl_per_sample: np.ndarray | None = None,
+    chunk_rows: int | None = None,
 ) -> dict[str, float | int | None]:
     """Every metric of one model from its outputs (see ``model_outputs``); plain floats.
 
     Clustering and probe metrics need labels and are left out without them; the denoising
-    and KL metrics appear only when their arrays are given.
+    and KL metrics appear only when their arrays are given. ``chunk_rows`` (shards) computes
+    the reconstruction metrics that many images at a time.
     """
     train_codes, test_codes = _flat_codes(train_codes, test_codes, len(x_test))
     latent_dim = test_codes.shape[1]
-    metrics: dict[str, float] = image_quality.reconstruction_metrics(x_test, test_reconstructions)
+    metrics = image_quality.reconstruction_metrics_in_chunks(
+        x_test, test_reconstructions, chunk_rows
+    )
     metrics.update(baselines.pca_baseline_mse(x_train, x_test, latent_dim))
     # None when PCA is exact (code size >= pixels), which no finite ratio describes.
     metrics["mse_over_pca"] = (
@@ -160,27 +165,36 @@ def model_outputs(
 ) -> dict[str, np.ndarray]:
     """Codes, reconstructions and the variant's extras, as numpy arrays.
 
-    Keys: ``train_codes`` and ``test_codes`` (N, latent_dim), ``test_reconstructions``; for a
-    denoising model (``noise_std`` > 0, default from its config) ``noisy_test`` (seeded noise)
-    and ``denoised_test``; for a VAE (a model with ``.posterior``) ``kl_per_sample`` from
-    ``models.objectives.kl_divergence`` of the posterior mean and log-variance.
+    ``x_train`` may be a ``data.Split`` of shards, encoded a batch at a time (only its codes
+    are held). Keys: ``train_codes`` and ``test_codes`` (N, latent_dim),
+    ``test_reconstructions``; for a denoising model (``noise_std`` > 0, default from its
+    config) ``noisy_test`` (seeded noise) and ``denoised_test``; for a VAE (a model with
+    ``.posterior``) ``kl_per_sample`` from ``models.objectives.kl_divergence`` of the
+    posterior mean and log-variance.
     """
-    x_train = image_quality.check_images(x_train, "x_train").astype(np.float32)
     x_test = image_quality.check_images(x_test, "x_test").astype(np.float32)
 
     def encode(batch):
         return model.encoder(batch, training=False)
 
+    if isinstance(x_train, Split) and not x_train.in_memory:  # shards: encoded batch by batch
+        train_codes = x_train.codes(encode, batch_size)
+    else:
+        x_train = image_quality.check_images(as_array(x_train), "x_train").astype(np.float32)
+        train_codes = _batched(encode, x_train, batch_size).reshape(len(x_train), -1)
     outputs = {
-        "train_codes": _batched(encode, x_train, batch_size).reshape(len(x_train), -1),
+        "train_codes": train_codes,
         "test_codes": _batched(encode, x_test, batch_size).reshape(len(x_test), -1),
-        "test_reconstructions": np.asarray(model.reconstruct(x_test), dtype=np.float32),
+        "test_reconstructions": np.asarray(
+            model.reconstruct(x_test, batch_size=min(batch_size, 256)), dtype=np.float32
+        ),
     }
     noise_std = noise_std_of(model) if noise_std is None else noise_std
     if noise_std > 0:
         noisy = image_quality.add_noise(x_test, noise_std, seed)
         outputs["noisy_test"] = noisy
-        outputs["denoised_test"] = np.asarray(model.reconstruct(noisy), dtype=np.float32)
+        denoised = model.reconstruct(noisy, batch_size=min(batch_size, 256))
+        outputs["denoised_test"] = np.asarray(denoised, dtype=np.float32)
     posterior = getattr(model, "posterior", None)
     if posterior is not None:
         from autoencoders.models import objectives
@@ -212,10 +226,15 @@ def evaluate_autoencoder(
     silhouette_sample: int = 2000,
     probe_max_iter: int = 1000,
     kmeans_n_init: int = 10,
+    batch_size: int = INFERENCE_BATCH,
+    chunk_rows: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every metric of a model on the test split, and the ``model_outputs`` they came from."""
+    """Every metric of a model on the test split, and the ``model_outputs`` they came from
+    (encoded ``batch_size`` images at a time; ``chunk_rows``: see ``evaluate_arrays``)."""
     noise_std = noise_std_of(model)
-    outputs = model_outputs(model, x_train, x_test, seed=seed, noise_std=noise_std)
+    outputs = model_outputs(
+        model, x_train, x_test, seed=seed, noise_std=noise_std, batch_size=batch_size
+    )
     metrics = evaluate_arrays(
         x_train=x_train,
         x_test=x_test,
@@ -225,6 +244,7 @@ def evaluate_autoencoder(
         silhouette_sample=silhouette_sample,
         probe_max_iter=probe_max_iter,
         kmeans_n_init=kmeans_n_init,
+        chunk_rows=chunk_rows,
         **outputs,
     )
     if noise_std > 0:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autoencoders import data, fileio, plots, tracking
 from autoencoders.evaluation import latent
 from autoencoders.evaluation.outputs import TEST_METRIC_KEYS, EvaluateParams, evaluate_autoencoder
@@ -46,7 +48,7 @@ def evaluate_variant(
     from autoencoders import models  # TensorFlow loads here, after the cheap checks
 
     model = models.load_autoencoder(model_dir)
-    x_train, y_train = data.load_split(processed_dir, "train")
+    x_train, y_train = _train_split(processed_dir)
     x_test, y_test = data.load_split(processed_dir, "test")
     history_path = model_dir / "history.json"
     history = fileio.read_json(history_path) if history_path.exists() else None
@@ -81,6 +83,13 @@ def evaluate_variant(
     return metrics
 
 
+def _train_split(processed_dir: str | Path) -> tuple[Any, Any]:
+    """(images, labels) of the training split: the npz array, or a Split of shards that the
+    codes and the PCA baseline read a batch at a time (the test split is held whole)."""
+    split = data.open_split(processed_dir, "train")
+    return (split.array if split.in_memory else split), split.labels
+
+
 def _test_metrics(
     model: Any,
     x_train: Any,
@@ -101,6 +110,12 @@ def _test_metrics(
         silhouette_sample=settings.silhouette_sample,
         probe_max_iter=settings.probe_max_iter,
         kmeans_n_init=settings.kmeans_n_init,
+        # Shards: batches sized by their pixels (data.splits.stream_batch); npz: as before.
+        **(
+            {}
+            if isinstance(x_train, np.ndarray)
+            else {"batch_size": x_train.codes_batch, "chunk_rows": x_train.codes_batch}
+        ),
     )
     if model.owns_clusters:  # IDEC: its clusters are its own assignments, not k-means's
         metrics = latent.own_assignment_metrics(model, metrics, x_test, y_test)

@@ -51,11 +51,20 @@ def prepare(
         )
     objective = autoencoder.config.objective
     config = settings.score_config(objective.loss, getattr(objective, "beta", 1.0), seed)
-    train_codes = autoencoder.encode(data.subset(x_train, settings.fit_subsample, seed))
+    train_codes = _train_codes(autoencoder, x_train, settings.fit_subsample, seed)
     score_model = anomaly.fit_score_model(
         train_codes, anomaly.keras_outputs(autoencoder, x_val), config
     )
     return ScorerExport(autoencoder, score_model, settings, x_val, evaluation), None
+
+
+def _train_codes(autoencoder: Any, x_train: Any, size: int, seed: int) -> np.ndarray:
+    """Codes of the seeded ``size`` training images; a Split of shards is read in batches."""
+    if isinstance(x_train, np.ndarray):
+        return autoencoder.encode(data.subset(x_train, size, seed))
+    sample = x_train.sample(size, seed)
+    batches = sample.batches(sample.codes_batch)
+    return np.concatenate([autoencoder.encode(batch) for batch in batches])
 
 
 def onnx_scores(path: str | Path, images: np.ndarray) -> np.ndarray:

@@ -100,7 +100,8 @@ def _prepare_scorer(
     y_test: np.ndarray | None,
 ) -> tuple[scoring.ScorerExport | None, str | None]:
     """The fitted scorer (training codes, normal validation outputs) or why there is none."""
-    x_train, _ = data.load_split(processed_dir, "train")
+    train = data.open_split(processed_dir, "train")  # shards: only the seeded sample is read
+    x_train = train.array if train.in_memory else train
     x_val, _ = data.load_split(processed_dir, "val")
     val_anomalies = data.load_val_anomalies(processed_dir)
     normal_classes = data.load_card(processed_dir).get("normal_classes")

@@ -23,6 +23,7 @@ from autoencoders.evaluation.baselines import pixel_baselines
 from autoencoders.reporting.summary import (
     build_summary,
     metric_row,
+    mismatch_line,
     render_summary_markdown,
     summary_row,
 )
@@ -57,7 +58,8 @@ def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str
     started = time.monotonic()
     collected = {name: collect_variant(name) for name in names}
     code_sizes = _code_sizes(collected)
-    x_train, _ = data.load_split(PROCESSED_DIR, "train")
+    train = data.open_split(PROCESSED_DIR, "train")  # shards: incremental PCA, in batches
+    x_train = train.array if train.in_memory else train
     x_test, y_test = data.load_split(PROCESSED_DIR, "test")
     print(
         f"[report] baselines on {len(x_test)} test images: k-means on pixels, PCA at code sizes "
@@ -75,7 +77,12 @@ def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str
         summary_row(name, metrics, training, parity, pca=baselines["pca"])
         for name, (metrics, training, parity) in collected.items()
     ]
-    summary = build_summary(rows, baselines, data.load_card(PROCESSED_DIR))
+    card = data.load_card(PROCESSED_DIR)
+    summary = build_summary(rows, baselines, card)
+    mismatched = data_mismatches(collected, card["checksum"])
+    if mismatched:  # figures of other data beside this data's: say so, loudly
+        summary["data"]["mismatched"] = mismatched
+        print(f"[report] WARNING: {mismatch_line(mismatched, card['checksum'])}")
     head_section = _clustering_head(names, collected, baselines, summary)
     _write_summary(summary, rows, baselines, head_section)
     timings = _write_timings(names)
@@ -86,6 +93,18 @@ def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str
         f" over {len(timings['stages'])} stage(s) in {REPORT_DIR}/timings.json"
     )
     return summary
+
+
+def data_mismatches(collected: dict[str, Any], checksum: str) -> dict[str, str]:
+    """variant -> the data checksum its model was trained on (training.json, which train@V
+    writes beside the MLflow run's ``data_checksum`` tag), for those not trained on
+    ``checksum``: their metrics (evaluate, export, cluster all follow from that model) were
+    computed on other data. Variants without a training record are not judged."""
+    return {
+        name: str(training["data_checksum"])
+        for name, (_, training, _) in collected.items()
+        if training.get("data_checksum") not in (None, checksum)
+    }
 
 
 def _code_sizes(collected: dict[str, Any]) -> set[int]:

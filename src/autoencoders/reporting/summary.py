@@ -199,6 +199,16 @@ def build_summary(
     }
 
 
+def mismatch_line(mismatched: Mapping[str, str], checksum: str | None) -> str:
+    """One line naming the variants whose figures come from other data than ``checksum``."""
+    named = ", ".join(f"{name} (`{value[:12]}`)" for name, value in sorted(mismatched.items()))
+    return (
+        f"{len(mismatched)} variant(s) were trained on other data than this report's "
+        f"(`{(checksum or '?')[:12]}`): {named}; their figures are not comparable with the "
+        "rest: re-run their train, evaluate, export and cluster stages on this data."
+    )
+
+
 def render_summary_markdown(summary: Mapping[str, Any]) -> str:
     """The markdown report from ``build_summary``'s result."""
     rows = list(summary["variants"].values())
@@ -211,6 +221,11 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
             "Every figure is on the test split; PCA baselines are fitted on the training split."
         )
         lines.append("")
+        if source.get("mismatched"):
+            lines += [
+                f"**Warning**: {mismatch_line(source['mismatched'], source['checksum'])}",
+                "",
+            ]
     lines += _variants_table(rows)
     lines += _extras_lines(rows)
     lines += _baselines_table(summary["baselines"])

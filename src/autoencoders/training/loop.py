@@ -43,12 +43,13 @@ class TrainingDivergedError(errors.UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and the fix."""
 
 
-def _check_arrays(x_train: np.ndarray, x_val: np.ndarray) -> None:
+def _check_arrays(x_train: np.ndarray | data.Split, x_val: np.ndarray | data.Split) -> None:
     for name, array in (("x_train", x_train), ("x_val", x_val)):
-        if not isinstance(array, np.ndarray) or array.ndim != 4 or len(array) == 0:
+        images = isinstance(array, (np.ndarray, data.Split))
+        if not images or len(array.shape) != 4 or len(array) == 0:
             raise ValueError(
-                f"{name} must be a non-empty float array (N, H, W, C), got "
-                f"{getattr(array, 'shape', type(array))}: load it with data.load_split."
+                f"{name} must be a non-empty float array (N, H, W, C) or a data.Split, got "
+                f"{getattr(array, 'shape', type(array))}: load it with data.open_split."
             )
     if x_train.shape[1:] != x_val.shape[1:]:
         raise ValueError(
@@ -100,8 +101,8 @@ def _check_finite(
 
 def train_variant(
     config: Any,
-    x_train: np.ndarray,
-    x_val: np.ndarray,
+    x_train: np.ndarray | data.Split,
+    x_val: np.ndarray | data.Split,
     epochs: int,
     batch_size: int,
     learning_rate: float,
@@ -116,7 +117,8 @@ def train_variant(
     """Train ``config``'s autoencoder; return (model at its best epoch, history, info).
 
     The model keeps the weights of the epoch with the lowest validation loss, whether training
-    stopped early (``patience`` epochs without improvement) or ran all ``epochs``. A NaN or
+    stopped early (``patience`` epochs without improvement) or ran all ``epochs``. ``x_train``
+    and ``x_val`` are float32 arrays or ``data.Split``s (shards are read in batches). A NaN or
     infinite loss stops training and raises TrainingDivergedError. ``steps_per_execution`` and
     ``jit_compile`` change speed, not the sequence of updates. ``callbacks`` run after the
     built-in ones (an Optuna pruning callback, an MLflow logger). ``info`` holds
@@ -219,8 +221,8 @@ def train_and_save(
 
     resolved, best = resolve_variant(variant, variant_block, train_section, best_path)
     card = data.load_card(processed_dir)
-    x_train, _ = data.load_split(processed_dir, "train")
-    x_val, _ = data.load_split(processed_dir, "val")
+    x_train = data.as_input(data.open_split(processed_dir, "train"))
+    x_val = data.as_input(data.open_split(processed_dir, "val"))
     hyperparameters = {**resolved.as_params(), "seed": int(seed)}
     if verbose:
         print(
@@ -259,8 +261,8 @@ def train_and_save(
 
 def fit_resolved(
     resolved: Resolved,
-    x_train: np.ndarray,
-    x_val: np.ndarray,
+    x_train: np.ndarray | data.Split,
+    x_val: np.ndarray | data.Split,
     seed: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: bool = True,
@@ -287,8 +289,10 @@ def fit_resolved(
     )
     clustering = None
     if model.owns_clusters:  # the clustering objective's second phase (IDEC)
+        # IDEC's phase recomputes every image's assignment: it holds the split whole.
+        whole = x_train if isinstance(x_train, np.ndarray) else x_train.first(len(x_train))
         clustering = model.fit_clusters(
-            x_train, batch_size=settings.batch_size, seed=seed, verbose=verbose
+            whole, batch_size=settings.batch_size, seed=seed, verbose=verbose
         )
         info["pretrain_seconds"] = info["train_seconds"]
         info["train_seconds"] = round(info["train_seconds"] + clustering["seconds"], 3)

@@ -47,6 +47,8 @@ def log_run_inputs(
     if best is not None:
         mlflow.log_params({f"tuned.{k}": v for k, v in resolved.tuned.items()})
     for split, images, context in (("train", x_train, "training"), ("val", x_val, "eval")):
+        # A split of shards is described by its first image (MLflow profiles what it is given).
+        images = images if isinstance(images, np.ndarray) else images.first(1)
         mlflow.log_input(tracking.dataset(images, split=split, card=card), context=context)
 
 

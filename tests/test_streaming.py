@@ -152,6 +152,18 @@ def test_chunked_reconstruction_metrics_equal_the_whole_split_ones():
         assert chunked[key] == pytest.approx(value, rel=1e-12)
 
 
+def test_unchunked_reconstruction_metrics_are_the_whole_split_ones_exactly():
+    """rows=None (the npz splits) is ``reconstruction_metrics`` itself, bit for bit."""
+    from autoencoders.evaluation import image_quality
+
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 8, 8, 1)).astype(np.float32)
+    reconstruction = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
+    assert image_quality.reconstruction_metrics_in_chunks(
+        x, reconstruction, rows=None
+    ) == image_quality.reconstruction_metrics(x, reconstruction)
+
+
 def test_the_report_names_variants_trained_on_other_data():
     collected = {
         "dense": (None, {"data_checksum": "a" * 64}, None),

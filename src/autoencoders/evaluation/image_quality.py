@@ -173,6 +173,8 @@ def reconstruction_metrics_in_chunks(
     8 bytes a pixel of the whole split otherwise): mse, bce and ssim are means over images of
     one size, so the chunks' means weighted by their rows give the same figures up to the
     summation order; psnr from the whole mse."""
+    if rows is None:
+        return reconstruction_metrics(x, reconstruction)
     x, reconstruction = check_pair(x, reconstruction)
     sums = {"mse": 0.0, "bce": 0.0, "ssim": 0.0}
     for start in range(0, len(x), rows):

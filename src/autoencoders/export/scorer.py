@@ -124,10 +124,12 @@ class ScorerGraph:
         columns = tf.constant(_band(width, window))  # (W - 2r, W)
 
         def smooth(images: Any) -> Any:
-            # One Einsum: tensordot's reshapes and transposes around a conv decoder's output
-            # were rewritten wrongly by tf2onnx's transpose optimiser (SSIM off by up to 0.96
-            # standardised units on deep_conv, tests/test_one_class.py).
-            return tf.einsum("nhwc,ih,jw->ncij", images, rows, columns)  # (N, C, H-2r, W-2r)
+            # One layout transpose and broadcast products: tensordot's reshapes and transposes
+            # around a conv decoder's output were rewritten wrongly by tf2onnx (SSIM off by up
+            # to 0.96 standardised units on deep_conv, tests/test_one_class.py), and an Einsum
+            # converts to other bytes each time.
+            planes = tf.transpose(images, [0, 3, 1, 2])  # (N, C, H, W)
+            return tf.matmul(tf.matmul(rows, planes), columns, transpose_b=True)
 
         c1, c2 = image_quality.SSIM_K1**2, image_quality.SSIM_K2**2
         mean_a, mean_b = smooth(a), smooth(b)

@@ -1,12 +1,11 @@
 """One BLAS thread for the small linear algebra of the heads, mixtures and probes.
 
 A Gaussian mixture on 10,000 codes of 10-32 numbers multiplies matrices of a few hundred
-numbers, thousands of times. OpenBLAS's worker threads cost more than such products: on this
-2-core machine, with two other processes busy, ``GaussianMixture(10, n_init=10)`` took 17-26 s
-with OpenBLAS's two threads and 0.6-2.4 s with one, to the same lower bound. ``small_blas()``
-limits BLAS (not OpenMP, ONNX Runtime or numba) to one thread inside a ``with`` block; BLAS
-thread counts do not change these results beyond rounding, which the head's figures are
-already checked against (tests/test_clustering.py runs the head under other thread counts).
+numbers, thousands of times. OpenBLAS's worker threads cost more than such products, and they
+round the sums differently per thread count (docs/determinism.md has the measurements).
+``small_blas()`` limits BLAS (not OpenMP, ONNX Runtime or numba) to one thread inside a
+``with`` block; tests/test_clustering.py checks that two processes at different BLAS thread
+counts give the same mixture bytes.
 """
 
 from __future__ import annotations

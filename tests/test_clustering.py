@@ -96,6 +96,34 @@ def test_seed_summary_is_mean_and_sample_std():
     assert summary["head_accuracy"]["std"] == pytest.approx(0.05)
 
 
+def test_head_over_seeds_is_the_spread_of_independent_fits(digits_small):
+    """cluster.seeds: the mean and sample std of heads fitted one by one with seeds s, s+1, ...
+    (each recomputing its neighbour graph), scored with scikit-learn's NMI and ARI."""
+    from sklearn import metrics as sk
+
+    codes = digits_small["x_test"].reshape(300, -1)
+    labels = digits_small["y_test"]
+    params = clustering.HeadParams(n_epochs=100, inductive_subsample=0, seeds=3)
+    metrics, arrays = clustering.score_head(codes, labels, params=params, seed=5)
+    fits = [clustering.fit_head(codes, seed=seed, n_epochs=100).assignments for seed in (5, 6, 7)]
+    assert np.array_equal(arrays["assignments"], fits[0])
+    accuracy = [latent.clustering_accuracy(labels, fit) for fit in fits]
+    nmi = [sk.normalized_mutual_info_score(labels, fit) for fit in fits]
+    ari = [sk.adjusted_rand_score(labels, fit) for fit in fits]
+    assert metrics["head_seeds"]["seeds"] == [5, 6, 7]
+    assert metrics["head_seeds"]["head_accuracy"] == pytest.approx(accuracy)
+    for key, values in (("accuracy", accuracy), ("nmi", nmi), ("ari", ari)):
+        assert metrics[f"head_{key}_mean"] == pytest.approx(np.mean(values))
+        assert metrics[f"head_{key}_std"] == pytest.approx(np.std(values, ddof=1))
+    assert metrics["head_accuracy"] == pytest.approx(accuracy[0])
+    rows = clustering_report.head_rows(["pixels8"], {"pixels8": metrics | {"code_size": 64}}, {})
+    quality = clustering_report.head_quality(rows)
+    bar = np.mean(accuracy) - np.std(accuracy, ddof=1) >= 0.90
+    assert (quality["below_0.90_mean_minus_std_with_code_ge_10"] == []) == bar
+    section = clustering_report.render_head_section(rows, None, None, quality)
+    assert f"{np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=1):.3f}" in section
+
+
 # The head in a fresh process: its metrics and arrays, as bytes, for the comparison below.
 HEAD_IN_A_PROCESS = """
 import json, sys

@@ -10,7 +10,12 @@
 - N2D protocol (McConville et al., rymc/n2d): the head is fitted on the test split's codes and
   scored on those same codes (``head_accuracy``, ``head_nmi``, ``head_ari``);
 - inductive: fitted on a seeded subsample of training codes, then applied to the test codes
-  (``head_inductive_accuracy``, ...), what a deployed head would see.
+  (``head_inductive_accuracy``, ...), what a deployed head would see;
+- over seeds (``cluster.seeds``): the N2D protocol refitted with seeds ``seed`` to
+  ``seed + seeds - 1`` on the same codes (``head_accuracy_mean`` / ``_std``, ...). One seed's
+  figure is a draw: on MNIST codes the head lands in one of two solutions (two digits merged,
+  or not) and a change in the codes' last bits, or of the seed, picks the other
+  (docs/determinism.md).
 
 Labels only score: fitting never sees them, and without labels (an ``npz`` source without ``y``)
 the head reports label-free figures instead (silhouette of its clusters in the manifold, cluster
@@ -54,6 +59,7 @@ class HeadParams:
     covariance_type: str = "full"
     gmm_n_init: int = 1
     inductive_subsample: int = 10000  # training codes the inductive head is fitted on (0: none)
+    seeds: int = 1  # the N2D protocol refitted over this many seeds: mean and std reported
     silhouette_sample: int = 2000
     view: str = "pca"  # the 2-d figure: "pca" of the manifold (free) or "umap" (a 2-d refit)
 
@@ -65,6 +71,7 @@ class HeadParams:
             "n_epochs": self.n_epochs >= 1,
             "gmm_n_init": self.gmm_n_init >= 1,
             "inductive_subsample": self.inductive_subsample >= 0,
+            "seeds": self.seeds >= 1,
             "silhouette_sample": self.silhouette_sample >= 2,
         }
         for key, ok in positive.items():
@@ -91,6 +98,23 @@ class Head:
     assignments: np.ndarray  # (N,) clusters of the fitted codes, canonically labelled
     seconds: float
     relabel: np.ndarray | None = None  # (n_clusters,) canonical label of each component
+    neighbours: Neighbours | None = None  # the fitted codes' neighbour graph
+
+
+@dataclasses.dataclass(frozen=True)
+class Neighbours:
+    """The exact ``k``-nearest-neighbour graph of some codes, as UMAP's ``precomputed_knn``."""
+
+    index: ExactNeighbours
+    indices: np.ndarray
+    distances: np.ndarray
+    k: int
+
+    @classmethod
+    def of(cls, flat: np.ndarray, metric: str, k: int) -> Neighbours:
+        index = ExactNeighbours(flat, metric)
+        indices, distances = index.graph(k)
+        return cls(index, indices, distances, k)
 
 
 def _flat_codes(codes: Any, name: str = "codes") -> np.ndarray:
@@ -115,23 +139,26 @@ def fit_head(
     n_epochs: int | None = 200,
     covariance_type: str = "full",
     gmm_n_init: int = 1,
+    neighbours: Neighbours | None = None,
 ) -> Head:
     """UMAP (``n_components``-d, ``n_neighbors``, ``min_dist``) then a GaussianMixture, seeded.
 
     Fewer codes than neighbours shrink ``n_neighbors`` (and the components) to what fits.
+    ``neighbours``: the codes' exact neighbour graph from an earlier fit on the same codes (it
+    does not depend on the seed), reused instead of recomputed.
     """
     umap = import_umap()
     flat = _flat_codes(codes)
     if len(flat) < n_clusters:
         raise ValueError(f"{len(flat)} codes cannot make {n_clusters} clusters.")
     started = time.perf_counter()
-    neighbours = max(2, min(n_neighbors, len(flat) - 1))
+    k = max(2, min(n_neighbors, len(flat) - 1))
     components = max(1, min(n_components, len(flat) - 2))
-    index = ExactNeighbours(flat, metric)
-    knn_indices, knn_distances = index.graph(neighbours)
+    if neighbours is None or neighbours.k != k:
+        neighbours = Neighbours.of(flat, metric, k)
     reducer = umap.UMAP(
         n_components=components,
-        n_neighbors=neighbours,
+        n_neighbors=k,
         min_dist=min_dist,
         metric=metric,
         n_epochs=n_epochs,
@@ -139,7 +166,7 @@ def fit_head(
         # Seeded UMAP runs single-threaded anyway; saying so silences its warning.
         n_jobs=1,
         transform_seed=seed,
-        precomputed_knn=(knn_indices, knn_distances, index),
+        precomputed_knn=(neighbours.indices, neighbours.distances, neighbours.index),
     )
     with warnings.catch_warnings(), small_blas():
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
@@ -147,7 +174,7 @@ def fit_head(
     mixture, components_of = fit_mixture(embedding, n_clusters, covariance_type, gmm_n_init, seed)
     relabel = canonical_labels(components_of, n_clusters)
     seconds = time.perf_counter() - started
-    return Head(reducer, mixture, embedding, relabel[components_of], seconds, relabel)
+    return Head(reducer, mixture, embedding, relabel[components_of], seconds, relabel, neighbours)
 
 
 def fit_mixture(
@@ -249,6 +276,8 @@ def score_head(
             head.embedding, head.assignments, seed, params.silhouette_sample, "head_"
         )
     )
+    if params.seeds > 1:
+        metrics.update(_over_seeds(test, test_labels, head, seed, params, settings))
     if train_codes is not None and params.inductive_subsample > 0:
         train = inductive_sample(
             _flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
@@ -264,6 +293,45 @@ def score_head(
         metrics["head_inductive_cluster_sizes"] = sorted((int(s) for s in sizes), reverse=True)
     arrays = {"embedding": head.embedding, "assignments": head.assignments}
     return metrics, arrays
+
+
+# The figures refitted over seeds; label-free data: the silhouette only.
+SEED_KEYS = ("head_accuracy", "head_nmi", "head_ari")
+
+
+def _over_seeds(
+    test: np.ndarray,
+    labels: np.ndarray | None,
+    first: Head,
+    seed: int,
+    params: HeadParams,
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``head_<figure>_mean`` / ``_std`` over seeds ``seed`` (``first``, already fitted) to
+    ``seed + params.seeds - 1`` on the same codes, with each seed's value in ``head_seeds``."""
+    started = time.perf_counter()
+    heads = [first]
+    for other in range(seed + 1, seed + params.seeds):
+        heads.append(fit_head(test, seed=other, neighbours=first.neighbours, **settings))
+    if labels is not None:
+        results = [label_scores(np.asarray(labels), head.assignments, "head_") for head in heads]
+        keys = SEED_KEYS
+    else:
+        results = [
+            label_free_scores(
+                head.embedding, head.assignments, seed, params.silhouette_sample, "head_"
+            )
+            for head in heads
+        ]
+        keys = ("head_silhouette",)
+    summary = summarise_seeds(results, keys)
+    spread: dict[str, Any] = {"head_seeds": {"seeds": list(range(seed, seed + params.seeds))}}
+    for key in keys:
+        spread[f"{key}_mean"] = summary[key]["mean"]
+        spread[f"{key}_std"] = summary[key]["std"]
+        spread["head_seeds"][key] = summary[key]["values"]
+    spread["head_seeds_seconds"] = round(time.perf_counter() - started, 3)
+    return spread
 
 
 def view_2d(embedding: np.ndarray, *, seed: int, how: str = "pca") -> tuple[np.ndarray, str]:

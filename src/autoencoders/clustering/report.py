@@ -54,6 +54,8 @@ def head_rows(
                     key: head.get(key)
                     for key in (
                         "head_accuracy",
+                        "head_accuracy_mean",
+                        "head_accuracy_std",
                         "head_nmi",
                         "head_ari",
                         "head_inductive_accuracy",
@@ -89,6 +91,19 @@ def head_quality(
         for row in wide
         if row["head_accuracy"] < HEAD_TARGETS["every_code_ge_10_head_accuracy"]
     ]
+    # Over seeds (cluster.seeds > 1): the same bar for the mean minus one standard deviation.
+    spread = [row for row in wide if row.get("head_accuracy_mean") is not None]
+    if spread:
+        result["below_0.90_mean_minus_std_with_code_ge_10"] = [
+            row["variant"]
+            for row in spread
+            if row["head_accuracy_mean"] - row["head_accuracy_std"]
+            < HEAD_TARGETS["every_code_ge_10_head_accuracy"]
+        ]
+        top = max(spread, key=lambda row: row["head_accuracy_mean"])
+        result["best_head_mean_variant"] = top["variant"]
+        result["best_head_accuracy_mean"] = top["head_accuracy_mean"]
+        result["best_head_accuracy_std"] = top["head_accuracy_std"]
     own = [row for row in rows if row.get("own_accuracy") is not None]
     if own:
         result["own_cluster_accuracy"] = {row["variant"]: row["own_accuracy"] for row in own}
@@ -143,29 +158,39 @@ def _labelled_table(
 ) -> list[str]:
     cell = _cell
     lines = [
-        "| variant | code | k-means acc | head acc | head NMI | head ARI | inductive acc | "
-        "own acc |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | code | k-means acc | head acc | over seeds | head NMI | head ARI | "
+        "inductive acc | own acc |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        seeds = (
+            f"{row['head_accuracy_mean']:.3f} ± {row['head_accuracy_std']:.3f}"
+            if row.get("head_accuracy_mean") is not None
+            else "–"
+        )
         lines.append(
             f"| `{row['variant']}` | {cell(row.get('code_size'), '{:.0f}')} | "
             f"{cell(row.get('kmeans_accuracy'))} | {cell(row.get('head_accuracy'))} | "
-            f"{cell(row.get('head_nmi'))} | {cell(row.get('head_ari'))} | "
+            f"{seeds} | {cell(row.get('head_nmi'))} | {cell(row.get('head_ari'))} | "
             f"{cell(row.get('head_inductive_accuracy'))} | {cell(row.get('own_accuracy'))} |"
         )
     pixel_kmeans = (kmeans_pixels or {}).get("cluster_accuracy")
+    pixel_seeds = (
+        f"{pixels['head_accuracy_mean']:.3f} ± {pixels['head_accuracy_std']:.3f}"
+        if pixels.get("head_accuracy_mean") is not None
+        else "–"
+    )
     lines.append(
         f"| raw pixels (anchor) | {cell(pixels.get('code_size'), '{:.0f}')} | "
-        f"{cell(pixel_kmeans)} | {cell(pixels.get('head_accuracy'))} | "
+        f"{cell(pixel_kmeans)} | {cell(pixels.get('head_accuracy'))} | {pixel_seeds} | "
         f"{cell(pixels.get('head_nmi'))} | {cell(pixels.get('head_ari'))} | – | – |"
     )
     lines.append(
-        f"| N2D, published (test split) | 10 | – | {N2D_PUBLISHED['n2d_test']:.3f} | – | – "
+        f"| N2D, published (test split) | 10 | – | {N2D_PUBLISHED['n2d_test']:.3f} | – | – | – "
         "| – | – |"
     )
     lines.append(
-        f"| N2D, published (all 70,000) | 10 | – | {N2D_PUBLISHED['n2d_all_70k']:.3f} | – "
+        f"| N2D, published (all 70,000) | 10 | – | {N2D_PUBLISHED['n2d_all_70k']:.3f} | – | – "
         "| – | – | – |"
     )
     return lines
@@ -212,6 +237,14 @@ def _targets_line(quality: Mapping[str, Any]) -> str:
         "every code >= 10 at head accuracy >= 0.90: "
         + (mark(True) if not below else f"{mark(False)} ({', '.join(below)})")
     )
+    if "below_0.90_mean_minus_std_with_code_ge_10" in quality:
+        below = quality["below_0.90_mean_minus_std_with_code_ge_10"]
+        parts.append(
+            f"best head accuracy over seeds {quality['best_head_accuracy_mean']:.3f} ± "
+            f"{quality['best_head_accuracy_std']:.3f} (`{quality['best_head_mean_variant']}`); "
+            "every code >= 10 at head accuracy mean - std >= 0.90: "
+            + (mark(True) if not below else f"{mark(False)} ({', '.join(below)})")
+        )
     for variant, value in (quality.get("own_cluster_accuracy") or {}).items():
         parts.append(f"`{variant}` own accuracy {value:.3f} (target 0.90: {mark(value >= 0.90)})")
     return "; ".join(parts) + "."

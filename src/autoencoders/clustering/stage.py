@@ -24,7 +24,7 @@ METRICS_DIR = Path("metrics") / "cluster"
 PLOTS_DIR = Path("plots") / "cluster"
 PIXELS = "pixels"
 HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
-SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
+SECONDS_KEYS = ("head_seconds", "head_seeds_seconds", "head_inductive_seconds", "stage_seconds")
 
 
 def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:
@@ -102,6 +102,11 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     _log(run_id, metrics_path, plot_dir, seconds)
     shown = ", ".join(
         f"{key} {metrics[key]:.4f}"
+        + (
+            f" (seeds {metrics[key + '_mean']:.4f} ± {metrics[key + '_std']:.4f})"
+            if key + "_mean" in metrics
+            else ""
+        )
         for key in (*HEAD_KEYS, "head_silhouette")
         if metrics.get(key) is not None
     )

@@ -32,8 +32,15 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     # OpenBLAS (numpy's and scipy's; the mixtures and the head) the same way: its AVX-512
     # kernels round otherwise than the AVX2 ones every AVX2 CPU (Zen included) runs. Read when
     # numpy loads, so only before numpy's first import, as in every stage script.
-    if {"avx2", "fma"} <= _cpu_flags():
+    _flags = _cpu_flags()
+    if {"avx2", "fma"} <= _flags:
         os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    # numpy's own loops dispatch at run time too: on an AVX-512 CPU its float64 exp and log
+    # (the mixtures' E-step) take AVX-512 code that rounds otherwise than the C library's,
+    # which every AVX2 CPU runs. Its AVX-512 targets are turned off (numpy 2.x names), so the
+    # same pixels give the same head on both kinds of CPU (docs/determinism.md).
+    if "avx512f" in _flags:
+        os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
     if "xla_cpu_max_isa" not in os.environ.get("XLA_FLAGS", ""):
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_max_isa=AVX2".strip()

@@ -24,7 +24,7 @@ METRICS_DIR = Path("metrics") / "cluster"
 PLOTS_DIR = Path("plots") / "cluster"
 PIXELS = "pixels"
 HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
-SECONDS_KEYS = ("head_seconds", "head_seeds_seconds", "head_inductive_seconds", "stage_seconds")
+SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
 
 
 def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:

@@ -9,6 +9,7 @@ seed. Nothing is written; labels only score.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -81,10 +82,12 @@ def cluster_seeds(variant: str, params: clustering.HeadParams, seeds: list[int])
     test_codes, y_test, train_codes = stage.inputs(variant, every, seed=0)
     if y_test is None:
         raise SystemExit("--seeds scores accuracy and needs labels; this dataset has none.")
+    # One fit per seed (both protocols), not the stage's likeliest of cluster.seeds fits.
+    one = dataclasses.replace(params, seeds=1)
     results = []
     for seed in seeds:
         metrics, _ = clustering.score_head(
-            test_codes, y_test, params=params, seed=seed, train_codes=train_codes
+            test_codes, y_test, params=one, seed=seed, train_codes=train_codes
         )
         results.append(metrics)
         print(

@@ -274,8 +274,7 @@ print(np.array_equal(np.exp(x), [math.exp(v) for v in x]),
 def test_numpy_exp_and_log_round_as_the_c_library_on_every_cpu():
     """``import autoencoders`` before numpy turns off numpy's AVX-512 loops: its float64 exp and
     log (the mixtures' E-step) then agree bit for bit with the C library's ``math.exp`` and
-    ``math.log``, as on any AVX2 CPU. Without it an AVX-512 CPU differs on about 5% of values
-    (the raw-pixel head gave 0.8002 there against 0.8006)."""
+    ``math.log``, as on any AVX2 CPU; without it an AVX-512 CPU's differ (docs/determinism.md)."""
     import os
     import subprocess
     import sys

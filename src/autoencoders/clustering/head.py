@@ -89,6 +89,11 @@ class HeadParams:
         if self.view not in ("pca", "umap"):
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
 
+    def fit_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``fit_head`` these params set."""
+        keys = ("n_clusters", "n_components", "n_neighbors", "min_dist", "metric", "n_epochs")
+        return {key: getattr(self, key) for key in (*keys, "covariance_type", "gmm_n_init")}
+
 
 @dataclasses.dataclass
 class Head:
@@ -249,23 +254,10 @@ def score_head(
     ``head_inductive_accuracy``/``_nmi``/``_ari`` (with training codes and labels), label-free
     ``head_silhouette``, ``head_cluster_sizes``, and the seconds each fit took.
     """
-    settings = {
-        "n_clusters": params.n_clusters,
-        "n_components": params.n_components,
-        "n_neighbors": params.n_neighbors,
-        "min_dist": params.min_dist,
-        "metric": params.metric,
-        "n_epochs": params.n_epochs,
-        "covariance_type": params.covariance_type,
-        "gmm_n_init": params.gmm_n_init,
-    }
+    settings = params.fit_settings()
     test = _flat_codes(test_codes, "test codes")
     started = time.perf_counter()
-    heads = [fit_head(test, seed=seed, **settings)]
-    for other in range(seed + 1, seed + params.seeds):
-        heads.append(fit_head(test, seed=other, neighbours=heads[0].neighbours, **settings))
-    with small_blas():
-        likelihoods = [float(fitted.mixture.score(fitted.embedding)) for fitted in heads]
+    heads, likelihoods = _fit_over_seeds(test, seed, params.seeds, settings)
     chosen = int(np.argmax(likelihoods))
     head = heads[chosen]
     metrics: dict[str, Any] = {
@@ -304,6 +296,19 @@ def score_head(
         metrics["head_inductive_cluster_sizes"] = sorted((int(s) for s in sizes), reverse=True)
     arrays = {"embedding": head.embedding, "assignments": head.assignments}
     return metrics, arrays
+
+
+def _fit_over_seeds(
+    test: np.ndarray, seed: int, seeds: int, settings: Mapping[str, Any]
+) -> tuple[list[Head], list[float]]:
+    """Heads of seeds ``seed`` .. ``seed + seeds - 1`` on the same codes (one neighbour graph)
+    and each mixture's log-likelihood per code on its own manifold."""
+    heads = [fit_head(test, seed=seed, **settings)]
+    for other in range(seed + 1, seed + seeds):
+        heads.append(fit_head(test, seed=other, neighbours=heads[0].neighbours, **settings))
+    with small_blas():
+        likelihoods = [float(fitted.mixture.score(fitted.embedding)) for fitted in heads]
+    return heads, likelihoods
 
 
 # The figures refitted over seeds; label-free data: the silhouette only.

@@ -5,6 +5,8 @@ Fast by default; the test that trains IDEC for real is marked slow.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -99,13 +101,15 @@ def test_seed_summary_is_mean_and_sample_std():
 def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(digits_small):
     """cluster.seeds: heads fitted one by one with seeds s, s+1, ... (each recomputing its
     neighbour graph); the kept one has the highest mixture log-likelihood (scikit-learn's
-    ``score``) on its manifold; mean and sample std scored with scikit-learn's NMI and ARI."""
+    ``score``) on its manifold; mean and sample std scored with scikit-learn's NMI and ARI;
+    run side by side in two processes, the same figures and arrays."""
     from sklearn import metrics as sk
 
     codes = digits_small["x_test"].reshape(300, -1)
     labels = digits_small["y_test"]
     params = clustering.HeadParams(n_epochs=100, inductive_subsample=0, seeds=3)
     metrics, arrays = clustering.score_head(codes, labels, params=params, seed=5)
+    metrics_copy = dict(metrics)
     heads = [clustering.fit_head(codes, seed=seed, n_epochs=100) for seed in (5, 6, 7)]
     fits = [head.assignments for head in heads]
     likeliest = int(np.argmax([head.mixture.score(head.embedding) for head in heads]))
@@ -120,12 +124,29 @@ def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(
         assert metrics[f"head_{key}_mean"] == pytest.approx(np.mean(values))
         assert metrics[f"head_{key}_std"] == pytest.approx(np.std(values, ddof=1))
     assert metrics["head_accuracy"] == pytest.approx(accuracy[likeliest])
+    # The same fits side by side in two processes (the parent and a spawned one): same figures.
+    parallel = dataclasses.replace(params, processes=2)
+    side_by_side, parallel_arrays = clustering.score_head(codes, labels, params=parallel, seed=5)
+    side_by_side.pop("head_seconds"), metrics_copy.pop("head_seconds")
+    assert side_by_side == metrics_copy
+    assert np.array_equal(parallel_arrays["assignments"], arrays["assignments"])
+    assert np.array_equal(parallel_arrays["embedding"], arrays["embedding"])
     rows = clustering_report.head_rows(["pixels8"], {"pixels8": metrics | {"code_size": 64}}, {})
     quality = clustering_report.head_quality(rows)
     bar = np.mean(accuracy) - np.std(accuracy, ddof=1) >= 0.90
     assert (quality["below_0.90_mean_minus_std_with_code_ge_10"] == []) == bar
     section = clustering_report.render_head_section(rows, None, None, quality)
     assert f"{np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=1):.3f}" in section
+
+
+def test_tasks_spread_over_processes_come_back_in_order_and_raise_there():
+    from autoencoders import threads
+
+    arguments = [(2, 10), (3, 4), (5, 3), (7, 2), (10, 1)]
+    assert threads.spread_over_processes(pow, arguments, 2) == [2**10, 3**4, 5**3, 7**2, 10]
+    assert threads.spread_over_processes(pow, arguments, 1) == [2**10, 3**4, 5**3, 7**2, 10]
+    with pytest.raises(ZeroDivisionError):
+        threads.spread_over_processes(divmod, [(1, 0), (4, 2)], 2)
 
 
 # The head in a fresh process: its metrics and arrays, as bytes, for the comparison below.

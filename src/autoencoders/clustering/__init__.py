@@ -1,7 +1,7 @@
 """The N2D clustering head on a variant's codes (UMAP, then a Gaussian mixture) and its scores.
 
 ``head`` fits and scores it (``manifold``: UMAP pinned, exact neighbours); ``figures``
-draws it; ``stage`` is the ``cluster@V`` stage's work; ``report`` is the
+draws it (its 2-d view); ``stage`` is the ``cluster@V`` stage's work; ``report`` is the
 report's section on it. ``head``'s public names are importable from here.
 """
 
@@ -13,7 +13,6 @@ from autoencoders.clustering.head import (
     predict_head,
     score_head,
     summarise_seeds,
-    view_2d,
 )
 
 __all__ = [
@@ -24,5 +23,4 @@ __all__ = [
     "predict_head",
     "score_head",
     "summarise_seeds",
-    "view_2d",
 ]

@@ -10,6 +10,25 @@ from matplotlib.figure import Figure
 from autoencoders import plots
 
 
+def view_2d(embedding: np.ndarray, *, seed: int, how: str = "pca") -> tuple[np.ndarray, str]:
+    """A 2-d view of the head's manifold: its first two principal axes, or a 2-d UMAP of it."""
+    embedding = np.asarray(embedding, dtype=np.float64)
+    if embedding.shape[1] <= 2:
+        points = np.c_[embedding, np.zeros((len(embedding), 2 - embedding.shape[1]))]
+        return points, f"the {embedding.shape[1]}-d manifold itself"
+    if how == "umap":
+        from autoencoders.clustering.manifold import import_umap
+
+        umap = import_umap()
+        reducer = umap.UMAP(n_components=2, n_neighbors=20, min_dist=0.0, random_state=seed)
+        return reducer.fit_transform(embedding), f"2-d UMAP of the {embedding.shape[1]}-d manifold"
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=seed).fit(embedding)
+    share = float(np.sum(pca.explained_variance_ratio_))
+    return pca.transform(embedding), f"PCA of the {embedding.shape[1]}-d manifold ({share:.0%})"
+
+
 def plot_head_view(
     points: np.ndarray,
     assignments: np.ndarray,

@@ -45,7 +45,7 @@ import numpy as np
 from autoencoders.clustering.manifold import ExactNeighbours, import_umap
 from autoencoders.config import ConfigError
 from autoencoders.evaluation.latent import canonical_labels, label_scores
-from autoencoders.threads import small_blas
+from autoencoders.threads import small_blas, spread_over_processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,7 @@ class HeadParams:
     gmm_n_init: int = 1
     inductive_subsample: int = 10000  # training codes the inductive head is fitted on (0: none)
     seeds: int = 1  # N2D fits over this many seeds: the best likelihood kept, mean and std
+    processes: int = 1  # fits run side by side in this many processes (0: one a usable core)
     silhouette_sample: int = 2000
     view: str = "pca"  # the 2-d figure: "pca" of the manifold (free) or "umap" (a 2-d refit)
 
@@ -73,6 +74,7 @@ class HeadParams:
             "n_epochs": self.n_epochs >= 1,
             "gmm_n_init": self.gmm_n_init >= 1,
             "inductive_subsample": self.inductive_subsample >= 0,
+            "processes": self.processes >= 0,
             "seeds": self.seeds >= 1,
             "silhouette_sample": self.silhouette_sample >= 2,
         }
@@ -99,7 +101,7 @@ class HeadParams:
 class Head:
     """A fitted head: the UMAP reducer, the mixture, and what it saw."""
 
-    reducer: Any  # umap.UMAP
+    reducer: Any  # umap.UMAP (None in the seeds' heads of score_head: not needed there)
     mixture: Any  # sklearn.mixture.GaussianMixture
     embedding: np.ndarray  # (N, n_components) manifold of the fitted codes
     assignments: np.ndarray  # (N,) clusters of the fitted codes, canonically labelled
@@ -252,12 +254,18 @@ def score_head(
 
     Metrics: ``head_accuracy``, ``head_nmi``, ``head_ari`` (N2D protocol, with labels),
     ``head_inductive_accuracy``/``_nmi``/``_ari`` (with training codes and labels), label-free
-    ``head_silhouette``, ``head_cluster_sizes``, and the seconds each fit took.
+    ``head_silhouette``, ``head_cluster_sizes``, and the seconds the fits took. The fits (one a
+    seed, and the inductive one) are independent and single-threaded: they run side by side in
+    ``params.processes`` processes, each giving what it gives alone.
     """
-    settings = params.fit_settings()
     test = _flat_codes(test_codes, "test codes")
+    train = None
+    if train_codes is not None and params.inductive_subsample > 0:
+        train = inductive_sample(
+            _flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
+        )
     started = time.perf_counter()
-    heads, likelihoods = _fit_over_seeds(test, seed, params.seeds, settings)
+    heads, likelihoods, inductive = _fit_all(test, train, seed, params)
     chosen = int(np.argmax(likelihoods))
     head = heads[chosen]
     metrics: dict[str, Any] = {
@@ -281,15 +289,10 @@ def score_head(
     )
     if params.seeds > 1:
         metrics.update(_spread(heads, likelihoods, test_labels, seed, params))
-    if train_codes is not None and params.inductive_subsample > 0:
-        train = inductive_sample(
-            _flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
-        )
-        started = time.perf_counter()
-        inductive = fit_head(train, seed=seed, **settings)
-        _, predicted = predict_head(inductive, test)
+    if train is not None and inductive is not None:
+        predicted, seconds = inductive
         metrics["head_inductive_codes"] = len(train)
-        metrics["head_inductive_seconds"] = round(time.perf_counter() - started, 3)
+        metrics["head_inductive_seconds"] = round(seconds, 3)
         if test_labels is not None:
             metrics.update(label_scores(np.asarray(test_labels), predicted, "head_inductive_"))
         sizes = np.bincount(predicted, minlength=params.n_clusters)
@@ -298,17 +301,38 @@ def score_head(
     return metrics, arrays
 
 
-def _fit_over_seeds(
-    test: np.ndarray, seed: int, seeds: int, settings: Mapping[str, Any]
-) -> tuple[list[Head], list[float]]:
-    """Heads of seeds ``seed`` .. ``seed + seeds - 1`` on the same codes (one neighbour graph)
-    and each mixture's log-likelihood per code on its own manifold."""
-    heads = [fit_head(test, seed=seed, **settings)]
-    for other in range(seed + 1, seed + seeds):
-        heads.append(fit_head(test, seed=other, neighbours=heads[0].neighbours, **settings))
+def _fit_all(
+    test: np.ndarray, train: np.ndarray | None, seed: int, params: HeadParams
+) -> tuple[list[Head], list[float], tuple[np.ndarray, float] | None]:
+    """(heads of seeds ``seed`` .. ``seed + seeds - 1`` on the test codes, each mixture's
+    log-likelihood per code on its own manifold, the inductive head's (test clusters, seconds)
+    or None), fitted side by side; the seeds share one neighbour graph, computed here."""
+    settings = params.fit_settings()
+    k = max(2, min(params.n_neighbors, len(test) - 1))
+    graph = Neighbours.of(test, params.metric, k)
+    tasks: list[tuple[Any, ...]] = (
+        [("inductive", train, seed, settings, test)] if (train is not None) else []
+    )
+    tasks += [("seed", test, other, settings, graph) for other in range(seed, seed + params.seeds)]
+    results = spread_over_processes(_fit_task, tasks, params.processes)
+    inductive = results.pop(0) if train is not None else None
+    return [fitted for fitted, _ in results], [value for _, value in results], inductive
+
+
+def _fit_task(
+    kind: str, codes: np.ndarray, seed: int, settings: dict[str, Any], other: Any
+) -> Any:
+    """One of ``_fit_all``'s fits. ``seed``: (the head without its reducer, the mixture's
+    log-likelihood), ``other`` the codes' neighbour graph; ``inductive``: (the clusters of the
+    test codes ``other`` under a head fitted on ``codes``, the seconds it took)."""
+    started = time.perf_counter()
+    if kind == "inductive":
+        _, predicted = predict_head(fit_head(codes, seed=seed, **settings), other)
+        return predicted, time.perf_counter() - started
+    fitted = fit_head(codes, seed=seed, neighbours=other, **settings)
     with small_blas():
-        likelihoods = [float(fitted.mixture.score(fitted.embedding)) for fitted in heads]
-    return heads, likelihoods
+        likelihood = float(fitted.mixture.score(fitted.embedding))
+    return dataclasses.replace(fitted, reducer=None, neighbours=None), likelihood
 
 
 # The figures refitted over seeds; label-free data: the silhouette only.
@@ -347,23 +371,6 @@ def _spread(
         spread[f"{key}_std"] = summary[key]["std"]
         spread["head_seeds"][key] = summary[key]["values"]
     return spread
-
-
-def view_2d(embedding: np.ndarray, *, seed: int, how: str = "pca") -> tuple[np.ndarray, str]:
-    """A 2-d view of the head's manifold: its first two principal axes, or a 2-d UMAP of it."""
-    embedding = np.asarray(embedding, dtype=np.float64)
-    if embedding.shape[1] <= 2:
-        points = np.c_[embedding, np.zeros((len(embedding), 2 - embedding.shape[1]))]
-        return points, f"the {embedding.shape[1]}-d manifold itself"
-    if how == "umap":
-        umap = import_umap()
-        reducer = umap.UMAP(n_components=2, n_neighbors=20, min_dist=0.0, random_state=seed)
-        return reducer.fit_transform(embedding), f"2-d UMAP of the {embedding.shape[1]}-d manifold"
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=2, random_state=seed).fit(embedding)
-    share = float(np.sum(pca.explained_variance_ratio_))
-    return pca.transform(embedding), f"PCA of the {embedding.shape[1]}-d manifold ({share:.0%})"
 
 
 def summarise_seeds(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:

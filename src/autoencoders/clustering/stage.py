@@ -81,7 +81,7 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     )
     metrics["variant"] = variant
     metrics["code_size"] = int(test_codes.shape[1])
-    points, how = head.view_2d(arrays["embedding"], seed=seed, how=params.view)
+    points, how = figures.view_2d(arrays["embedding"], seed=seed, how=params.view)
     plot_dir = PLOTS_DIR / variant
     with fileio.atomic_directory(plot_dir) as staging:
         figures.plot_head_view(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from autoencoders.data import folders
+from autoencoders.threads import usable_cores
 
 # Files a thread takes at once: enough that handing out work costs little, few enough that
 # the last chunks of a block keep every core busy.
@@ -198,15 +199,7 @@ def decode_block(
     return reasons
 
 
-def worker_count() -> int:
-    """The cores this process may run on (its CPU affinity, which containers narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def make_executor(workers: int | None = None) -> ThreadPoolExecutor:
     """A pool of ``workers`` threads (default: one a core) for ``decode_block`` and the
     shard writes that overlap it."""
-    return ThreadPoolExecutor(worker_count() if workers is None else workers, "decode")
+    return ThreadPoolExecutor(usable_cores() if workers is None else workers, "decode")

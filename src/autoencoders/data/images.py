@@ -26,6 +26,7 @@ from tqdm import tqdm
 from autoencoders import fileio
 from autoencoders.data import decoding, folders, shards
 from autoencoders.errors import DataError
+from autoencoders.threads import usable_cores
 
 SPLITS = ("train", "val", "test")
 
@@ -128,7 +129,7 @@ def fetch_images(
     return the record (without seconds: it must hash the same on every fetch)."""
     root = params.check_path()
     index = folders.index_tree(root, params.labels)
-    workers = decoding.worker_count() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     total = sum(len(pairs) for pairs in index.splits.values())
     channels = folders.COLOR_MODES[params.color_mode][1]
     with contextlib.ExitStack() as stack:

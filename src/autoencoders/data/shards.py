@@ -12,6 +12,7 @@ batches, seeded-shuffled if asked, so memory stays bounded by the batch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -311,25 +312,46 @@ def iter_batches(
     In row order, or with ``shuffle`` a seeded permutation of the rows (the same for the same
     seed); ``with_labels`` yields (images, labels or None) pairs. Each batch's uint8 rows are
     read into one reused buffer (``rows``, ``take``: nothing of the split is mapped, so memory
-    stays bounded by the batch), then converted to float32 in one pass. Every batch is a new
-    array: a caller may keep it.
+    stays bounded by the batch), then converted to float32 in one pass; with more than one
+    usable core a second thread reads and converts the batch's second half (both passes
+    release the GIL for most of their work). Every batch is a new array: a caller may keep it.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autoencoders.threads import usable_cores
+
     source = ShardedSplit(split_dir, split, batch_size)
     order = np.random.default_rng(seed).permutation(len(source)) if shuffle else None
     stop = len(source) - len(source) % batch_size if drop_remainder else len(source)
     gathered = np.empty((min(batch_size, max(1, stop)), *source.shape[1:]), np.uint8)
-    for start in range(0, stop, batch_size):
-        end = min(start + batch_size, stop)
+
+    def fill(images: np.ndarray, start: int, low: int, high: int) -> None:
+        """Rows ``low:high`` of the batch from ``start``: read, then converted into ``images``."""
         if order is None:
-            rows = slice(start, end)
-            images = unit_float(source.rows(start, end, out=gathered))
+            source.rows(start + low, start + high, out=gathered[low:high])
         else:
-            rows = order[start:end]
-            images = unit_float(source.take(rows, out=gathered))
-        if with_labels:
-            yield images, (None if source.labels is None else source.labels[rows])
-        else:
-            yield images
+            source.take(order[start + low : start + high], out=gathered[low:high])
+        unit_float(gathered[low:high], out=images[low:high])
+
+    with ThreadPoolExecutor(1, "batch") if usable_cores() > 1 else _no_pool() as pool:
+        for start in range(0, stop, batch_size):
+            end = min(start + batch_size, stop)
+            images = np.empty((end - start, *source.shape[1:]), np.float32)
+            half = (end - start) // 2 if pool is not None else end - start
+            second = None if pool is None else pool.submit(fill, images, start, half, end - start)
+            fill(images, start, 0, half)
+            if second is not None:
+                second.result()
+            if with_labels:
+                rows = slice(start, end) if order is None else order[start:end]
+                yield images, (None if source.labels is None else source.labels[rows])
+            else:
+                yield images
+
+
+@contextlib.contextmanager
+def _no_pool() -> Iterator[None]:
+    yield None
 
 
 def load_split_arrays(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -196,8 +196,6 @@ def test_fetch_and_splits_are_identical_across_runs_and_worker_counts(tmp_path):
     fetch(tree, tmp_path / "raw1", workers=1)
     fetch(tree, tmp_path / "raw2", workers=2)
     assert _contents(tmp_path / "raw1") == _contents(tmp_path / "raw2")
-    images.fetch_images(params(tree), tmp_path / "raw3", workers=2, processes=True)
-    assert _contents(tmp_path / "raw1") == _contents(tmp_path / "raw3")
     first = data.preprocess(tmp_path / "raw1", tmp_path / "a", 0.2, seed=5, test_fraction=0.2)
     again = data.preprocess(tmp_path / "raw2", tmp_path / "b", 0.2, seed=5, test_fraction=0.2)
     other = data.preprocess(tmp_path / "raw1", tmp_path / "c", 0.2, seed=6, test_fraction=0.2)
@@ -255,22 +253,20 @@ def test_bad_files_fail_the_fetch_in_one_line_and_keep_the_previous_output(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "raw"]
 
 
-@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
-def test_bad_files_are_found_the_same_by_two_threads_or_processes(tmp_path, processes):
-    """More than two chunks, so both workers meet files; the same message and skipped list
-    as one thread's, and the same shards when skipping."""
+def test_bad_files_are_found_the_same_by_one_thread_or_two(tmp_path):
+    """More than two chunks, so both threads meet files; the same message as one thread's,
+    and the same shards when skipping."""
     tree = make_bad_tree(tmp_path / "tree")
     for extra in range(150):
         _save(
             tree / "good" / f"x{extra:03d}.png", _pixels(np.random.default_rng(extra), 20, 20, 3)
         )
     messages = []
-    for workers, use in ((1, None), (2, processes)):
+    for workers in (1, 2):
         with pytest.raises(data.DataError) as raised:
-            images.fetch_images(params(tree), tmp_path / "raw", workers=workers, processes=use)
+            fetch(tree, tmp_path / "raw", workers=workers)
         messages.append(str(raised.value))
-        skip = params(tree, on_bad_file="skip")
-        images.fetch_images(skip, tmp_path / f"skip{workers}", workers=workers, processes=use)
+        fetch(tree, tmp_path / f"skip{workers}", workers=workers, on_bad_file="skip")
     assert messages[0] == messages[1] and messages[0].startswith("5 bad image files in ")
     assert _contents(tmp_path / "skip1") == _contents(tmp_path / "skip2")
     assert not (tmp_path / "raw").exists()

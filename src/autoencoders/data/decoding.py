@@ -1,14 +1,12 @@
-"""Decode and resize image files with Pillow, over every core, into uint8 blocks.
+"""Decode and resize image files with Pillow, in threads over every core, into uint8 blocks.
 
 ``render`` is one opened image converted to the colour mode, centre-cropped or zero-padded to
 the target's aspect ratio when asked, resized with Pillow's filter; ``decode_file`` is that for
 a file on disk, as uint8 (H, W, C). ``decode_block`` reads, checks (``folders.inspect``) and
-decodes a list of files into the rows of one preallocated uint8 block, chunk by chunk: each
-file is read once and its pixels land in their row, so the bytes never depend on how many
-threads or processes decode. Two pools run the chunks: threads (``make_executor``; Pillow
-releases the GIL while it decodes and resizes, but reading, checking and calling it hold it,
-so they scale to little more than one core) and spawned processes (``ProcessDecoder``, for
-large folders: each chunk's pixels come back pickled, about 1% of its decode time).
+decodes a list of files into the rows of one preallocated uint8 block, chunk by chunk in a
+thread pool: each file is read once, its pixels land in their row (the bytes never depend on
+the number of threads), and nothing is pickled between processes. Pillow releases the GIL while
+it decodes, converts and resizes, so the threads run those on every core at once.
 
 Pillow's resize filters antialias when they shrink (TensorFlow's ``tf.image.resize``, which
 keras's ``image_dataset_from_directory`` uses, does not by default): the pixels differ from
@@ -17,11 +15,10 @@ keras's, by design. EXIF orientation is not applied (as keras and torchvision's 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +32,6 @@ from autoencoders.threads import usable_cores
 CHUNK_FILES = 64
 
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
-
-# Folders of fewer files decode in threads: starting the processes (about a second) costs more.
-PROCESS_FILES = 2048
 
 
 def _resample(name: str) -> int:
@@ -182,23 +176,18 @@ def decode_block(
     relatives: Sequence[str],
     root: str | Path,
     settings: dict[str, Any],
-    check_only: Any,
+    check_only: threading.Event,
     fail_fast: bool,
-    executor: ThreadPoolExecutor | ProcessDecoder | None = None,
+    executor: ThreadPoolExecutor | None = None,
     progress: Any = None,
 ) -> list[str | None]:
     """``decode_into`` over ``relatives`` (rows 0.. of ``out``) in chunks of ``CHUNK_FILES``,
-    on ``executor``'s threads or processes (or this thread); the reasons in file order.
-    ``check_only``: a ``threading.Event``, or a ``ProcessDecoder``'s own."""
+    on ``executor``'s threads (or this one); the reasons in file order."""
     arguments = (str(root), settings, check_only, fail_fast)
     starts = range(0, len(relatives), CHUNK_FILES)
     chunks = [(out, start, relatives[start : start + CHUNK_FILES]) for start in starts]
     if executor is None:
         results = (decode_into(*chunk, *arguments) for chunk in chunks)
-    elif isinstance(executor, ProcessDecoder):
-        futures = [executor.decode(*chunk, *arguments[:2], fail_fast) for chunk in chunks]
-        results = (executor.land(out, start, future) for (_, start, _), future in zip(
-            chunks, futures, strict=True))  # fmt: skip
     else:
         futures = [executor.submit(decode_into, *chunk, *arguments) for chunk in chunks]
         results = (future.result() for future in futures)
@@ -208,59 +197,6 @@ def decode_block(
         if progress is not None:
             progress.update(len(result))
     return reasons
-
-
-_CHILD_CHECK_ONLY: Any = None  # a ProcessDecoder's flag, in each of its processes
-
-
-def _child_init(check_only: Any) -> None:
-    global _CHILD_CHECK_ONLY
-    _CHILD_CHECK_ONLY = check_only
-
-
-def _decode_chunk(
-    row_shape: tuple[int, ...], relatives: Sequence[str], root: str, settings, fail_fast: bool
-) -> tuple[list[str | None], np.ndarray]:
-    """``decode_into`` in a ``ProcessDecoder``'s process: (reasons, the chunk's pixels)."""
-    pixels = np.zeros((len(relatives), *row_shape), np.uint8)
-    reasons = decode_into(pixels, 0, relatives, root, settings, _CHILD_CHECK_ONLY, fail_fast)
-    return reasons, pixels
-
-
-class ProcessDecoder:
-    """``workers`` spawned processes that decode chunks (``decode_block``), a thread for the
-    work that stays here (``submit``: the shard writes), and the flag they share
-    (``check_only``: ``threading.Event``'s ``set`` and ``is_set``). A context manager."""
-
-    def __init__(self, workers: int) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        self.check_only = context.Event()
-        self._processes = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_child_init, initargs=(self.check_only,)
-        )
-        self._thread = ThreadPoolExecutor(1, "write")
-
-    def decode(self, out, first_row, relatives, root, settings, fail_fast) -> Future:
-        return self._processes.submit(
-            _decode_chunk, out.shape[1:], relatives, root, settings, fail_fast
-        )
-
-    @staticmethod
-    def land(out: np.ndarray, first_row: int, future: Future) -> list[str | None]:
-        """The chunk's reasons, its pixels copied into their rows of ``out``."""
-        reasons, pixels = future.result()
-        out[first_row : first_row + len(pixels)] = pixels
-        return reasons
-
-    def submit(self, function: Any, *arguments: Any) -> Future:
-        return self._thread.submit(function, *arguments)
-
-    def __enter__(self) -> ProcessDecoder:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._thread.shutdown()
-        self._processes.shutdown(cancel_futures=True)
 
 
 def make_executor(workers: int | None = None) -> ThreadPoolExecutor:

@@ -70,8 +70,7 @@ class _Decoder:
             "pad_to_aspect_ratio": params.pad_to_aspect_ratio,
         }
         self.fail_fast = params.on_bad_file == "fail"
-        shared = isinstance(executor, decoding.ProcessDecoder)
-        self.check_only = executor.check_only if shared else threading.Event()
+        self.check_only = threading.Event()
         self.with_labels = params.labels is not None
 
     def block(self, out: np.ndarray, relatives: list[str]) -> list[str | None]:
@@ -124,16 +123,10 @@ def _decode_split(decoder: _Decoder, pairs, writer: shards.ShardWriter) -> dict[
 
 
 def fetch_images(
-    params: folders.FolderParams,
-    raw_dir: str | Path,
-    workers: int | None = None,
-    processes: bool | None = None,
+    params: folders.FolderParams, raw_dir: str | Path, workers: int | None = None
 ) -> dict[str, Any]:
     """Decode the folder ``params.path`` once into ``raw_dir``'s uint8 shards + source.json;
-    return the record (without seconds: it must hash the same on every fetch).
-
-    ``workers`` threads, or processes (``processes``; default: from ``PROCESS_FILES`` files
-    on), decode; the shards' bytes are the same whichever."""
+    return the record (without seconds: it must hash the same on every fetch)."""
     root = params.check_path()
     index = folders.index_tree(root, params.labels)
     workers = usable_cores() if workers is None else workers
@@ -142,10 +135,7 @@ def fetch_images(
     with contextlib.ExitStack() as stack:
         executor = None
         if workers > 1 and total > decoding.CHUNK_FILES:
-            if total >= decoding.PROCESS_FILES if processes is None else processes:
-                executor = stack.enter_context(decoding.ProcessDecoder(workers))
-            else:
-                executor = stack.enter_context(decoding.make_executor(workers))
+            executor = stack.enter_context(decoding.make_executor(workers))
         progress = stack.enter_context(
             tqdm(
                 total=total,

@@ -126,6 +126,11 @@ class Neighbours:
         return cls(index, indices, distances, k)
 
 
+def neighbour_count(n_neighbors: int, codes: int) -> int:
+    """The neighbours a head on ``codes`` codes uses: ``n_neighbors``, fewer when they lack."""
+    return max(2, min(n_neighbors, codes - 1))
+
+
 def _flat_codes(codes: Any, name: str = "codes") -> np.ndarray:
     array = np.asarray(codes)
     if array.ndim < 2 or len(array) == 0:
@@ -161,7 +166,7 @@ def fit_head(
     if len(flat) < n_clusters:
         raise ValueError(f"{len(flat)} codes cannot make {n_clusters} clusters.")
     started = time.perf_counter()
-    k = max(2, min(n_neighbors, len(flat) - 1))
+    k = neighbour_count(n_neighbors, len(flat))
     components = max(1, min(n_components, len(flat) - 2))
     if neighbours is None or neighbours.k != k:
         neighbours = Neighbours.of(flat, metric, k)
@@ -289,7 +294,7 @@ def score_head(
     )
     if params.seeds > 1:
         metrics.update(_spread(heads, likelihoods, test_labels, seed, params))
-    if train is not None and inductive is not None:
+    if inductive is not None:  # fitted when there are training codes
         predicted, seconds = inductive
         metrics["head_inductive_codes"] = len(train)
         metrics["head_inductive_seconds"] = round(seconds, 3)
@@ -308,10 +313,9 @@ def _fit_all(
     log-likelihood per code on its own manifold, the inductive head's (test clusters, seconds)
     or None), fitted side by side; the seeds share one neighbour graph, computed here."""
     settings = params.fit_settings()
-    k = max(2, min(params.n_neighbors, len(test) - 1))
-    graph = Neighbours.of(test, params.metric, k)
+    graph = Neighbours.of(test, params.metric, neighbour_count(params.n_neighbors, len(test)))
     tasks: list[tuple[Any, ...]] = (
-        [("inductive", train, seed, settings, test)] if (train is not None) else []
+        [] if train is None else [("inductive", train, seed, settings, test)]
     )
     tasks += [("seed", test, other, settings, graph) for other in range(seed, seed + params.seeds)]
     results = spread_over_processes(_fit_task, tasks, params.processes)

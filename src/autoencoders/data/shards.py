@@ -333,7 +333,9 @@ def iter_batches(
             source.take(order[start + low : start + high], out=gathered[low:high])
         unit_float(gathered[low:high], out=images[low:high])
 
-    with ThreadPoolExecutor(1, "batch") if usable_cores() > 1 else _no_pool() as pool:
+    with (
+        ThreadPoolExecutor(1, "batch") if usable_cores() > 1 else contextlib.nullcontext() as pool
+    ):
         for start in range(0, stop, batch_size):
             end = min(start + batch_size, stop)
             images = np.empty((end - start, *source.shape[1:]), np.float32)
@@ -347,11 +349,6 @@ def iter_batches(
                 yield images, (None if source.labels is None else source.labels[rows])
             else:
                 yield images
-
-
-@contextlib.contextmanager
-def _no_pool() -> Iterator[None]:
-    yield None
 
 
 def load_split_arrays(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -183,6 +183,34 @@ def test_train_and_test_sub_trees_are_kept_as_the_test_split(tmp_path):
     assert shards.ShardedSplit(tmp_path / "out", "test").files()[0] == "test/cats/0.png"
 
 
+def test_normal_classes_on_shards_keep_the_rows_the_npz_path_keeps(tmp_path):
+    """The same images as shards and as an npz: data.normal_classes keeps the same train and
+    val rows and sets the same other validation images aside as val_anomalies."""
+    rng = np.random.default_rng(8)
+    for name, count in (("ants", 12), ("bees", 9), ("wasps", 7)):
+        for index in range(count):
+            _save(tmp_path / "tree" / name / f"{index}.png", _pixels(rng, 10, 10, 3))
+    fetch(tmp_path / "tree", tmp_path / "raw")
+    plain = data.preprocess(tmp_path / "raw", tmp_path / "plain", 0.25, seed=1)
+    card = data.preprocess(tmp_path / "raw", tmp_path / "out", 0.25, seed=1, normal_classes=[1])
+    assert card["normal_classes"] == [1] and "normal_classes" not in plain
+    splits = {name: data.load_split(tmp_path / "plain", name) for name in data.SPLITS}
+    reference = data.classes.split_normal(splits, [1])  # the npz path's filter
+    for name in ("train", "val", "test"):
+        x, y = data.load_split(tmp_path / "out", name)
+        np.testing.assert_array_equal(x, reference[name][0])
+        np.testing.assert_array_equal(y, reference[name][1])
+    x, y = data.load_val_anomalies(tmp_path / "out")
+    np.testing.assert_array_equal(x, reference["val_anomalies"][0])
+    assert set(y.tolist()) == {0, 2} and len(y) + card["counts"]["val"] == plain["counts"]["val"]
+    assert card["counts"]["val_anomalies"] == len(y)
+    assert list(card["split_sha256"]) == ["train", "val", "test", "val_anomalies"]
+    assert data.load_val_anomalies(tmp_path / "plain") is None
+    with pytest.raises(config.ConfigError, match=r"names class\(es\) \[7\]"):
+        data.preprocess(tmp_path / "raw", tmp_path / "bad", 0.25, seed=1, normal_classes=[7])
+    assert not (tmp_path / "bad").exists()
+
+
 def _contents(directory: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
 

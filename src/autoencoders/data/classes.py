@@ -35,19 +35,18 @@ def check_normal_classes(normal_classes: Sequence[int] | None) -> tuple[int, ...
     return classes
 
 
-def split_normal(
-    splits: Mapping[str, tuple[np.ndarray, np.ndarray | None]], normal_classes: Sequence[int]
-) -> Splits:
-    """train and val with only ``normal_classes``, ``val_anomalies`` the rest of val, test as
-    it was; a class the training labels lack, or a split left empty, raises ConfigError."""
+def normal_rows(
+    labels: Mapping[str, np.ndarray | None], normal_classes: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Which rows of the ``train`` and ``val`` labels are of ``normal_classes`` (a boolean mask
+    each); a class the labels lack, a split left empty, or no labels raise ConfigError."""
     classes = check_normal_classes(normal_classes) or ()
-    labels = [y for name, (_, y) in splits.items() if name in ("train", "val")]
-    if any(y is None for y in labels):
+    if any(labels[name] is None for name in ("train", "val")):
         raise ConfigError(
-            f"{KEY} needs labels but the data has none (an npz without y): add y or set "
-            f"{KEY}: null."
+            f"{KEY} needs labels but the data has none (an npz without y, or images read with "
+            f"labels: null): add them or set {KEY}: null."
         )
-    present = np.unique(np.concatenate(labels))
+    present = np.unique(np.concatenate([labels["train"], labels["val"]]))
     missing = sorted(set(classes) - set(present.tolist()))
     if missing:
         raise ConfigError(
@@ -59,20 +58,30 @@ def split_normal(
             f"{KEY} lists every class of the data ({present.tolist()}): nothing is left as an "
             "anomaly; drop one or set null."
         )
-    result: Splits = {}
+    masks = {}
     for name in ("train", "val"):
-        x, y = splits[name]
-        normal = np.isin(y, classes)
-        if not normal.any():
+        masks[name] = np.isin(labels[name], classes)
+        if not masks[name].any():
             raise ConfigError(
                 f"{KEY} {list(classes)} leaves the {name} split empty: raise data.val_fraction "
                 "or pick classes the split holds."
             )
-        result[name] = (x[normal], y[normal])
-        if name == "val":
-            result[VAL_ANOMALIES] = (x[~normal], y[~normal])
-    result["test"] = splits["test"]
-    return {name: result[name] for name in ("train", "val", "test", VAL_ANOMALIES)}
+    return masks
 
 
-__all__ = ["KEY", "VAL_ANOMALIES", "Splits", "check_normal_classes", "split_normal"]
+def split_normal(
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray | None]], normal_classes: Sequence[int]
+) -> Splits:
+    """train and val with only ``normal_classes``, ``val_anomalies`` the rest of val, test as
+    it was (the checks of ``normal_rows``)."""
+    masks = normal_rows({name: splits[name][1] for name in ("train", "val")}, normal_classes)
+    (x_train, y_train), (x_val, y_val) = splits["train"], splits["val"]
+    return {
+        "train": (x_train[masks["train"]], y_train[masks["train"]]),
+        "val": (x_val[masks["val"]], y_val[masks["val"]]),
+        "test": splits["test"],
+        VAL_ANOMALIES: (x_val[~masks["val"]], y_val[~masks["val"]]),
+    }
+
+
+__all__ = ["KEY", "VAL_ANOMALIES", "Splits", "check_normal_classes", "normal_rows", "split_normal"]

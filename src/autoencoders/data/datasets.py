@@ -165,12 +165,9 @@ def preprocess(
         )
     raw_dir = Path(raw_dir)
     if shards.holds_shards(raw_dir):  # the images source: uint8 shards, split without a decode
-        if normal_classes is not None:
-            raise DataError(
-                "data.normal_classes is not supported for data.source images yet: set it to "
-                "null, or sort the normal images into their own folder."
-            )
-        return images.preprocess_shards(raw_dir, processed_dir, val_fraction, test_fraction, seed)
+        return images.preprocess_shards(
+            raw_dir, processed_dir, val_fraction, test_fraction, seed, normal_classes
+        )
     source = fileio.read_json(raw_dir / "source.json")
     refetch = "re-run `dvc repro --force fetch`"
     raw = read_npz(raw_dir / "dataset.npz", refetch)
@@ -207,7 +204,10 @@ def load_split(processed_dir: str | Path, split: str) -> tuple[np.ndarray, np.nd
 
 
 def load_val_anomalies(processed_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(x, y) of the validation images outside ``data.normal_classes``, or None without them."""
+    """(x, y) of the validation images outside ``data.normal_classes``, or None without them
+    (npz or shards, the whole split in memory)."""
+    if shards.holds_shards(processed_dir, classes.VAL_ANOMALIES):
+        return shards.load_split_arrays(processed_dir, classes.VAL_ANOMALIES)
     path = Path(processed_dir) / f"{classes.VAL_ANOMALIES}.npz"
     if not path.exists():
         return None

@@ -8,7 +8,8 @@ uint8 shards (``train``, and ``test`` for a tree with ``train/`` and ``test/``) 
 files are only checked, not decoded, and nothing is left written), or is skipped and listed
 (``on_bad_file``). ``preprocess_shards``: seeded, class-stratified test (unless the tree had
 one) and validation splits, gathered from the raw shards chunk by chunk into
-``data/processed/{train,val,test}-NNNNN.npy`` with labels, file lists and ``card.json``.
+``data/processed/{train,val,test}-NNNNN.npy`` with labels, file lists and ``card.json`` (and
+``val_anomalies`` with ``data.normal_classes``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from autoencoders import fileio
-from autoencoders.data import decoding, folders, shards
+from autoencoders.data import classes, decoding, folders, shards
 from autoencoders.errors import DataError
 from autoencoders.threads import usable_cores
-
-SPLITS = ("train", "val", "test")
 
 GATHER_ROWS = 4096  # rows copied from the raw shards at a time by preprocess
 
@@ -234,9 +233,11 @@ def _write_split(source: shards.ShardedSplit, rows: np.ndarray, staging: Path, n
 
 def preprocess_shards(
     raw_dir: str | Path, processed_dir: str | Path, val_fraction: float, test_fraction: float,
-    seed: int,
+    seed: int, normal_classes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The processed splits of a sharded ``data/raw`` and the data card; return the card."""
+    """The processed splits of a sharded ``data/raw`` and the data card; return the card.
+    With ``normal_classes`` train and val keep those classes (``classes.normal_rows``), the
+    rest of val is the ``val_anomalies`` split and the card names them, as for npz data."""
     raw_dir = Path(raw_dir)
     source = fileio.read_json(raw_dir / "source.json")
     pool = shards.ShardedSplit(raw_dir, "train")
@@ -250,14 +251,34 @@ def preprocess_shards(
     kept_labels = None if pool.labels is None else pool.labels[kept]
     train, val = holdout(kept_labels, len(kept), val_fraction, seed, "val_fraction")
     plan = {"train": (pool, kept[train]), "val": (pool, kept[val]), "test": test}
+    if normal_classes is not None:
+        plan = _normal_plan(plan, normal_classes)
     with fileio.atomic_directory(processed_dir) as staging:
         results, means = {}, {}
         for name, (split_source, rows) in plan.items():
             results[name], means[name] = _write_split(split_source, rows, staging, name)
         card = _card(source, plan, results, means, val_fraction, test_fraction, seed)
         card["test_split"] = test_split
+        if normal_classes is not None:
+            card["normal_classes"] = list(normal_classes)
         fileio.write_json(staging / "card.json", card)
     return card
+
+
+def _normal_plan(plan: dict[str, Any], normal_classes: tuple[int, ...]) -> dict[str, Any]:
+    """``plan`` with train and val cut to ``normal_classes``, the rest of val as val_anomalies."""
+    labels = {
+        name: None if source.labels is None else source.labels[rows]
+        for name, (source, rows) in plan.items()
+    }
+    masks = classes.normal_rows(labels, normal_classes)
+    (pool, train_rows), (_, val_rows) = plan["train"], plan["val"]
+    return {
+        "train": (pool, train_rows[masks["train"]]),
+        "val": (pool, val_rows[masks["val"]]),
+        "test": plan["test"],
+        classes.VAL_ANOMALIES: (pool, val_rows[~masks["val"]]),
+    }
 
 
 def _card(source, plan, results, means, val_fraction, test_fraction, seed) -> dict[str, Any]:
@@ -268,7 +289,7 @@ def _card(source, plan, results, means, val_fraction, test_fraction, seed) -> di
         histogram[name] = (
             None if labels is None else np.bincount(labels, minlength=len(class_names)).tolist()
         )
-    split_sha256 = {name: shards.split_digest(results[name]["files"]) for name in SPLITS}
+    split_sha256 = {name: shards.split_digest(results[name]["files"]) for name in plan}
     return {
         "source": source["source"],
         "mirror": source.get("mirror"),
@@ -281,14 +302,14 @@ def _card(source, plan, results, means, val_fraction, test_fraction, seed) -> di
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "seed": seed,
-        "counts": {name: results[name]["count"] for name in SPLITS},
+        "counts": {name: results[name]["count"] for name in plan},
         "num_classes": len(class_names),
         "class_names": class_names,
         "class_histogram": histogram,
         "pixel_mean": means,
         "split_sha256": split_sha256,
-        "shards": {n: sha for name in SPLITS for n, sha in results[name]["files"].items()},
-        "checksum": hashlib.sha256("".join(split_sha256[n] for n in SPLITS).encode()).hexdigest(),
+        "shards": {n: sha for name in plan for n, sha in results[name]["files"].items()},
+        "checksum": hashlib.sha256("".join(split_sha256.values()).encode()).hexdigest(),
         "skipped": source.get("skipped", []),
         "ignored": source.get("ignored"),
     }

@@ -87,6 +87,37 @@ def test_summary_spreads_against_numpy() -> None:
     assert "| 0 | 1 | mean |" in one_class_report.render_markdown(report)
 
 
+def test_shared_candidates_equal_each_candidate_fitted_alone() -> None:
+    """choose_score fits every score once and shares it: each candidate's AUROC and ScoreModel
+    must be what anomaly.fit_score_model gives that candidate on its own."""
+    from autoencoders import anomaly
+
+    rng = np.random.default_rng(3)
+
+    def outputs(count: int, shift: float) -> anomaly.ScoreInputs:
+        images = rng.random((count, 12, 12, 1), dtype=np.float32)
+        noise = rng.normal(0, 0.05 + shift, images.shape).astype(np.float32)
+        codes = rng.normal(shift * 10, 1, (count, 3)).astype(np.float32)
+        return anomaly.ScoreInputs(images, np.clip(images + noise, 0, 1), codes)
+
+    candidates = ["reconstruction", "ssim", "density", "ssim+density", "density+reconstruction"]
+    settings = config.from_mapping(
+        one_class.OneClassConfig, {"candidates": candidates, "n_components": 2}, "anomaly_bench"
+    )
+    train_codes = rng.normal(0, 1, (200, 3)).astype(np.float32)
+    normal, anomalous = outputs(60, 0.0), outputs(40, 0.1)
+    best, model, figures = one_class.choose_score(settings, train_codes, normal, anomalous, 0)
+    labels = np.r_[np.zeros(60, np.int64), np.ones(40, np.int64)]
+    for candidate in candidates:
+        alone = anomaly.fit_score_model(train_codes, normal, settings.score_config(candidate, 0))
+        scores = np.r_[alone.score(normal), alone.score(anomalous)]
+        assert figures[candidate] == roc_auc_score(labels, scores), candidate
+        if candidate == best:
+            assert model.to_dict() == alone.to_dict()
+            np.testing.assert_array_equal(model.score(anomalous), alone.score(anomalous))
+    assert len(set(figures.values())) > 1  # the candidates really differ on these images
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
     splits = one_class.Splits(**mnist_small)

@@ -205,14 +205,26 @@ def choose_score(
     seed: int,
 ) -> tuple[str, anomaly.ScoreModel, dict[str, float]]:
     """Each candidate fitted (densities on training codes, standardisation on validation
-    normals) and ranked by validation AUROC; (the best's name, its ScoreModel, every AUROC)."""
+    normals) and ranked by validation AUROC; (the best's name, its ScoreModel, every AUROC).
+
+    The candidates share their parts: every score any of them names is fitted and computed
+    once (one mixture, one SSIM pass), and each candidate is the ScoreModel ``fit_score_model``
+    would give it alone, the same numbers summed in its own order."""
     labels = np.r_[np.zeros(len(val_normal), np.int64), np.ones(len(val_anomaly), np.int64)]
+    names = "+".join(dict.fromkeys(n for c in settings.candidates for n in c.split("+")))
+    every = anomaly.fit_score_model(train_codes, val_normal, settings.score_config(names, seed))
+    parts = [every.components(val_normal), every.components(val_anomaly)]
     fitted, figures = {}, {}
     for candidate in settings.candidates:
-        model = anomaly.fit_score_model(
-            train_codes, val_normal, settings.score_config(candidate, seed)
+        config = settings.score_config(candidate, seed)
+        model = dataclasses.replace(
+            every,
+            config=config,
+            standardisation={name: every.standardisation[name] for name in config.scores},
+            mixture=every.mixture if "density" in config.scores else None,
+            gaussian=every.gaussian if "mahalanobis" in config.scores else None,
         )
-        scores = np.r_[model.score(val_normal), model.score(val_anomaly)]
+        scores = np.concatenate([anomaly.combine(part, model.standardisation) for part in parts])
         fitted[candidate], figures[candidate] = model, anomaly.auroc(labels, scores)
     best = max(settings.candidates, key=lambda name: figures[name])  # first of equals
     return best, fitted[best], figures

@@ -206,10 +206,8 @@ def choose_score(
 ) -> tuple[str, anomaly.ScoreModel, dict[str, float]]:
     """Each candidate fitted (densities on training codes, standardisation on validation
     normals) and ranked by validation AUROC; (the best's name, its ScoreModel, every AUROC).
-
-    The candidates share their parts: every score any of them names is fitted and computed
-    once (one mixture, one SSIM pass), and each candidate is the ScoreModel ``fit_score_model``
-    would give it alone, the same numbers summed in its own order."""
+    Each score any candidate names is fitted and computed once (one mixture, one SSIM pass);
+    each candidate is the ScoreModel ``fit_score_model`` would give it alone."""
     labels = np.r_[np.zeros(len(val_normal), np.int64), np.ones(len(val_anomaly), np.int64)]
     names = "+".join(dict.fromkeys(n for c in settings.candidates for n in c.split("+")))
     every = anomaly.fit_score_model(train_codes, val_normal, settings.score_config(names, seed))

@@ -267,12 +267,11 @@ def preprocess_shards(
 
 def _normal_plan(plan: dict[str, Any], normal_classes: tuple[int, ...]) -> dict[str, Any]:
     """``plan`` with train and val cut to ``normal_classes``, the rest of val as val_anomalies."""
-    labels = {
-        name: None if source.labels is None else source.labels[rows]
-        for name, (source, rows) in plan.items()
-    }
-    masks = classes.normal_rows(labels, normal_classes)
     (pool, train_rows), (_, val_rows) = plan["train"], plan["val"]
+    labels = {"train": None, "val": None}
+    if pool.labels is not None:
+        labels = {"train": pool.labels[train_rows], "val": pool.labels[val_rows]}
+    masks = classes.normal_rows(labels, normal_classes)
     return {
         "train": (pool, train_rows[masks["train"]]),
         "val": (pool, val_rows[masks["val"]]),

@@ -6,8 +6,10 @@ python -m autoencoders.benchmarks data --folder data/bench-images   # make bench
 Rows, each timed in a fresh process (its peak RSS from ``resource.getrusage``):
 - first pass: ``fetch`` (index, check, decode, resize, write uint8 shards) against keras's first
   epoch (its listing of the folder included, as fetch's is), same size, bilinear, all cores;
-- later epochs: one shuffled pass of float32 batches from the shards (``iter_batches``, what
-  training reads) against keras's second epoch, which decodes every file again (no cache);
+- later epochs: one shuffled pass of float32 batches from the shards against keras's second
+  epoch, which decodes every file again (no cache): ``iter_batches`` (the library's reader),
+  and the ``tf.data`` pipeline training on TensorFlow reads (``data.make_split_dataset``, its
+  second epoch, as keras's is);
 - ``preprocess`` (seeded splits gathered from the shards);
 - DVC: the first and the no-op ``dvc repro`` and ``dvc status`` of a project whose ``fetch``
   stage depends on the folder (``benchmarks/dvc_noop.py``).
@@ -69,7 +71,14 @@ def _ours(role: str, folder: str, scratch: str, size: list[int], color_mode: str
     elif role == "preprocess":
         card = images.preprocess_shards(raw, processed, 0.1, 0.1, seed=0)
         count = sum(card["counts"].values())
-    else:  # one epoch of training's input: shuffled float32 batches of the raw shards
+    elif role == "training":  # what model.fit reads on TensorFlow: its second epoch, timed
+        from autoencoders import data
+
+        dataset = data.make_split_dataset(data.open_split(raw, "train"), BATCH, shuffle=True)
+        count = sum(int(batch.shape[0]) for batch, _ in dataset)
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        count = sum(int(batch.shape[0]) for batch, _ in dataset)
+    else:  # one epoch of the library's reader: shuffled float32 batches of the raw shards
         batches = shards.iter_batches(raw, "train", BATCH, shuffle=role == "epoch", seed=0)
         count = sum(len(batch) for batch in batches)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
@@ -127,7 +136,7 @@ def run_data_bench(
     with tempfile.TemporaryDirectory(prefix="data-bench-", dir=folder.parent) as scratch:
         ours = {
             role: _child(role, str(folder), scratch, size, color_mode)
-            for role in ("fetch", "preprocess", "epoch", "in_order")
+            for role in ("fetch", "preprocess", "epoch", "in_order", "training")
         }
         keras = _child("keras", str(folder), size, color_mode)
     dvc = dvc_noop.run_dvc_bench(folder, size, color_mode) if with_dvc else None
@@ -152,9 +161,10 @@ def run_data_bench(
 def ratios(report: dict[str, Any]) -> dict[str, float]:
     ours, keras = report["ours"], report["keras"]
     return {
-        "first_pass": round(_rate(ours["fetch"]) / _rate(keras["first_pass"]), 2),
+        "first_pass": round(_rate(ours["fetch"]) / _rate(keras["first_pass"]), 3),
         "epoch": round(_rate(ours["epoch"]) / _rate(keras["second_pass"]), 1),
         "epoch_in_order": round(_rate(ours["in_order"]) / _rate(keras["second_pass"]), 1),
+        "training_epoch": round(_rate(ours["training"]) / _rate(keras["second_pass"]), 1),
     }
 
 
@@ -164,7 +174,8 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     rows = {
         "first_pass_vs_keras": (report["ratios"]["first_pass"], TARGETS["first_pass"], ">="),
         "epoch_vs_keras": (report["ratios"]["epoch"], TARGETS["epoch"], ">="),
-        "peak_rss_mb_fetch_preprocess": (peak, TARGETS["peak_rss_mb"], "<="),
+        "training_epoch_vs_keras": (report["ratios"]["training_epoch"], TARGETS["epoch"], ">="),
+        "peak_rss_mb_every_stage": (peak, TARGETS["peak_rss_mb"], "<="),
     }
     if report["dvc"]:
         noop = report["dvc"]["repro_noop_s"]["median"]
@@ -200,13 +211,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         _row("first pass: keras image_dataset_from_directory, first epoch", keras["first_pass"]),
         _row("an epoch: the shards, shuffled float32 batches (iter_batches)", ours["epoch"]),
         _row("an epoch: the shards in order", ours["in_order"]),
+        _row("an epoch: what training reads (make_split_dataset, tf.data)", ours["training"]),
         _row("an epoch: keras decodes every file again", keras["second_pass"]),
         _row("preprocess (seeded splits gathered from the shards)", ours["preprocess"]),
         "",
-        "| peak RSS, MB | fetch | preprocess | epoch (shuffled) | keras |",
-        "| --- | --- | --- | --- | --- |",
+        "| peak RSS, MB | fetch | preprocess | epoch (shuffled) | training's epoch | keras |",
+        "| --- | --- | --- | --- | --- | --- |",
         f"| | {ours['fetch']['peak_rss_mb']} | {ours['preprocess']['peak_rss_mb']} "
-        f"| {ours['epoch']['peak_rss_mb']} | {keras['peak_rss_mb']} |",
+        f"| {ours['epoch']['peak_rss_mb']} | {ours['training']['peak_rss_mb']} "
+        f"| {keras['peak_rss_mb']} |",
         "",
     ]
     dvc = report["dvc"]

@@ -2,8 +2,8 @@
 
 ``fit_arguments`` gives ``model.fit`` its data: for an in-memory array (the npz splits) a
 ``tf.data`` pipeline of one in-memory tensor (``make_dataset``); for a ``Split`` of uint8 shards
-(``data.source: images``) the same pipeline over indices whose batches are gathered from the
-memory maps as uint8 and scaled to float32 inside the graph (``make_split_dataset``), so memory
+(``data.source: images``) the same pipeline over indices whose batches are read from the
+shard files as uint8 and scaled to float32 inside the graph (``make_split_dataset``), so memory
 stays at the prefetched batches. The same seed gives the same order either way. ``subset`` and
 ``load_subsets`` give a tuning trial its seeded subsets.
 """

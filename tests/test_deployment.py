@@ -345,9 +345,9 @@ def test_bad_values_and_an_unusable_gpu_fail_in_one_line(ray_cluster, encoder_ex
             super().__init__(*args, **{**kwargs, "require_gpu": True})
 
     np.save(folder / "nan.npy", np.zeros((10, *IMAGE_SHAPE), np.uint8))
-    # A fresh local cluster: on this one the failed NaN job's actors often stay alive (Ray Data
-    # frees them by reference counting, not ray.kill), holding both CPUs, so this job's actor
-    # waits for a CPU for ever; an open defect of the batch job on a shared cluster.
+    # A fresh local cluster: pytest's log capture keeps Ray Data's record of the NaN failure,
+    # whose traceback frames hold that job's tasks and so its actors' handles; those actors stay
+    # alive holding both CPUs and this job's actor would wait for ever (docs/batch-encoding.md).
     ray_cluster.shutdown()
     ray_cluster.init(num_cpus=2, include_dashboard=False)
     with pytest.raises(batch.BatchEncodingError) as raised:

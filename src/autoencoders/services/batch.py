@@ -285,7 +285,8 @@ def _drain(make_dataset: Callable[[], Any], writer: shards.CodeWriter) -> None:
 
     Only this frame holds the dataset: Ray Data frees a failed job's actors by reference
     counting, and a traceback still holding the dataset would keep their CPUs from the next
-    job on the same cluster."""
+    job on the same cluster. (A logging handler that keeps Ray Data's error record still holds
+    them through that record's traceback: a known limitation, docs/batch-encoding.md.)"""
     dataset = make_dataset()
     batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy"))
     failure: BaseException | None = None

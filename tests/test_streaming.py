@@ -92,12 +92,28 @@ def test_the_shard_pipeline_gives_the_array_pipelines_batches(sharded, noise_std
     reference = data.to_unit_float(images)
     ours = data.make_split_dataset(split, 32, shuffle=True, seed=5, noise_std=noise_std)
     theirs = data.make_dataset(reference, 32, shuffle=True, seed=5, noise_std=noise_std)
+    # Without noise the shards' batches come as uint8 and the model scales them in its step.
+    expected = np.dtype(np.uint8 if noise_std == 0 else np.float32)
     for _ in range(2):  # two epochs: each reshuffles the same way
         pairs = list(zip(ours, theirs, strict=True))
         assert len(pairs) == 10
         for (x_ours, y_ours), (x_theirs, y_theirs) in pairs:
-            np.testing.assert_array_equal(x_ours.numpy(), x_theirs.numpy())
-            np.testing.assert_array_equal(y_ours.numpy(), y_theirs.numpy())
+            assert x_ours.dtype.as_numpy_dtype == expected
+            scaled = [np.asarray(data.scale_batch(batch)) for batch in (x_ours, y_ours)]
+            np.testing.assert_array_equal(scaled[0], x_theirs.numpy())
+            np.testing.assert_array_equal(scaled[1], y_theirs.numpy())
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_models_in_step_scaling_has_the_bits_of_numpys_division(jit_compile):
+    import tensorflow as tf
+
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    scaled = tf.function(data.scale_batch, jit_compile=jit_compile)(tf.constant(values))
+    # numpy's float32 division is the reference: a multiplication by 1/255 differs on 126 values
+    np.testing.assert_array_equal(scaled.numpy(), values.astype(np.float32) / np.float32(255))
+    floats = tf.constant(values.astype(np.float32))
+    assert data.scale_batch(floats) is floats  # float images pass through, no op added
 
 
 def test_training_from_shards_equals_training_from_the_array(tmp_path):

@@ -34,6 +34,7 @@ from autoencoders.data.pipelines import (
     load_subsets,
     make_dataset,
     make_split_dataset,
+    scale_batch,
     subset,
 )
 from autoencoders.data.shards import ShardedSplit, iter_batches
@@ -62,6 +63,7 @@ __all__ = [
     "load_val_anomalies",
     "make_dataset",
     "make_split_dataset",
+    "scale_batch",
     "open_split",
     "preprocess",
     "random_affine",

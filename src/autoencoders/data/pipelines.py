@@ -3,9 +3,9 @@
 ``fit_arguments`` gives ``model.fit`` its data: for an in-memory array (the npz splits) a
 ``tf.data`` pipeline of one in-memory tensor (``make_dataset``); for a ``Split`` of uint8 shards
 (``data.source: images``) the same pipeline over indices whose batches are read from the
-shard files as uint8 and scaled to float32 inside the graph (``make_split_dataset``), so memory
-stays at the prefetched batches. The same seed gives the same order either way. ``subset`` and
-``load_subsets`` give a tuning trial its seeded subsets.
+shard files and handed to the model as uint8, which scales them inside its step
+(``make_split_dataset``), so memory stays at the prefetched batches. The same seed gives the
+same order either way. ``subset`` and ``load_subsets`` give a tuning trial its seeded subsets.
 """
 
 from __future__ import annotations
@@ -20,6 +20,23 @@ from autoencoders.data.splits import Split
 
 # Batches make_split_dataset reads and scales side by side (tf.data keeps their order).
 PARALLEL_BATCHES = 2
+
+
+def scale_batch(images: Any) -> Any:
+    """What the model computes on: uint8 batches (the shards' training input, handed over as
+    read) scaled to [0, 1] inside the step with the bits of ``data.to_unit_float`` (numpy's
+    float32 ``x / 255``); float images pass through untouched (no op is added to their graph).
+
+    Not a float32 division: TensorFlow's graph optimiser and XLA turn a division by a constant
+    into a multiplication by its reciprocal, which rounds 126 of the 256 values differently.
+    ``x * (1 / 255)`` in float64, rounded once to float32, is the correctly rounded quotient
+    for every uint8 value (tests/test_streaming.py checks all 256, in graph and XLA modes)."""
+    import keras
+    from keras import ops
+
+    if keras.backend.standardize_dtype(images.dtype) != "uint8":
+        return images
+    return ops.cast(ops.multiply(ops.cast(images, "float64"), 1.0 / 255.0), "float32")
 
 
 def make_dataset(
@@ -57,9 +74,11 @@ def make_split_dataset(
 ):
     """``make_dataset`` over a Split of uint8 shards: the same seeded index batches, each
     read from the shard files as uint8 (one ``numpy_function`` call a batch: ``Split.uint8``)
-    and scaled to float32 in the graph, ``x / 255`` with the bits of ``shards.unit_float``.
-    Two batches are read and scaled at once (``PARALLEL_BATCHES``: the reads release the GIL),
-    delivered in order: the same batches as one at a time, faster."""
+    and handed over as uint8, a quarter of the bytes of float32 batches: the model scales them
+    inside its compiled step (``scale_batch``, the bits of ``shards.unit_float``). With
+    ``noise_std > 0`` they are scaled here (``scale_batch``), before the noise is added. Two
+    batches are read at once (``PARALLEL_BATCHES``: the reads release the GIL), delivered in
+    order: the same batches as one at a time, faster."""
     import tensorflow as tf
 
     shape = (None, *(int(size) for size in split.shape[1:]))
@@ -69,10 +88,10 @@ def make_split_dataset(
         return tf.ensure_shape(batch, shape)
 
     indices = _index_batches(len(split), batch_size, shuffle, seed, shuffle_buffer)
-    scaled = indices.map(gather, num_parallel_calls=PARALLEL_BATCHES).map(
-        lambda batch: tf.cast(batch, tf.float32) / 255.0, num_parallel_calls=PARALLEL_BATCHES
-    )
-    return _finish(scaled, seed, noise_std)
+    batches = indices.map(gather, num_parallel_calls=PARALLEL_BATCHES)
+    if noise_std > 0:
+        batches = batches.map(scale_batch, num_parallel_calls=PARALLEL_BATCHES)
+    return _finish(batches, seed, noise_std)
 
 
 def _index_batches(count: int, batch_size: int, shuffle: bool, seed: int, shuffle_buffer: int):
@@ -89,7 +108,8 @@ def _index_batches(count: int, batch_size: int, shuffle: bool, seed: int, shuffl
 
 
 def _finish(clean_batches, seed: int, noise_std: float):
-    """(input, target) pairs of clean float32 batches: the denoising noise, then prefetch."""
+    """(input, target) pairs of clean batches: the denoising noise (float32 batches), then
+    prefetch."""
     import tensorflow as tf
 
     dataset = clean_batches

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from autoencoders import errors, fileio
+from autoencoders import data, errors, fileio
 from autoencoders.models import architectures, objectives
 from autoencoders.models.variant import VariantConfig
 
@@ -90,8 +90,10 @@ class Autoencoder(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def call(self, inputs: Any, training: bool = False) -> Any:
-        """Deterministic reconstruction decoder(encoder(inputs)): (batch, H, W, C)."""
-        return self.decoder(self.encoder(inputs, training=training), training=training)
+        """Deterministic reconstruction decoder(encoder(inputs)): (batch, H, W, C); uint8
+        inputs are scaled to [0, 1] first (``data.scale_batch``)."""
+        code = self.encoder(data.scale_batch(inputs), training=training)
+        return self.decoder(code, training=training)
 
     def compute_losses(self, inputs: Any, targets: Any, training: bool = False) -> dict[str, Any]:
         """Scalar ``loss``, ``reconstruction_loss`` and the objective's extra term, if any."""
@@ -114,8 +116,10 @@ class Autoencoder(keras.Model):
         training: bool = True,
     ) -> Any:
         """Keras' hook for every backend's train and test step: the objective's total loss,
-        recomputed from ``x`` (``y_pred`` is unused); the loss trackers are updated here."""
-        values = self.compute_losses(x, x if y is None else y, training=training)
+        recomputed from ``x`` (``y_pred`` is unused); the loss trackers are updated here.
+        uint8 batches (from shards) are scaled to [0, 1] here, inside the compiled step."""
+        x = data.scale_batch(x)
+        values = self.compute_losses(x, x if y is None else data.scale_batch(y), training=training)
         for tracker in self.metrics:
             tracker.update_state(values[tracker.name])
         return values["loss"]

@@ -16,6 +16,8 @@ def _report(fetch_seconds: float) -> dict:
         "epoch": _row(100_000, 0.5),
         "in_order": _row(100_000, 0.4),
         "training": _row(100_000, 1.25, rss=1500.0),
+        "train_shards": _row(2048, 40.0),
+        "train_arrays": _row(2048, 36.0, rss=3000.0),
     }
     keras = {"first_pass": _row(100_000, 14.0), "second_pass": _row(100_000, 12.5)}
     report = {"ours": ours, "keras": keras, "dvc": None}
@@ -38,3 +40,11 @@ def test_each_epoch_ratio_is_images_per_second_over_keras_re_decoding():
     assert report["targets"]["epoch_vs_keras"]["met"]
     assert not report["targets"]["training_epoch_vs_keras"]["met"]
     assert report["targets"]["peak_rss_mb_every_stage"]["value"] == 1500.0  # training's row
+
+
+def test_conv_training_from_shards_is_a_ratio_of_images_per_second_to_the_arrays():
+    report = _report(fetch_seconds=14.0)
+    assert report["ratios"]["train_from_shards"] == 0.9  # 51.2 / 56.9 images/s
+    assert report["targets"]["conv_train_shards_vs_arrays"]["met"]
+    # The in-memory row is the reference, not a stage: its 3,000 MB is not in the peak.
+    assert report["targets"]["peak_rss_mb_every_stage"]["value"] == 1500.0

@@ -94,6 +94,7 @@ def test_the_shard_pipeline_gives_the_array_pipelines_batches(sharded, noise_std
     theirs = data.make_dataset(reference, 32, shuffle=True, seed=5, noise_std=noise_std)
     # Without noise the shards' batches come as uint8 and the model scales them in its step.
     expected = np.dtype(np.uint8 if noise_std == 0 else np.float32)
+    assert int(ours.cardinality()) == 10  # ceil(300 / 32): Keras knows an epoch's length
     for _ in range(2):  # two epochs: each reshuffles the same way
         pairs = list(zip(ours, theirs, strict=True))
         assert len(pairs) == 10

@@ -18,8 +18,8 @@ import numpy as np
 from autoencoders.data import splits
 from autoencoders.data.splits import Split
 
-# Batches make_split_dataset reads and scales side by side (tf.data keeps their order).
-PARALLEL_BATCHES = 2
+# Batches make_split_dataset reads in one call, then splits (``rebatch``): the same batches.
+READ_BATCHES = 4
 
 
 def scale_batch(images: Any) -> Any:
@@ -72,13 +72,14 @@ def make_split_dataset(
     noise_std: float = 0.0,
     shuffle_buffer: int = 0,
 ):
-    """``make_dataset`` over a Split of uint8 shards: the same seeded index batches, each
-    read from the shard files as uint8 (one ``numpy_function`` call a batch: ``Split.uint8``)
-    and handed over as uint8, a quarter of the bytes of float32 batches: the model scales them
-    inside its compiled step (``scale_batch``, the bits of ``shards.unit_float``). With
-    ``noise_std > 0`` they are scaled here (``scale_batch``), before the noise is added. Two
-    batches are read at once (``PARALLEL_BATCHES``: the reads release the GIL), delivered in
-    order: the same batches as one at a time, faster."""
+    """``make_dataset`` over a Split of uint8 shards: the same seeded index batches, read
+    from the shard files as uint8 (``Split.uint8``) ``READ_BATCHES`` batches a
+    ``numpy_function`` call, then split into batches again (``rebatch``: the same batches, the
+    last one short as before), and handed over as uint8, a quarter of the bytes of float32
+    batches: the model scales them inside its compiled step (``scale_batch``, the bits of
+    ``shards.unit_float``). With ``noise_std > 0`` they are scaled here (``scale_batch``),
+    before the noise is added. The reads run one call at a time ahead of the training step
+    (``prefetch``): a second call beside it only contends for the GIL of the reads' loop."""
     import tensorflow as tf
 
     shape = (None, *(int(size) for size in split.shape[1:]))
@@ -87,15 +88,20 @@ def make_split_dataset(
         batch = tf.numpy_function(split.uint8, [rows], tf.uint8, stateful=False)
         return tf.ensure_shape(batch, shape)
 
-    indices = _index_batches(len(split), batch_size, shuffle, seed, shuffle_buffer)
-    batches = indices.map(gather, num_parallel_calls=PARALLEL_BATCHES)
+    indices = _index_batches(len(split), batch_size, shuffle, seed, shuffle_buffer, READ_BATCHES)
+    batches = indices.map(gather).rebatch(batch_size)
+    # rebatch leaves the count of batches unknown; Keras then stops its epochs early.
+    batches = batches.apply(tf.data.experimental.assert_cardinality(-(-len(split) // batch_size)))
     if noise_std > 0:
-        batches = batches.map(scale_batch, num_parallel_calls=PARALLEL_BATCHES)
+        batches = batches.map(scale_batch)
     return _finish(batches, seed, noise_std)
 
 
-def _index_batches(count: int, batch_size: int, shuffle: bool, seed: int, shuffle_buffer: int):
-    """Batches of row indices 0..count-1, a seeded shuffle redrawn every epoch if asked."""
+def _index_batches(
+    count: int, batch_size: int, shuffle: bool, seed: int, shuffle_buffer: int, group: int = 1
+):
+    """Batches of row indices 0..count-1 (``group`` batches in each), a seeded shuffle redrawn
+    every epoch if asked."""
     import tensorflow as tf
 
     if batch_size <= 0:
@@ -104,7 +110,7 @@ def _index_batches(count: int, batch_size: int, shuffle: bool, seed: int, shuffl
     if shuffle:
         window = count if shuffle_buffer <= 0 else min(shuffle_buffer, count)
         dataset = dataset.shuffle(window, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size)
+    return dataset.batch(batch_size * group)
 
 
 def _finish(clean_batches, seed: int, noise_std: float):

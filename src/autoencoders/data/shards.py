@@ -40,6 +40,16 @@ def unit_float(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.divide(images, np.float32(255.0), out=out, dtype=np.float32)
 
 
+def aligned_rows(count: int, shape: Sequence[int]) -> np.ndarray:
+    """An empty uint8 array of ``count`` rows of ``shape`` whose data starts on a 64-byte
+    boundary: TensorFlow takes such an array (a ``numpy_function``'s result) without copying
+    it, and copies one that is not."""
+    size = count * int(np.prod(shape))
+    block = np.empty(size + 64, np.uint8)
+    start = -block.ctypes.data % 64
+    return block[start : start + size].reshape(count, *shape)
+
+
 def shard_paths(directory: str | Path, split: str) -> list[Path]:
     """The shard files of ``split`` in ``directory``, in order (none: not a sharded split)."""
     pattern = re.compile(rf"{re.escape(split)}-\d{{5}}\.npy")

@@ -57,13 +57,21 @@ def test_config_rejects_an_unknown_score_in_one_line() -> None:
 
 def test_summary_spreads_against_numpy() -> None:
     tasks = [
-        {"normal": [d], "seed": s, "test_auroc": 0.9 + 0.01 * d + 0.001 * s, "score": "ssim"}
+        {
+            "normal": [d], "seed": s, "test_auroc": 0.9 + 0.01 * d + 0.001 * s,
+            "score": "ssim", "validation_auroc": {"ssim": 0.8 + 0.01 * s},
+        }
         for s in (0, 1, 2)
         for d in (0, 1)
-    ]
+    ]  # fmt: skip
+    ensemble = [
+        {"normal": [d], "seeds": 3, "score": "ssim", "validation_auroc": {"ssim": 0.85 + d / 10},
+         "test_auroc": 0.95 + 0.03 * d}
+        for d in (0, 1)
+    ]  # fmt: skip
     settings = one_class.OneClassConfig(digits=(0, 1))
     report = one_class_report.summarise(
-        {"tasks": tasks, "onnx_checks": [], "wall_seconds": 10.0},
+        {"tasks": tasks, "onnx_checks": [], "wall_seconds": 10.0, "ensemble": ensemble},
         settings,
         {
             "cpu": "x",
@@ -84,7 +92,14 @@ def test_summary_spreads_against_numpy() -> None:
     for name, anchor in one_class_report.ANCHORS.items():
         if anchor["digits"] is not None:  # each paper's row averages to its quoted mean
             assert np.mean(anchor["digits"]) == pytest.approx(anchor["mean"], abs=6e-4), name
-    assert "| 0 | 1 | mean |" in one_class_report.render_markdown(report)
+    markdown = one_class_report.render_markdown(report)
+    assert "| 0 | 1 | mean |" in markdown
+    assert report["ensemble"]["mean"] == pytest.approx(0.965)
+    assert report["ensemble"]["lowest_digit"] == pytest.approx(0.95)
+    assert report["ensemble"]["met"] == {"mean_auroc": False, "min_digit_auroc": False}
+    assert report["ensemble"]["validation_mean"] == pytest.approx(0.9)
+    assert report["ensemble"]["single_model_validation_mean"] == pytest.approx(0.81)
+    assert "| 0.950 | 0.980 | **0.9650** |" in markdown
 
 
 def test_shared_candidates_equal_each_candidate_fitted_alone() -> None:
@@ -118,6 +133,36 @@ def test_shared_candidates_equal_each_candidate_fitted_alone() -> None:
     assert len(set(figures.values())) > 1  # the candidates really differ on these images
 
 
+def test_the_seed_ensemble_averages_standardised_scores_and_chooses_on_validation() -> None:
+    from autoencoders.benchmarks import one_class_scores
+
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(50, np.int64), np.ones(30, np.int64)]
+    test_labels = np.r_[np.zeros(70, np.int64), np.ones(40, np.int64)]
+
+    def seed_part() -> dict:
+        # "good" separates the classes a little in every seed, with independent noise;
+        # "bad" is noise alone.
+        val = {"good": labels * 0.6 + rng.normal(size=80), "bad": rng.normal(size=80)}
+        test = {"good": test_labels * 0.6 + rng.normal(size=110), "bad": rng.normal(size=110)}
+        return {"val": val, "labels": labels, "test": test, "test_labels": test_labels}
+
+    parts = [seed_part() for _ in range(3)]
+    record = one_class_scores.ensemble(parts)
+    average = {c: np.mean([p["val"][c] for p in parts], axis=0) for c in ("good", "bad")}
+    for candidate, values in average.items():  # scikit-learn's AUROC of the average
+        assert record["validation_auroc"][candidate] == roc_auc_score(labels, values)
+    assert record["score"] == "good" and record["seeds"] == 3
+    test = np.mean([p["test"]["good"] for p in parts], axis=0)
+    assert record["test_auroc"] == roc_auc_score(test_labels, test)
+    # Averaging independent noise separates better than a single seed does (here, each seed).
+    singles = [roc_auc_score(labels, p["val"]["good"]) for p in parts]
+    assert record["validation_auroc"]["good"] > max(singles)
+    # Before the test split is read there is no test figure.
+    unread = [{"val": p["val"], "labels": labels} for p in parts]
+    assert "test_auroc" not in one_class_scores.ensemble(unread)
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
     splits = one_class.Splits(**mnist_small)
@@ -131,6 +176,9 @@ def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
     assert first["test_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert first["train_images"] == np.count_nonzero(splits.y_train == 1)
     assert first["score"] in TINY["candidates"]
+    # The seed ensemble's copy of the chosen candidate's test scores is the score model's.
+    kept = hidden["ensemble"]["test"][first["score"]]
+    np.testing.assert_allclose(kept, scores, rtol=1e-6, atol=1e-6)
 
     # Another test split changes the test AUROC only: the model, the score's fit and the
     # choice are made without it.

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from autoencoders import anomaly, errors
+from autoencoders.benchmarks import one_class_scores
+from autoencoders.benchmarks.one_class_scores import choose_score, fit_candidates
 
 DEFAULT_CANDIDATES = (
     "reconstruction",
@@ -197,37 +199,6 @@ def train_model(settings: OneClassConfig, x_train: np.ndarray, x_val: np.ndarray
     return model, info
 
 
-def choose_score(
-    settings: OneClassConfig,
-    train_codes: np.ndarray,
-    val_normal: anomaly.ScoreInputs,
-    val_anomaly: anomaly.ScoreInputs,
-    seed: int,
-) -> tuple[str, anomaly.ScoreModel, dict[str, float]]:
-    """Each candidate fitted (densities on training codes, standardisation on validation
-    normals) and ranked by validation AUROC; (the best's name, its ScoreModel, every AUROC).
-    Each score any candidate names is fitted and computed once (one mixture, one SSIM pass);
-    each candidate is the ScoreModel ``fit_score_model`` would give it alone."""
-    labels = np.r_[np.zeros(len(val_normal), np.int64), np.ones(len(val_anomaly), np.int64)]
-    names = "+".join(dict.fromkeys(n for c in settings.candidates for n in c.split("+")))
-    every = anomaly.fit_score_model(train_codes, val_normal, settings.score_config(names, seed))
-    parts = [every.components(val_normal), every.components(val_anomaly)]
-    fitted, figures = {}, {}
-    for candidate in settings.candidates:
-        config = settings.score_config(candidate, seed)
-        model = dataclasses.replace(
-            every,
-            config=config,
-            standardisation={name: every.standardisation[name] for name in config.scores},
-            mixture=every.mixture if "density" in config.scores else None,
-            gaussian=every.gaussian if "mahalanobis" in config.scores else None,
-        )
-        scores = np.concatenate([anomaly.combine(part, model.standardisation) for part in parts])
-        fitted[candidate], figures[candidate] = model, anomaly.auroc(labels, scores)
-    best = max(settings.candidates, key=lambda name: figures[name])  # first of equals
-    return best, fitted[best], figures
-
-
 def onnx_auroc(model: Any, score_model: anomaly.ScoreModel, x_test: np.ndarray, labels) -> float:
     """The test AUROC of ONNX Runtime's scores from the export's own scorer.onnx graph."""
     import onnx
@@ -268,9 +239,10 @@ def run_task(
     train_codes = model.encode(_subsample(x_train, settings.fit_subsample, seed))
     val_normal = anomaly.keras_outputs(model, x_normal)
     val_anomaly = anomaly.keras_outputs(model, splits.x_val[index["val_anomaly"]])
-    chosen, score_model, figures = choose_score(
-        settings, train_codes, val_normal, val_anomaly, seed
-    )
+    every, fitted, scores = fit_candidates(settings, train_codes, val_normal, val_anomaly, seed)
+    labels = one_class_scores.validation_labels(len(val_normal), len(val_anomaly))
+    chosen, figures = one_class_scores.rank(scores, labels)
+    score_model, parts = fitted[chosen], {"val": scores, "labels": labels}
     record = {
         "normal": list(normal),
         "seed": seed,
@@ -282,9 +254,12 @@ def run_task(
         "validation_auroc": figures,
     }
     if validation_only:
-        return {**record, "seconds": round(time.perf_counter() - started, 1), "_": None}
+        return {**record, "seconds": round(time.perf_counter() - started, 1), "_": parts}
     test_outputs = anomaly.keras_outputs(model, splits.x_test)  # the test split, once
     test_scores = score_model.score(test_outputs)
+    components = every.components(test_outputs)  # every candidate's, for the seed ensemble
+    parts["test"] = {c: anomaly.combine(components, m.standardisation) for c, m in fitted.items()}
+    parts["test_labels"] = index["test_labels"]
     record["test_auroc"] = anomaly.auroc(index["test_labels"], test_scores)
     record["seconds"] = round(time.perf_counter() - started, 1)
     record["_"] = {
@@ -293,6 +268,7 @@ def run_task(
         "test_scores": test_scores,
         "test_outputs": test_outputs,
         "test_labels": index["test_labels"],
+        "ensemble": parts,
     }
     return record
 
@@ -322,12 +298,13 @@ def run_benchmark(
         raise BenchConfigError(
             f"anomaly_bench.digits {missing} are not in the training labels {sorted(present)}."
         )
-    records, checks = [], []
+    records, checks, parts = [], [], {digit: [] for digit in settings.digits}
     for seed in settings.seeds:
         for digit in settings.digits:
             record = run_task(settings, splits, (digit,), seed, validation_only=validation_only)
             hidden = record.pop("_")
             records.append(record)
+            parts[digit].append(hidden if validation_only else hidden["ensemble"])
             if validation_only:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record["validation_auroc"].items())
                 log(f"[one-class] digit {digit} seed {seed}: validation AUROC {shown}")
@@ -352,10 +329,25 @@ def run_benchmark(
                     }
                 )
     result = {"tasks": records, "onnx_checks": checks, "complete": True}
+    if len(settings.seeds) > 1:
+        result["ensemble"] = _ensembles(parts, log)
     if settings.leave_one_out and not validation_only:
         result["leave_one_out"] = _leave_one_out(settings, splits, present, log)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _ensembles(parts: dict[int, list], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Each digit's seed ensemble (``one_class_scores.ensemble``)."""
+    records = []
+    for digit, digit_parts in parts.items():
+        record = {"normal": [digit], **one_class_scores.ensemble(digit_parts)}
+        shown = record["validation_auroc"][record["score"]]
+        test = f"test AUROC {record['test_auroc']:.4f}, " if "test_auroc" in record else ""
+        log(f"[one-class] digit {digit}, ensemble of {record['seeds']} seeds: {test}"
+            f"{record['score']}, validation {shown:.4f}")  # fmt: skip
+        records.append(record)
+    return records
 
 
 def _onnx_check(record: Mapping[str, Any], hidden: Mapping[str, Any], x_test) -> dict[str, Any]:

@@ -307,7 +307,10 @@ def run_benchmark(
             parts[digit].append(hidden if validation_only else hidden["ensemble"])
             if validation_only:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record["validation_auroc"].items())
-                log(f"[one-class] digit {digit} seed {seed}: validation AUROC {shown}")
+                log(
+                    f"[one-class] digit {digit} seed {seed}: validation AUROC {shown} "
+                    f"({record['epochs_run']} epochs, {record['seconds']} s)"
+                )
                 continue
             if len(checks) < settings.onnx_checks:
                 checks.append(_onnx_check(record, hidden, splits.x_test))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -199,7 +201,7 @@ def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
 @pytest.mark.slow
 def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
     params = tmp_path / "params.yaml"
-    settings = {**TINY, "digits": [0, 1], "seeds": [0], "figure_digit": 1}
+    settings = {**TINY, "digits": [0, 1], "seeds": [0, 1], "figure_digit": 1}
     params.write_text(yaml.safe_dump({"anomaly_bench": settings}))
     benchmarks_main.main(
         [
@@ -215,7 +217,12 @@ def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
     report = (tmp_path / "reports" / "anomaly_bench.json").read_text()
     assert '"equal_to_4_digits": true' in report
     assert (tmp_path / "reports" / "anomaly_maps.png").stat().st_size > 10_000
-    assert "OCGAN" in (tmp_path / "reports" / "anomaly_bench.md").read_text()
+    markdown = (tmp_path / "reports" / "anomaly_bench.md").read_text()
+    assert "OCGAN" in markdown
+    assert "ensemble of the 2 seeds' models" in markdown
+    ensemble = json.loads(report)["ensemble"]
+    assert sorted(ensemble["per_digit"]) == ["0", "1"]
+    assert all(record["seeds"] == 2 for record in ensemble["records"])
 
 
 @pytest.mark.slow

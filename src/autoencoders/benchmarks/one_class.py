@@ -36,7 +36,6 @@ import numpy as np
 
 from autoencoders import anomaly, errors
 from autoencoders.benchmarks import one_class_scores
-from autoencoders.benchmarks.one_class_scores import choose_score, fit_candidates
 
 DEFAULT_CANDIDATES = (
     "reconstruction",
@@ -239,7 +238,9 @@ def run_task(
     train_codes = model.encode(_subsample(x_train, settings.fit_subsample, seed))
     val_normal = anomaly.keras_outputs(model, x_normal)
     val_anomaly = anomaly.keras_outputs(model, splits.x_val[index["val_anomaly"]])
-    every, fitted, scores = fit_candidates(settings, train_codes, val_normal, val_anomaly, seed)
+    every, fitted, scores = one_class_scores.fit_candidates(
+        settings, train_codes, val_normal, val_anomaly, seed
+    )
     labels = one_class_scores.validation_labels(len(val_normal), len(val_anomaly))
     chosen, figures = one_class_scores.rank(scores, labels)
     score_model, parts = fitted[chosen], {"val": scores, "labels": labels}
@@ -254,12 +255,15 @@ def run_task(
         "validation_auroc": figures,
     }
     if validation_only:
-        return {**record, "seconds": round(time.perf_counter() - started, 1), "_": parts}
+        seconds = round(time.perf_counter() - started, 1)
+        return {**record, "seconds": seconds, "_": {"ensemble": parts}}
     test_outputs = anomaly.keras_outputs(model, splits.x_test)  # the test split, once
-    test_scores = score_model.score(test_outputs)
-    components = every.components(test_outputs)  # every candidate's, for the seed ensemble
+    # Every candidate's test scores from one pass of every score (the seed ensemble reads them);
+    # the chosen one's are score_model.score's, the same per-score functions and sum.
+    components = every.components(test_outputs)
     parts["test"] = {c: anomaly.combine(components, m.standardisation) for c, m in fitted.items()}
     parts["test_labels"] = index["test_labels"]
+    test_scores = parts["test"][chosen]
     record["test_auroc"] = anomaly.auroc(index["test_labels"], test_scores)
     record["seconds"] = round(time.perf_counter() - started, 1)
     record["_"] = {
@@ -304,7 +308,7 @@ def run_benchmark(
             record = run_task(settings, splits, (digit,), seed, validation_only=validation_only)
             hidden = record.pop("_")
             records.append(record)
-            parts[digit].append(hidden if validation_only else hidden["ensemble"])
+            parts[digit].append(hidden["ensemble"])
             if validation_only:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record["validation_auroc"].items())
                 log(
@@ -385,7 +389,6 @@ __all__ = [
     "BenchConfigError",
     "OneClassConfig",
     "Splits",
-    "choose_score",
     "onnx_auroc",
     "run_benchmark",
     "run_task",

@@ -3,10 +3,11 @@ validation normals, ranked by validation AUROC, and averaged over the seeds of a
 
 ``fit_candidates`` fits every score any candidate names once (one mixture, one SSIM pass) and
 gives each candidate the ScoreModel ``anomaly.fit_score_model`` would give it alone, with its
-validation scores; ``choose_score`` keeps the best. ``ensemble`` is the seed ensemble: for one
-digit, each seed's candidate score (standardised on that seed's own validation normals, so the
-seeds' scores are on one scale) averaged over the seeds, the candidate of highest validation
-AUROC of the average chosen, and only then the test split's average scored with it, once.
+validation scores; ``rank`` picks the one of highest validation AUROC. ``ensemble`` is the
+seed ensemble: for one digit, each seed's candidate score (standardised on that seed's own
+validation normals, so the seeds' scores are on one scale) averaged over the seeds, the
+candidate of highest validation AUROC of the average chosen, and only then the test split's
+average scored with it, once.
 """
 
 from __future__ import annotations
@@ -58,20 +59,6 @@ def rank(scores: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, dic
     """(the candidate of highest AUROC, the first of equals; every candidate's AUROC)."""
     figures = {name: anomaly.auroc(labels, values) for name, values in scores.items()}
     return max(scores, key=lambda name: figures[name]), figures
-
-
-def choose_score(
-    settings: Any,
-    train_codes: np.ndarray,
-    val_normal: anomaly.ScoreInputs,
-    val_anomaly: anomaly.ScoreInputs,
-    seed: int,
-) -> tuple[str, anomaly.ScoreModel, dict[str, float]]:
-    """Each candidate fitted and ranked by validation AUROC; (the best's name, its ScoreModel,
-    every AUROC)."""
-    _, fitted, scores = fit_candidates(settings, train_codes, val_normal, val_anomaly, seed)
-    best, figures = rank(scores, validation_labels(len(val_normal), len(val_anomaly)))
-    return best, fitted[best], figures
 
 
 def ensemble(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

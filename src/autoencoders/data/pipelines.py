@@ -76,7 +76,8 @@ def make_split_dataset(
     from the shard files as uint8 (``Split.uint8``) ``READ_BATCHES`` batches a
     ``numpy_function`` call, then split into batches again (``rebatch``: the same batches, the
     last one short as before), and handed over as uint8, a quarter of the bytes of float32
-    batches: the model scales them inside its compiled step (``scale_batch``, the bits of
+    batches, each batch alone (no target: the model takes its input as the target): the model
+    scales them inside its compiled step, once (``scale_batch``, the bits of
     ``shards.unit_float``). With ``noise_std > 0`` they are scaled here (``scale_batch``),
     before the noise is added. The reads run one call at a time ahead of the training step
     (``prefetch``): a second call beside it only contends for the GIL of the reads' loop."""
@@ -94,7 +95,7 @@ def make_split_dataset(
     batches = batches.apply(tf.data.experimental.assert_cardinality(-(-len(split) // batch_size)))
     if noise_std > 0:
         batches = batches.map(scale_batch)
-    return _finish(batches, seed, noise_std)
+    return _finish(batches, seed, noise_std, pairs=False)  # uint8 alone: scaled once, in the step
 
 
 def _index_batches(
@@ -113,9 +114,10 @@ def _index_batches(
     return dataset.batch(batch_size * group)
 
 
-def _finish(clean_batches, seed: int, noise_std: float):
+def _finish(clean_batches, seed: int, noise_std: float, pairs: bool = True):
     """(input, target) pairs of clean batches: the denoising noise (float32 batches), then
-    prefetch."""
+    prefetch. Without noise and ``pairs``, each element is the batch alone: Keras passes no
+    target and ``Autoencoder.compute_loss`` takes the input as one, scaling it once."""
     import tensorflow as tf
 
     dataset = clean_batches
@@ -127,7 +129,7 @@ def _finish(clean_batches, seed: int, noise_std: float):
             return tf.clip_by_value(clean + noise, 0.0, 1.0), clean
 
         dataset = dataset.map(add_noise)
-    else:
+    elif pairs:
         dataset = dataset.map(lambda clean: (clean, clean))
     # tf.data's model-based autotuning off (prefetch keeps its own buffer tuning): with it on,
     # many conv-family epochs ran at half speed with idle CPUs (docs/performance.md).

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from autoencoders import config
 from autoencoders.benchmarks import __main__ as benchmarks_main
-from autoencoders.benchmarks import one_class, one_class_report, one_class_scores
+from autoencoders.benchmarks import one_class, one_class_report, one_class_run, one_class_scores
 
 TINY = {
     "architecture": {"name": "dense", "hidden_units": [32], "latent_dim": 4},
@@ -198,6 +198,25 @@ def test_tiny_end_to_end_run(mnist_small, tmp_path) -> None:
     # ONNX Runtime alone, from the export's scorer graph, gives the same AUROC to 4 digits.
     value = one_class.onnx_auroc(hidden["model"], hidden["score_model"], splits.x_test, labels)
     assert round(value, 4) == round(first["test_auroc"], 4)
+
+
+@pytest.mark.slow
+def test_records_do_not_depend_on_the_workers(mnist_small) -> None:
+    """Every task runs single-threaded in a spawned worker: one worker running both tasks in
+    turn and two running them side by side give the same records, bit for bit."""
+    splits = one_class.Splits(**mnist_small)
+    runs = []
+    for workers in (1, 2):
+        settings = config.from_mapping(
+            one_class.OneClassConfig,
+            {**TINY, "digits": [0, 1], "seeds": [0], "workers": workers},
+            "anomaly_bench",
+        )
+        result = one_class_run.run_benchmark(settings, splits, log=lambda line: None)
+        runs.append([{k: v for k, v in r.items() if k != "seconds"} for r in result["tasks"]])
+    assert [r["normal"] for r in runs[0]] == [[0], [1]]
+    assert runs[0] == runs[1]
+    assert all(set(r["validation_auroc"]) == set(TINY["candidates"]) for r in runs[0])
 
 
 @pytest.mark.slow

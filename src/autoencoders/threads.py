@@ -9,6 +9,8 @@ counts give the same mixture bytes.
 
 ``spread_over_processes`` runs independent single-threaded tasks (a seeded UMAP fit is one) on
 this process and spawned ones, one per usable core: each task's result is what it would be alone.
+``one_thread_everywhere`` gives a spawned worker one thread in every pool when the work is spread
+over processes (the one-class benchmark's tasks).
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ def small_blas() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def tensorflow_threads(count: int) -> None:
+    """``count`` threads for each of TensorFlow's op pools (intra- and inter-op) in this
+    process: before TensorFlow runs its first op (a spawned worker's start)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(count)
+    tf.config.threading.set_inter_op_parallelism_threads(count)
+
+
+def one_thread_everywhere() -> None:
+    """A spawned worker's start when the parallelism is in the processes: one thread for
+    TensorFlow's op pools and for BLAS and OpenMP (``threadpoolctl``), for the process's life."""
+    from threadpoolctl import threadpool_limits
+
+    tensorflow_threads(1)
+    threadpool_limits(limits=1)
 
 
 def usable_cores() -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,7 @@ def data_bench(args: argparse.Namespace, params: dict) -> None:
 def one_class(args: argparse.Namespace, params: dict) -> None:
     from autoencoders.benchmarks import one_class as bench
     from autoencoders.benchmarks import one_class_report as report_module
+    from autoencoders.benchmarks import one_class_run
 
     section = dict(params.get("anomaly_bench") or {})
     if args.digits:
@@ -127,7 +129,7 @@ def one_class(args: argparse.Namespace, params: dict) -> None:
     settings = config.from_mapping(bench.OneClassConfig, section, "anomaly_bench")
     splits = bench.Splits.load(args.processed_dir)
     if args.validation_only:  # levers: rank the candidates on validation, print, write nothing
-        bench.run_benchmark(settings, splits, log=_print, validation_only=True)
+        one_class_run.run_benchmark(settings, splits, log=_print, validation_only=True)
         return
     figure_path = f"{args.output_dir}/anomaly_maps.png"
     before = _machine()
@@ -141,11 +143,11 @@ def one_class(args: argparse.Namespace, params: dict) -> None:
             _write(args.output_dir, "anomaly_bench", report, markdown)
 
     write(
-        bench.run_benchmark(
+        one_class_run.run_benchmark(
             settings,
             splits,
             log=_print,
-            on_figure_task=lambda task: report_module.plot_anomaly_maps(task, figure_path),
+            on_figure_task=functools.partial(report_module.plot_anomaly_maps, path=figure_path),
             on_progress=write,
         )
     )

@@ -19,8 +19,9 @@ Nothing is fitted or chosen on the test split (``task_split``):
 For the first ``onnx_checks`` tasks of a run the chosen score model is also converted to
 ``scorer.onnx`` (``export.scorer``, the export's own graph) and ONNX Runtime alone scores the
 test split (``export.scoring.onnx_scores``): its AUROC must equal Keras' to 4 digits.
-The report (``one_class_report``) holds the table beside the published anchors, the wall time
-and the anomaly-map figure; ``leave_one_out`` adds the nine-digits-normal protocol.
+``one_class_run`` runs every task in worker processes and adds the seed ensembles; the report
+(``one_class_report``) holds the table beside the published anchors, the wall time and the
+anomaly-map figure; ``leave_one_out`` adds the nine-digits-normal protocol.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class OneClassConfig:
     figure_digit: int = 8  # the task (its first seed) whose anomaly maps are drawn
     leave_one_out: bool = False  # also nine digits normal, one anomalous (first seed only)
     leave_one_out_images: int = 6000  # training images of the nine digits, seeded; 0: all
+    workers: int = 0  # processes the tasks run in, one thread each (0: one per usable core)
 
     def __post_init__(self) -> None:
         if not self.digits or not self.seeds:
@@ -91,6 +92,8 @@ class OneClassConfig:
                 raise BenchConfigError(f"anomaly_bench.{key} must be >= 1.")
         if self.augment_copies < 0:
             raise BenchConfigError("anomaly_bench.augment_copies must be >= 0 (0: none).")
+        if self.workers < 0:
+            raise BenchConfigError("anomaly_bench.workers must be >= 0 (0: one per core).")
         if not self.candidates:
             raise BenchConfigError("anomaly_bench.candidates must list at least one score.")
         for candidate in self.candidates:
@@ -235,7 +238,7 @@ def run_task(
     x_train = splits.x_train[index["train"]] if x_train is None else x_train
     x_normal = splits.x_val[index["val_normal"]]
     model, info = train_model(settings, x_train, x_normal, seed)
-    train_codes = model.encode(_subsample(x_train, settings.fit_subsample, seed))
+    train_codes = model.encode(subsample(x_train, settings.fit_subsample, seed))
     val_normal = anomaly.keras_outputs(model, x_normal)
     val_anomaly = anomaly.keras_outputs(model, splits.x_val[index["val_anomaly"]])
     every, fitted, scores = one_class_scores.fit_candidates(
@@ -277,111 +280,11 @@ def run_task(
     return record
 
 
-def _subsample(x: np.ndarray, size: int, seed: int) -> np.ndarray:
+def subsample(x: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded subset of ``size`` rows of ``x``, in their order (all when 0 or >= len)."""
     if size <= 0 or size >= len(x):
         return x
     return x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
-
-
-def run_benchmark(
-    settings: OneClassConfig,
-    splits: Splits,
-    log: Callable[[str], None] = print,
-    on_figure_task: Callable[[dict[str, Any]], None] | None = None,
-    validation_only: bool = False,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Every digit x seed (then leave-one-out when set); the records and the wall time.
-    ``validation_only``: train and rank the candidates on validation, never read the test
-    split (no test AUROC, ONNX check, figure or leave-one-out). ``on_progress`` gets the
-    result so far (``complete`` False) after every task, so a long run leaves its report."""
-    started = time.perf_counter()
-    present = set(np.unique(splits.y_train).tolist())
-    missing = sorted(set(settings.digits) - present)
-    if missing:
-        raise BenchConfigError(
-            f"anomaly_bench.digits {missing} are not in the training labels {sorted(present)}."
-        )
-    records, checks, parts = [], [], {digit: [] for digit in settings.digits}
-    for seed in settings.seeds:
-        for digit in settings.digits:
-            record = run_task(settings, splits, (digit,), seed, validation_only=validation_only)
-            hidden = record.pop("_")
-            records.append(record)
-            parts[digit].append(hidden["ensemble"])
-            if validation_only:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in record["validation_auroc"].items())
-                log(
-                    f"[one-class] digit {digit} seed {seed}: validation AUROC {shown} "
-                    f"({record['epochs_run']} epochs, {record['seconds']} s)"
-                )
-                continue
-            if len(checks) < settings.onnx_checks:
-                checks.append(_onnx_check(record, hidden, splits.x_test))
-            if on_figure_task and digit == settings.figure_digit and seed == settings.seeds[0]:
-                on_figure_task({**record, **hidden, "x_test": splits.x_test})
-            log(
-                f"[one-class] digit {digit} seed {seed}: test AUROC {record['test_auroc']:.4f} "
-                f"({record['score']}, validation {record['validation_auroc'][record['score']]:.4f}"
-                f"), {record['seconds']} s"
-            )
-            if on_progress:
-                elapsed = round(time.perf_counter() - started, 1)
-                on_progress(
-                    {
-                        "tasks": records,
-                        "onnx_checks": checks,
-                        "wall_seconds": elapsed,
-                        "complete": False,
-                    }
-                )
-    result = {"tasks": records, "onnx_checks": checks, "complete": True}
-    if len(settings.seeds) > 1:
-        result["ensemble"] = _ensembles(parts, log)
-    if settings.leave_one_out and not validation_only:
-        result["leave_one_out"] = _leave_one_out(settings, splits, present, log)
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return result
-
-
-def _ensembles(parts: dict[int, list], log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Each digit's seed ensemble (``one_class_scores.ensemble``)."""
-    records = []
-    for digit, digit_parts in parts.items():
-        record = {"normal": [digit], **one_class_scores.ensemble(digit_parts)}
-        shown = record["validation_auroc"][record["score"]]
-        test = f"test AUROC {record['test_auroc']:.4f}, " if "test_auroc" in record else ""
-        log(f"[one-class] digit {digit}, ensemble of {record['seeds']} seeds: {test}"
-            f"{record['score']}, validation {shown:.4f}")  # fmt: skip
-        records.append(record)
-    return records
-
-
-def _onnx_check(record: Mapping[str, Any], hidden: Mapping[str, Any], x_test) -> dict[str, Any]:
-    value = onnx_auroc(hidden["model"], hidden["score_model"], x_test, hidden["test_labels"])
-    return {
-        "normal": record["normal"],
-        "seed": record["seed"],
-        "score": record["score"],
-        "keras_auroc": record["test_auroc"],
-        "onnx_auroc": value,
-        "equal_to_4_digits": round(value, 4) == round(record["test_auroc"], 4),
-    }
-
-
-def _leave_one_out(settings, splits, present, log) -> list[dict[str, Any]]:
-    """Nine digits normal, one anomalous: one seed, a seeded subsample of the training images."""
-    records, seed = [], settings.seeds[0]
-    for anomalous in settings.digits:
-        normal = tuple(sorted(present - {anomalous}))
-        index = task_split(splits.y_train, splits.y_val, splits.y_test, normal)
-        x_train = _subsample(splits.x_train[index["train"]], settings.leave_one_out_images, seed)
-        record = run_task(settings, splits, normal, seed, x_train=x_train)
-        record.pop("_")
-        record["anomalous"] = anomalous
-        log(f"[one-class] leave-one-out, {anomalous} anomalous: {record['test_auroc']:.4f}")
-        records.append(record)
-    return records
 
 
 __all__ = [
@@ -390,8 +293,8 @@ __all__ = [
     "OneClassConfig",
     "Splits",
     "onnx_auroc",
-    "run_benchmark",
     "run_task",
+    "subsample",
     "task_split",
     "train_model",
 ]

@@ -23,6 +23,7 @@ import optuna
 
 from autoencoders import data, fileio, tracking
 from autoencoders.config import ConfigError
+from autoencoders.threads import tensorflow_threads
 from autoencoders.tuning import best, recovery, runs, space, studies, trials
 
 INTERRUPTED_EXIT_CODE = 130
@@ -149,10 +150,7 @@ def _worker_main(job: dict[str, Any]) -> None:
     try:
         threads = job.pop("threads", 0)
         if threads:
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            tensorflow_threads(threads)
         plan = space.plan_search(**job["plan"])
         x_train, x_val = data.load_subsets(
             job["processed_dir"], plan.settings.train_subset, plan.settings.val_subset, plan.seed

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from autoencoders import config
+from autoencoders import config, threads
 from autoencoders.benchmarks import __main__ as benchmarks_main
 from autoencoders.benchmarks import one_class, one_class_report, one_class_run, one_class_scores
 
@@ -213,6 +213,7 @@ def test_records_do_not_depend_on_the_workers(mnist_small) -> None:
             "anomaly_bench",
         )
         result = one_class_run.run_benchmark(settings, splits, log=lambda line: None)
+        assert result["workers"] == workers
         runs.append([{k: v for k, v in r.items() if k != "seconds"} for r in result["tasks"]])
     assert [r["normal"] for r in runs[0]] == [[0], [1]]
     assert runs[0] == runs[1]
@@ -240,6 +241,8 @@ def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
     assert (tmp_path / "reports" / "anomaly_maps.png").stat().st_size > 10_000
     markdown = (tmp_path / "reports" / "anomaly_bench.md").read_text()
     assert "OCGAN" in markdown
+    workers = min(threads.usable_cores(), 4)  # workers 0: one per usable core, 4 tasks
+    assert f"in {workers} worker processes side by side" in markdown
     assert "ensemble of the 2 seeds' models" in markdown
     ensemble = json.loads(report)["ensemble"]
     assert sorted(ensemble["per_digit"]) == ["0", "1"]

@@ -94,6 +94,7 @@ def summarise(
         },
         "onnx_checks": result["onnx_checks"],
         "wall_seconds": result["wall_seconds"],
+        "workers": result.get("workers"),  # processes the tasks ran in, one thread each
         "tasks": tasks,
     }
     if "ensemble" in result:
@@ -274,6 +275,11 @@ def render_markdown(report: Mapping[str, Any], notes: Sequence[str] = ()) -> str
         "",
         f"{report['wall_seconds']:.0f} s wall for {len(report['tasks'])} tasks"
         + (" plus leave-one-out" if "leave_one_out" in report else "")
+        + (
+            f" in {report['workers']} worker processes side by side (one thread each)"
+            if report.get("workers")
+            else ""
+        )
         + f" on {machine['cpu']} ({machine['cores']} cores), shared: load average (1, 5, 15 min)"
         f" {machine['load_average_before']} at the start, {machine['load_average_after']} at "
         "the end.",

@@ -58,8 +58,8 @@ def run_benchmark(
             elapsed = round(time.perf_counter() - started, 1)
             on_progress({**_collect(done), "wall_seconds": elapsed, "complete": False})
 
-    _run_jobs(settings, splits, jobs, finished)
-    result: dict[str, Any] = {**_collect(done), "complete": True}
+    workers = _run_jobs(settings, splits, jobs, finished)
+    result: dict[str, Any] = {**_collect(done), "complete": True, "workers": workers}
     outcomes = [done[index] for index in range(len(jobs))]
     if len(settings.seeds) > 1:
         parts: dict[int, list] = {digit: [] for digit in settings.digits}
@@ -104,10 +104,10 @@ def _jobs(settings, present: set, validation_only: bool, on_figure_task) -> list
     return jobs
 
 
-def _run_jobs(settings, splits, jobs: list[dict[str, Any]], finished: Callable) -> None:
+def _run_jobs(settings, splits, jobs: list[dict[str, Any]], finished: Callable) -> int:
     """Every job in ``settings.workers`` spawned processes (0: one per usable core), at most
-    one per job; ``finished(index, outcome)`` as each one ends. A job that raises raises here,
-    after the running ones end (the ones not started are cancelled)."""
+    one per job; ``finished(index, outcome)`` as each one ends; returns the processes' count.
+    A job that raises raises here, after the running ones end (the others are cancelled)."""
     workers = min(settings.workers or threads.usable_cores(), len(jobs))
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     with ProcessPoolExecutor(
@@ -124,6 +124,7 @@ def _run_jobs(settings, splits, jobs: list[dict[str, Any]], finished: Callable) 
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+    return workers
 
 
 def _start_worker(splits: one_class.Splits) -> None:

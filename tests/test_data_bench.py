@@ -48,3 +48,13 @@ def test_conv_training_from_shards_is_a_ratio_of_images_per_second_to_the_arrays
     assert report["targets"]["conv_train_shards_vs_arrays"]["met"]
     # The in-memory row is the reference, not a stage: its 3,000 MB is not in the peak.
     assert report["targets"]["peak_rss_mb_every_stage"]["value"] == 1500.0
+
+
+def test_each_row_is_its_run_of_median_seconds_with_the_highest_peak():
+    runs = [_row(100, 3.0, rss=50.0), _row(100, 1.0, rss=80.0), _row(100, 2.0, rss=60.0)]
+    row = ingest._median_run(runs)
+    assert row["seconds"] == 2.0  # the middle of 1, 2, 3
+    assert row["peak_rss_mb"] == 80.0  # the highest of the three, not the median run's 60
+    assert row["runs_seconds"] == [3.0, 1.0, 2.0]
+    keras_pass = ingest._median_run([{"images": 10, "seconds": s} for s in (4.0, 5.0)])
+    assert keras_pass["seconds"] == 5.0 and "peak_rss_mb" not in keras_pass  # upper middle

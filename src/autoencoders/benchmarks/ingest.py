@@ -17,8 +17,11 @@ Rows, each timed in a fresh process (its peak RSS from ``resource.getrusage``):
 - DVC: the first and the no-op ``dvc repro`` and ``dvc status`` of a project whose ``fetch``
   stage depends on the folder (``benchmarks/dvc_noop.py``).
 
-Every file is read once before the first row, so both sides read from the page cache. Ratios
-are of images/s measured in this one run; the machine's load average is recorded beside them.
+Every file is read once before the first row, so both sides read from the page cache. The
+rows run ``ROUNDS`` times, ours and keras's in turn, and each row reports its run of median
+seconds (every run's seconds beside it, the highest peak RSS of them): one run of a row moved by
+up to a tenth between runs on a shared machine. Ratios are of images/s measured in this one
+bench; the machine's load average is recorded beside them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any
 
 BATCH = 256
 TRAIN_IMAGES = 8192  # rows of the conv training rows' sample
+ROUNDS = 3  # runs of every row, ours and keras's in turn; the median run is reported
+ROLES = ("fetch", "preprocess", "epoch", "in_order", "training", "train_shards", "train_arrays")
 
 TARGETS = {
     "first_pass": 1.0, "epoch": 20.0, "train_from_shards": 0.9, "peak_rss_mb": 2048,
@@ -135,13 +140,25 @@ def _keras(folder: str, size: list[int], color_mode: str) -> dict:
 
 
 def _child(role: str, *arguments: Any) -> dict:
-    """Run ``role`` in a fresh Python (this module's ``main``); its JSON answer."""
+    """Run ``role`` in a fresh Python (this module's ``main``); its JSON answer. The writes of
+    the rows before it reach the disk first (``os.sync``), so no row pays for another's."""
+    os.sync()
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-m", "autoencoders.benchmarks.ingest", role, json.dumps(arguments)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"bench {role} failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median seconds, with every run's seconds and (where runs record one) the
+    highest peak RSS of them."""
+    middle = sorted(runs, key=lambda row: row["seconds"])[len(runs) // 2]
+    row = {**middle, "runs_seconds": [run["seconds"] for run in runs]}
+    if "peak_rss_mb" in middle:
+        row["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    return row
 
 
 def _rate(row: dict) -> float:
@@ -161,20 +178,17 @@ def run_data_bench(
     size = list(image_size)
     load_before = os.getloadavg()
     warmed = _warm(folder)
-    with tempfile.TemporaryDirectory(prefix="data-bench-", dir=folder.parent) as scratch:
-        ours = {
-            role: _child(role, str(folder), scratch, size, color_mode)
-            for role in (
-                "fetch",
-                "preprocess",
-                "epoch",
-                "in_order",
-                "training",
-                "train_shards",
-                "train_arrays",
-            )  # fmt: skip
-        }
-        keras = _child("keras", str(folder), size, color_mode)
+    runs: list[tuple[dict, dict]] = []
+    for round_number in range(1, ROUNDS + 1):
+        print(f"[bench] round {round_number}/{ROUNDS}: every row, then keras's", flush=True)
+        with tempfile.TemporaryDirectory(prefix="data-bench-", dir=folder.parent) as scratch:
+            ours = {role: _child(role, str(folder), scratch, size, color_mode) for role in ROLES}
+            runs.append((ours, _child("keras", str(folder), size, color_mode)))
+    ours = {role: _median_run([run[0][role] for run in runs]) for role in ROLES}
+    keras = {
+        name: _median_run([run[1][name] for run in runs]) for name in ("first_pass", "second_pass")
+    }
+    keras["peak_rss_mb"] = max(run[1]["peak_rss_mb"] for run in runs)
     dvc = dvc_noop.run_dvc_bench(folder, size, color_mode) if with_dvc else None
     report = {
         "folder": str(folder),
@@ -246,8 +260,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores, load average "
         f"{load['before'][0]:.1f} before and {load['after'][0]:.1f} after (other work shared "
-        f"the cores); batches of {report['batch_size']}; each row one run in a fresh process, "
-        "the files in the page cache.",
+        f"the cores); batches of {report['batch_size']}; each row the median of "
+        f"{len(ours['fetch'].get('runs_seconds', [0]))} runs, ours and keras's in turn, each in "
+        "a fresh process, the files in the page cache.",
         "",
         "| pass | images | seconds | images/s |",
         "| --- | --- | --- | --- |",

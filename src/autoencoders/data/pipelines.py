@@ -19,7 +19,10 @@ from autoencoders.data import splits
 from autoencoders.data.splits import Split
 
 # Batches make_split_dataset reads in one call, then splits (``rebatch``): the same batches.
-READ_BATCHES = 4
+READ_BATCHES = 2
+# Reading calls make_split_dataset runs side by side (in order): each row's ``os.preadv``
+# releases the GIL for the kernel's copy, so a second call copies while the first loops.
+READ_CALLS = 2
 
 
 def scale_batch(images: Any) -> Any:
@@ -79,8 +82,8 @@ def make_split_dataset(
     batches, each batch alone (no target: the model takes its input as the target): the model
     scales them inside its compiled step, once (``scale_batch``, the bits of
     ``shards.unit_float``). With ``noise_std > 0`` they are scaled here (``scale_batch``),
-    before the noise is added. The reads run one call at a time ahead of the training step
-    (``prefetch``): a second call beside it only contends for the GIL of the reads' loop."""
+    before the noise is added. ``READ_CALLS`` calls read side by side ahead of the training
+    step (``prefetch``), their batches kept in order (``deterministic``)."""
     import tensorflow as tf
 
     shape = (None, *(int(size) for size in split.shape[1:]))
@@ -90,7 +93,8 @@ def make_split_dataset(
         return tf.ensure_shape(batch, shape)
 
     indices = _index_batches(len(split), batch_size, shuffle, seed, shuffle_buffer, READ_BATCHES)
-    batches = indices.map(gather).rebatch(batch_size)
+    batches = indices.map(gather, num_parallel_calls=READ_CALLS, deterministic=True)
+    batches = batches.rebatch(batch_size)
     # rebatch leaves the count of batches unknown; Keras then stops its epochs early.
     batches = batches.apply(tf.data.experimental.assert_cardinality(-(-len(split) // batch_size)))
     if noise_std > 0:

@@ -19,9 +19,9 @@ Rows, each timed in a fresh process (its peak RSS from ``resource.getrusage``):
 
 Every file is read once before the first row, so both sides read from the page cache. The
 rows run ``ROUNDS`` times, ours and keras's in turn, and each row reports its run of median
-seconds (every run's seconds beside it, the highest peak RSS of them): one run of a row moved by
-up to a tenth between runs on a shared machine. Ratios are of images/s measured in this one
-bench; the machine's load average is recorded beside them.
+seconds (every run's seconds beside it, the highest peak RSS of them): on a shared machine one
+run of a row is not the row's speed (docs/own-images.md). Ratios are of images/s measured in
+this one bench; the machine's load average is recorded beside them.
 """
 
 from __future__ import annotations

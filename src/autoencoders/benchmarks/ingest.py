@@ -261,7 +261,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Machine: {machine.get('cpu')}, {machine.get('usable_cores')} cores, load average "
         f"{load['before'][0]:.1f} before and {load['after'][0]:.1f} after (other work shared "
         f"the cores); batches of {report['batch_size']}; each row the median of "
-        f"{len(ours['fetch'].get('runs_seconds', [0]))} runs, ours and keras's in turn, each in "
+        f"{len(ours['fetch']['runs_seconds'])} runs, ours and keras's in turn, each in "
         "a fresh process, the files in the page cache.",
         "",
         "| pass | images | seconds | images/s |",

@@ -1,6 +1,7 @@
 """PNG variants through the one-pass check and decode, against Pillow's public path on the same
-files: plain PNGs take the direct decoder (``folders.PngFrame``), the others ``Image.open``;
-both give Pillow's pixels, and a damaged stream with valid CRCs is still caught."""
+files: plain PNGs take the direct decoder (``folders.PngFrame``, libspng; into their row when
+size and mode already match), the others ``Image.open``; both give Pillow's pixels, and a
+damaged stream with valid CRCs is still caught."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 from autoencoders.data import decoding, folders
 
 SIZE = (10, 14)  # (height, width)
+NATIVE = (13, 17)  # the images' own size: nothing to resize
 BILINEAR = Image.Resampling.BILINEAR
 
 
@@ -42,24 +44,28 @@ CASES = [  # (image kind, save options, whether the direct decoder takes it)
 
 @pytest.mark.parametrize(("kind", "options", "direct"), CASES)
 @pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
-def test_every_png_kind_decodes_to_pillows_pixels(tmp_path, kind, options, direct, color_mode):
+@pytest.mark.parametrize("size", [SIZE, NATIVE])
+def test_every_png_kind_decodes_to_pillows_pixels(
+    tmp_path, kind, options, direct, color_mode, size
+):
     path = tmp_path / "x.png"
     image = _image(kind)
     image.save(path, transparency=image.info.get("transparency"), **options)
-    reason, opened = folders.inspect(path.read_bytes(), "x.png", SIZE, crop=False)
+    reason, opened = folders.inspect(path.read_bytes(), "x.png", size, crop=False)
     assert reason is None
     assert isinstance(opened, folders.PngFrame) == direct
     channels = folders.COLOR_MODES[color_mode][1]
-    out = np.zeros((1, *SIZE, channels), np.uint8)
-    settings = {"image_size": SIZE, "color_mode": color_mode, "interpolation": "bilinear",
+    out = np.zeros((2, *size, channels), np.uint8)  # row 1: a row that is not the block's first
+    settings = {"image_size": size, "color_mode": color_mode, "interpolation": "bilinear",
                 "crop_to_aspect_ratio": False, "pad_to_aspect_ratio": False}  # fmt: skip
-    reasons = decoding.decode_into(out, 0, ["x.png"], str(tmp_path), settings,
+    reasons = decoding.decode_into(out, 1, ["x.png"], str(tmp_path), settings,
                                    threading.Event(), fail_fast=True)  # fmt: skip
     assert reasons == [None]
     with Image.open(path) as reference:
         mode = folders.COLOR_MODES[color_mode][0]
-        expected = np.asarray(reference.convert(mode).resize((SIZE[1], SIZE[0]), BILINEAR))
-    np.testing.assert_array_equal(out[0], expected.reshape(*SIZE, channels))
+        expected = np.asarray(reference.convert(mode).resize((size[1], size[0]), BILINEAR))
+    np.testing.assert_array_equal(out[1], expected.reshape(*size, channels))
+    assert not out[0].any()  # nothing written outside the file's row
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

@@ -37,7 +37,7 @@ from typing import Any
 
 BATCH = 256
 TRAIN_IMAGES = 8192  # rows of the conv training rows' sample
-ROUNDS = 3  # runs of every row, ours and keras's in turn; the median run is reported
+ROUNDS = 5  # runs of every row, ours and keras's in turn; the median run is reported
 ROLES = ("fetch", "preprocess", "epoch", "in_order", "training", "train_shards", "train_arrays")
 
 TARGETS = {

@@ -5,8 +5,11 @@ the target's aspect ratio when asked, resized with Pillow's filter; ``decode_fil
 a file on disk, as uint8 (H, W, C). ``decode_block`` reads, checks (``folders.inspect``) and
 decodes a list of files into the rows of one preallocated uint8 block, chunk by chunk in a
 thread pool: each file is read once, its pixels land in their row (the bytes never depend on
-the number of threads), and nothing is pickled between processes. Pillow releases the GIL while
-it decodes, converts and resizes, so the threads run those on every core at once.
+the number of threads), and nothing is pickled between processes. Plain PNGs (the common case)
+are decoded by libspng (``decode_png``; a lossless format: Pillow's pixels), straight into
+their row when they already have the target's size and mode, else handed to ``render``.
+libspng and Pillow release the GIL while they decode, convert and resize, so the threads run
+those on every core at once.
 
 Pillow's resize filters antialias when they shrink (TensorFlow's ``tf.image.resize``, which
 keras's ``image_dataset_from_directory`` uses, does not by default): the pixels differ from
@@ -111,20 +114,30 @@ def decode_file(path: str | Path, image_size: tuple[int, int], color_mode: str, 
     return pixels.reshape(image_size[0], image_size[1], folders.COLOR_MODES[color_mode][1])
 
 
-def decode_png(frame: folders.PngFrame) -> Any:
-    """A plain PNG's pixels as a Pillow image: Pillow's own zlib decoder and unfilter, called
-    as ``ImageFile.load`` calls them (the same pixels), without ``Image.open``'s parsing."""
+def decode_png(frame: folders.PngFrame, out: np.ndarray | None = None) -> np.ndarray:
+    """A plain PNG's pixels, uint8 (H, W) for grey or (H, W, C), decoded by libspng
+    (imagecodecs, the GIL released) into ``out`` when given; a damaged stream is an OSError."""
+    import imagecodecs
+
+    try:
+        return imagecodecs.spng_decode(frame.file, out=out)
+    except imagecodecs.SpngError as error:
+        raise OSError(f"broken PNG data: {error}") from None
+
+
+def _decode_row(out: np.ndarray, row: int, image: Any, settings: dict[str, Any]) -> None:
+    """``image`` (opened, or a plain PNG's frame) decoded and rendered into ``out[row]``."""
     from PIL import Image
 
-    core = Image.core.new(frame.mode, frame.size)
-    decoder = Image.core.zip_decoder(frame.mode, frame.rawmode)
-    decoder.setimage(core, (0, 0, *frame.size))
-    consumed, error = decoder.decode(frame.data)
-    if consumed >= 0:  # the decoder wants more data than the file holds
-        raise OSError("image file is truncated")
-    if error < 0:
-        raise OSError(f"decoder error {error} (broken PNG data)")
-    return Image.Image()._new(core)
+    if isinstance(image, folders.PngFrame):
+        height, width = settings["image_size"]
+        mode = folders.COLOR_MODES[settings["color_mode"]][0]
+        if image.size == (width, height) and image.mode == mode:  # nothing to render
+            decode_png(image, out=out[row, ..., 0] if mode == "L" else out[row])  # grey: (H, W)
+            return
+        image = Image.fromarray(decode_png(image))
+    with image:
+        out[row] = np.asarray(render(image, **settings)).reshape(out.shape[1:])
 
 
 def read_file(path: str) -> bytes:
@@ -146,7 +159,6 @@ def decode_into(
     file None or why it is bad. A bad file sets ``check_only`` when ``fail_fast``; once set,
     files are only checked (the stage will fail; the check costs a fraction of a decode)."""
     image_size, crop = settings["image_size"], settings["crop_to_aspect_ratio"]
-    row_shape = out.shape[1:]
     reasons: list[str | None] = []
     for row, relative in enumerate(relatives, start=first_row):
         try:
@@ -157,10 +169,7 @@ def decode_into(
             reason, image = folders.inspect(data, relative, image_size, crop)
         if reason is None and not check_only.is_set():
             try:
-                if isinstance(image, folders.PngFrame):
-                    image = decode_png(image)
-                with image:
-                    out[row] = np.asarray(render(image, **settings)).reshape(row_shape)
+                _decode_row(out, row, image, settings)
             except DECODE_ERRORS as error:
                 reason = f"could not be decoded ({' '.join(str(error).split())[:120]})"
         elif image is not None and not isinstance(image, folders.PngFrame):

@@ -207,27 +207,26 @@ def _jpeg_ends(data: bytes) -> bool:
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# (bit depth, colour type) -> Pillow's (mode, rawmode), for the PNGs ``PngFrame`` decodes
-PLAIN_PNG_MODES = {(8, 0): ("L", "L"), (8, 2): ("RGB", "RGB"), (8, 6): ("RGBA", "RGBA")}
+# (bit depth, colour type) -> Pillow's mode, for the PNGs ``PngFrame`` decodes
+PLAIN_PNG_MODES = {(8, 0): "L", (8, 2): "RGB", (8, 6): "RGBA"}
 
 
 @dataclasses.dataclass(frozen=True)
 class PngFrame:
     """A plain PNG (8-bit grey, RGB or RGBA, not interlaced, no palette, transparency or
-    animation chunk) as Pillow's own zlib decoder takes it: ``decoding.decode_png`` decodes it
-    to the pixels ``Image.open(...).load()`` gives, without Pillow's per-file Python parsing."""
+    animation chunk), its chunks checked: ``decoding.decode_png`` decodes it with libspng to the
+    pixels ``Image.open(...).load()`` gives, without Pillow's per-file Python parsing."""
 
     size: tuple[int, int]  # (width, height)
     mode: str
-    rawmode: str
-    data: bytes  # the IDAT chunks' payload, joined
+    file: bytes  # the whole file
 
 
 def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
     """(why a PNG's chunks are damaged or None, its ``PngFrame`` when plain). Damaged: a CRC
     that does not match, a chunk cut short, no IEND (the checks of Pillow's ``verify()``)."""
     position, size, view = 8, len(data), memoryview(data)
-    header, idat, plain = None, [], True
+    header, idat, plain = None, False, True
     while position + 12 <= size:
         (length,) = struct.unpack_from(">I", data, position)
         end = position + 8 + length
@@ -239,7 +238,7 @@ def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
         if kind == b"IHDR" and length >= 13:
             header = struct.unpack_from(">IIBBBBB", data, position + 8)
         elif kind == b"IDAT":
-            idat.append(view[position + 8 : end])
+            idat = True
         elif kind == b"IEND":
             break
         elif kind in (b"PLTE", b"tRNS", b"acTL"):
@@ -252,12 +251,12 @@ def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
     from PIL import Image
 
     width, height, depth, colour, _, filter_method, interlace = header
-    modes = PLAIN_PNG_MODES.get((depth, colour))
-    if modes is None or interlace or filter_method or not 0 < width * height:
+    mode = PLAIN_PNG_MODES.get((depth, colour))
+    if mode is None or interlace or filter_method or not 0 < width * height:
         return None, None
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
         return None, None  # Image.open's decompression-bomb check decides
-    return None, PngFrame((width, height), *modes, b"".join(idat))
+    return None, PngFrame((width, height), mode, data)
 
 
 def crop_window(width: int, height: int, image_size: tuple[int, int]) -> tuple[int, int]:

@@ -226,7 +226,7 @@ def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
     """(why a PNG's chunks are damaged or None, its ``PngFrame`` when plain). Damaged: a CRC
     that does not match, a chunk cut short, no IEND (the checks of Pillow's ``verify()``)."""
     position, size, view = 8, len(data), memoryview(data)
-    header, idat, plain = None, False, True
+    header, has_idat, plain = None, False, True
     while position + 12 <= size:
         (length,) = struct.unpack_from(">I", data, position)
         end = position + 8 + length
@@ -238,7 +238,7 @@ def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
         if kind == b"IHDR" and length >= 13:
             header = struct.unpack_from(">IIBBBBB", data, position + 8)
         elif kind == b"IDAT":
-            idat = True
+            has_idat = True
         elif kind == b"IEND":
             break
         elif kind in (b"PLTE", b"tRNS", b"acTL"):
@@ -246,7 +246,7 @@ def _png_scan(data: bytes) -> tuple[str | None, PngFrame | None]:
         position = end + 4
     else:
         return "truncated PNG file (no IEND chunk)", None
-    if not (plain and header and idat):
+    if not (plain and header and has_idat):
         return None, None
     from PIL import Image
 

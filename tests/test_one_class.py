@@ -221,6 +221,30 @@ def test_records_do_not_depend_on_the_workers(mnist_small) -> None:
 
 
 @pytest.mark.slow
+def test_leave_one_out_runs_beside_the_one_class_tasks(mnist_small) -> None:
+    """``leave_one_out: true``: after the one-class tasks, one task a digit with the other
+    digits normal, trained on a seeded subsample of their training images."""
+    splits = one_class.Splits(**mnist_small)
+    settings = config.from_mapping(
+        one_class.OneClassConfig,
+        {**TINY, "digits": [0, 1], "seeds": [0], "workers": 2, "leave_one_out": True,
+         "leave_one_out_images": 100},
+        "anomaly_bench",
+    )  # fmt: skip
+    result = one_class_run.run_benchmark(settings, splits, log=lambda line: None)
+    assert [r["normal"] for r in result["tasks"]] == [[0], [1]]
+    present = sorted(set(np.unique(splits.y_train).tolist()))
+    loo = result["leave_one_out"]
+    assert [r["anomalous"] for r in loo] == [0, 1]
+    for record in loo:
+        normal = [d for d in present if d != record["anomalous"]]
+        assert record["normal"] == normal
+        available = np.count_nonzero(np.isin(splits.y_train, normal))
+        assert record["train_images"] == min(100, available)
+        assert 0.0 <= record["test_auroc"] <= 1.0
+
+
+@pytest.mark.slow
 def test_command_writes_the_reports(processed_dir, tmp_path) -> None:
     params = tmp_path / "params.yaml"
     settings = {**TINY, "digits": [0, 1], "seeds": [0, 1], "figure_digit": 1}

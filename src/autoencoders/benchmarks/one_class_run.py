@@ -100,7 +100,10 @@ def _jobs(settings, present: set, validation_only: bool, on_figure_task) -> list
     if settings.leave_one_out and not validation_only:
         for anomalous in settings.digits:
             normal = tuple(sorted(present - {anomalous}))
-            jobs.append({"normal": normal, "seed": settings.seeds[0], "anomalous": anomalous})
+            jobs.append(
+                {"normal": normal, "seed": settings.seeds[0], "anomalous": anomalous,
+                 "validation_only": False}
+            )  # fmt: skip
     return jobs
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from autoencoders import __main__ as cli
-from autoencoders import clustering, data, export, inference, models
-from autoencoders.clustering import manifold
+from autoencoders import clustering, data, export, inference, manifold, models
 from autoencoders.clustering import report as clustering_report
 from autoencoders.config import ConfigError
 from autoencoders.evaluation import latent

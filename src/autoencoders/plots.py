@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from autoencoders import fileio
-from autoencoders.evaluation.outputs import prior_samples
 
 DPI = 100
 CELL_INCHES = 1.0  # one image of a grid
@@ -312,52 +311,3 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: str | Path) 
     ]
     with fileio.atomic_path(path) as temporary:
         temporary.write_text("\n".join(lines) + "\n")
-
-
-def plot_variant(
-    *,
-    directory: Path,
-    model: Any,
-    outputs: dict[str, Any],
-    x_test: Any,
-    y_test: Any,
-    history: dict[str, Any] | None,
-    variant: str,
-    n_examples: int,
-    seed: int,
-    noise_std: float,
-) -> list[str]:
-    """Every figure of one variant into ``directory``; returns the file names."""
-    written = []
-    shown = example_indices(len(x_test), n_examples, y_test, seed)
-    plot_reconstructions(
-        x_test[shown],
-        outputs["test_reconstructions"][shown],
-        directory / "reconstructions.png",
-        n=n_examples,
-        title=f"{variant}: test images (top) and reconstructions (bottom)",
-    )
-    written.append("reconstructions.png")
-    plot_code_space(
-        outputs["test_codes"], y_test, directory / "code_space.png", seed=seed, title=variant
-    )
-    written.append("code_space.png")
-    if history:
-        plot_training_curves(history, directory / "training_curves.png", title=variant)
-        write_history_csv(history, directory / HISTORY_CSV)
-        written += ["training_curves.png", HISTORY_CSV]
-    if "denoised_test" in outputs:
-        plot_denoising(
-            outputs["noisy_test"][shown],
-            outputs["denoised_test"][shown],
-            x_test[shown],
-            directory / "denoising.png",
-            n=n_examples,
-            noise_std=noise_std,
-        )
-        written.append("denoising.png")
-    if getattr(model, "posterior", None) is not None:
-        samples = prior_samples(model, n=32, seed=seed)
-        plot_prior_samples(samples, directory / "prior_samples.png")
-        written.append("prior_samples.png")
-    return written

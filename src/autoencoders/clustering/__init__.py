@@ -1,8 +1,8 @@
 """The N2D clustering head on a variant's codes (UMAP, then a Gaussian mixture) and its scores.
 
-``head`` fits and scores it (``manifold``: UMAP pinned, exact neighbours); ``figures``
-draws it (its 2-d view); ``stage`` is the ``cluster@V`` stage's work; ``report`` is the
-report's section on it. ``head``'s public names are importable from here.
+``head`` fits and scores it (on ``autoencoders.manifold``: UMAP pinned, exact neighbours);
+``figures`` draws it (its 2-d view); ``stage`` is the ``cluster@V`` stage's work; ``report`` is
+the report's section on it. ``head``'s public names are importable from here.
 """
 
 from autoencoders.clustering.head import (

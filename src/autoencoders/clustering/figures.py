@@ -17,7 +17,7 @@ def view_2d(embedding: np.ndarray, *, seed: int, how: str = "pca") -> tuple[np.n
         points = np.c_[embedding, np.zeros((len(embedding), 2 - embedding.shape[1]))]
         return points, f"the {embedding.shape[1]}-d manifold itself"
     if how == "umap":
-        from autoencoders.clustering.manifold import import_umap
+        from autoencoders.manifold import import_umap
 
         umap = import_umap()
         reducer = umap.UMAP(n_components=2, n_neighbors=20, min_dist=0.0, random_state=seed)

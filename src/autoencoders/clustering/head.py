@@ -36,15 +36,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from autoencoders.clustering.manifold import ExactNeighbours, import_umap
 from autoencoders.config import ConfigError
-from autoencoders.evaluation.latent import canonical_labels, label_scores
+from autoencoders.evaluation.latent import label_scores
+from autoencoders.manifold import (  # re-exported: the head's public names
+    Head,
+    Neighbours,
+    fit_head,
+    flat_codes,
+    neighbour_count,
+    predict_head,
+)
 from autoencoders.threads import small_blas, spread_over_processes
 
 
@@ -97,124 +103,6 @@ class HeadParams:
         return {key: getattr(self, key) for key in (*keys, "covariance_type", "gmm_n_init")}
 
 
-@dataclasses.dataclass
-class Head:
-    """A fitted head: the UMAP reducer, the mixture, and what it saw."""
-
-    reducer: Any  # umap.UMAP (None in the seeds' heads of score_head: not needed there)
-    mixture: Any  # sklearn.mixture.GaussianMixture
-    embedding: np.ndarray  # (N, n_components) manifold of the fitted codes
-    assignments: np.ndarray  # (N,) clusters of the fitted codes, canonically labelled
-    seconds: float
-    relabel: np.ndarray | None = None  # (n_clusters,) canonical label of each component
-    neighbours: Neighbours | None = None  # the fitted codes' neighbour graph
-
-
-@dataclasses.dataclass(frozen=True)
-class Neighbours:
-    """The exact ``k``-nearest-neighbour graph of some codes, as UMAP's ``precomputed_knn``."""
-
-    index: ExactNeighbours
-    indices: np.ndarray
-    distances: np.ndarray
-    k: int
-
-    @classmethod
-    def of(cls, flat: np.ndarray, metric: str, k: int) -> Neighbours:
-        index = ExactNeighbours(flat, metric)
-        indices, distances = index.graph(k)
-        return cls(index, indices, distances, k)
-
-
-def neighbour_count(n_neighbors: int, codes: int) -> int:
-    """The neighbours a head on ``codes`` codes uses: ``n_neighbors``, fewer when they lack."""
-    return max(2, min(n_neighbors, codes - 1))
-
-
-def _flat_codes(codes: Any, name: str = "codes") -> np.ndarray:
-    array = np.asarray(codes)
-    if array.ndim < 2 or len(array) == 0:
-        raise ValueError(f"{name} must be a non-empty batch (N, ...), got shape {array.shape}.")
-    array = array.reshape(len(array), -1).astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contain NaN or infinite values: check the encoder.")
-    return array
-
-
-def fit_head(
-    codes: Any,
-    *,
-    n_clusters: int = 10,
-    seed: int = 0,
-    n_components: int = 10,
-    n_neighbors: int = 20,
-    min_dist: float = 0.0,
-    metric: str = "euclidean",
-    n_epochs: int | None = 200,
-    covariance_type: str = "full",
-    gmm_n_init: int = 1,
-    neighbours: Neighbours | None = None,
-) -> Head:
-    """UMAP (``n_components``-d, ``n_neighbors``, ``min_dist``) then a GaussianMixture, seeded.
-
-    Fewer codes than neighbours shrink ``n_neighbors`` (and the components) to what fits.
-    ``neighbours``: the codes' exact neighbour graph from an earlier fit on the same codes (it
-    does not depend on the seed), reused instead of recomputed.
-    """
-    umap = import_umap()
-    flat = _flat_codes(codes)
-    if len(flat) < n_clusters:
-        raise ValueError(f"{len(flat)} codes cannot make {n_clusters} clusters.")
-    started = time.perf_counter()
-    k = neighbour_count(n_neighbors, len(flat))
-    components = max(1, min(n_components, len(flat) - 2))
-    if neighbours is None or neighbours.k != k:
-        neighbours = Neighbours.of(flat, metric, k)
-    reducer = umap.UMAP(
-        n_components=components,
-        n_neighbors=k,
-        min_dist=min_dist,
-        metric=metric,
-        n_epochs=n_epochs,
-        random_state=seed,
-        # Seeded UMAP runs single-threaded anyway; saying so silences its warning.
-        n_jobs=1,
-        transform_seed=seed,
-        precomputed_knn=(neighbours.indices, neighbours.distances, neighbours.index),
-    )
-    with warnings.catch_warnings(), small_blas():
-        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-        embedding = reducer.fit_transform(flat)
-    mixture, components_of = fit_mixture(embedding, n_clusters, covariance_type, gmm_n_init, seed)
-    relabel = canonical_labels(components_of, n_clusters)
-    seconds = time.perf_counter() - started
-    return Head(reducer, mixture, embedding, relabel[components_of], seconds, relabel, neighbours)
-
-
-def fit_mixture(
-    embedding: np.ndarray, n_clusters: int, covariance_type: str, n_init: int, seed: int
-) -> tuple[Any, np.ndarray]:
-    """(the seeded GaussianMixture, each point's component) on the manifold, with one BLAS
-    thread: its thousands of small products round differently with more (``threads``)."""
-    from sklearn.mixture import GaussianMixture
-
-    mixture = GaussianMixture(
-        n_components=n_clusters, covariance_type=covariance_type, n_init=n_init, random_state=seed
-    )
-    with small_blas():
-        return mixture, mixture.fit_predict(embedding)
-
-
-def predict_head(head: Head, codes: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(embedding, clusters) of new codes: ``UMAP.transform`` then ``GaussianMixture.predict``."""
-    flat = _flat_codes(codes)
-    with warnings.catch_warnings(), small_blas():
-        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-        embedding = head.reducer.transform(flat)
-        predicted = head.mixture.predict(embedding)
-    return embedding, predicted if head.relabel is None else head.relabel[predicted]
-
-
 def label_free_scores(
     embedding: np.ndarray, assignments: np.ndarray, seed: int, sample: int, prefix: str
 ) -> dict[str, Any]:
@@ -263,11 +151,11 @@ def score_head(
     seed, and the inductive one) are independent and single-threaded: they run side by side in
     ``params.processes`` processes, each giving what it gives alone.
     """
-    test = _flat_codes(test_codes, "test codes")
+    test = flat_codes(test_codes, "test codes")
     train = None
     if train_codes is not None and params.inductive_subsample > 0:
         train = inductive_sample(
-            _flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
+            flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
         )
     started = time.perf_counter()
     heads, likelihoods, inductive = _fit_all(test, train, seed, params)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders.manifold import canonical_labels
+
 
 def check_codes(codes: np.ndarray, labels: np.ndarray | None = None, name: str = "codes"):
     """Validate codes (N, D) (and labels (N,)): finite, same length, at least two classes."""
@@ -164,22 +166,6 @@ def linear_probe_accuracy(
             stacklevel=2,
         )
     return float(probe.score(test_codes.astype(np.float64), test_labels))
-
-
-def canonical_labels(assignments: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(n_clusters,) new label of each cluster: 0 the largest, ties by their first member.
-
-    A partition then has one spelling whatever the mixture's component order, so its sizes,
-    figure colours and scores come out byte for byte the same.
-    """
-    assignments = np.asarray(assignments)
-    sizes = np.bincount(assignments, minlength=n_clusters)
-    first = np.full(n_clusters, len(assignments))
-    np.minimum.at(first, assignments, np.arange(len(assignments)))
-    order = np.lexsort((first, -sizes))  # clusters, largest first
-    relabel = np.empty(n_clusters, dtype=np.int64)
-    relabel[order] = np.arange(n_clusters)
-    return relabel
 
 
 def label_scores(labels: np.ndarray, assignments: np.ndarray, prefix: str) -> dict[str, float]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, plots, tracking
+from autoencoders import data, fileio, tracking
+from autoencoders.evaluation import figures as variant_figures
 from autoencoders.evaluation import latent
 from autoencoders.evaluation.outputs import TEST_METRIC_KEYS, EvaluateParams, evaluate_autoencoder
 
@@ -59,7 +60,7 @@ def evaluate_variant(
     metrics, outputs = _test_metrics(model, x_train, y_train, x_test, y_test, seed, settings)
     _add_training_facts(metrics, model, model_dir)
     with fileio.atomic_directory(plots_dir) as staging:
-        figures = plots.plot_variant(
+        figures = variant_figures.plot_variant(
             directory=staging,
             model=model,
             outputs=outputs,

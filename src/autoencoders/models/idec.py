@@ -185,7 +185,7 @@ class ClusteringAutoencoder(Autoencoder):
 
         ``init: kmeans`` (the IDEC paper): centres at k-means (``kmeans_n_init`` seeded
         restarts) on the pretrained codes. ``init: manifold``: the N2D head (UMAP + Gaussian
-        mixture of ``manifold_n_init`` restarts, ``autoencoders.clustering``) partitions the
+        mixture of ``manifold_n_init`` restarts, ``autoencoders.manifold``) partitions the
         pretrained codes of a seeded subsample of ``init_subsample`` images; the centres start
         at each part's mean code, and the first ``update_interval`` batches (drawn from that
         subsample) take the mixture's posteriors as their target P before Q takes over. Labels
@@ -245,12 +245,12 @@ class ClusteringAutoencoder(Autoencoder):
         objective = self.config.objective
         pool, pool_target, previous = None, None, None
         if objective.init == "manifold":
-            from autoencoders import clustering
+            from autoencoders import manifold
 
             pool = np.sort(
                 rng.choice(len(codes), min(objective.init_subsample, len(codes)), False)
             )
-            head = clustering.fit_head(
+            head = manifold.fit_head(
                 codes[pool],
                 n_clusters=objective.n_clusters,
                 seed=seed,

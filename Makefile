@@ -27,7 +27,7 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data serve promote bench-anomaly
+	sample-images bench-data serve promote bench-anomaly deps verify-unchanged
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ quickstart: $(STAMP) ## Offline, ~3 min: one variant on the bundled digits throu
 repro: $(STAMP) ## Run the whole DVC pipeline (dvc repro) on params.yaml's data source
 	$(BIN)/dvc repro $(ARGS)
 
+deps: $(STAMP) ## Rewrite dvc.yaml's code deps from each stage script's import closure (tools/stage_deps.py)
+	$(BIN)/python tools/stage_deps.py
+
+verify-unchanged: $(STAMP) ## Re-run STAGE=train@conv in a scratch copy, compare outputs byte for byte [COMMIT=1: dvc commit]
+	@test -n "$(STAGE)" || { echo "verify-unchanged: name the stage, e.g. STAGE=train@conv"; exit 2; }
+	$(BIN)/python tools/verify_unchanged.py '$(STAGE)' $(if $(COMMIT),--commit)
+
 test: $(STAMP) ## Run the whole test suite, slow tests included (what CI runs)
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -58,12 +65,12 @@ test-fast: $(STAMP) ## Run the tests not marked slow (-m 'not slow'): tiny model
 	$(BIN)/python -m pytest -m 'not slow' $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check src pipeline tests examples
-	$(BIN)/ruff format --check src pipeline tests examples
+	$(BIN)/ruff check src pipeline tests examples tools
+	$(BIN)/ruff format --check src pipeline tests examples tools
 
 format: $(STAMP) ## ruff format and autofix
-	$(BIN)/ruff format src pipeline tests examples
-	$(BIN)/ruff check --fix src pipeline tests examples
+	$(BIN)/ruff format src pipeline tests examples tools
+	$(BIN)/ruff check --fix src pipeline tests examples tools
 
 tune: $(STAMP) ## Larger Optuna search: make tune TRIALS=50 WORKERS=2 VARIANTS=conv,vae [STORAGE=url]
 	$(BIN)/dvc repro preprocess

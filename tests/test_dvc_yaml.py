@@ -1,10 +1,11 @@
-"""dvc.yaml against the code: every stage's deps cover what its script imports, and every
-parameter it names exists in params.yaml. Hand-kept dependency lists drift as code moves, and
-DVC then keeps outputs that the changed code would make differently."""
+"""dvc.yaml against the code: every stage's code deps are exactly what its script imports (the
+list tools/stage_deps.py generates, `make deps`), and every parameter it names exists in
+params.yaml. Hand-kept dependency lists drift as code moves: DVC then keeps outputs that the
+changed code would make differently, or re-runs stages that no edit touched."""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -31,76 +32,83 @@ def stages() -> dict[str, dict]:
     return expanded
 
 
-def module_file(module: str) -> Path | None:
-    """The file of an ``autoencoders`` module or package (None: not the project's)."""
-    if module != "autoencoders" and not module.startswith("autoencoders."):
-        return None
-    base = SRC.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
+def _load_generator():
+    """tools/stage_deps.py, the generator `make deps` runs (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("stage_deps", REPO / "tools" / "stage_deps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports anywhere (top level, inside functions: lazy imports too)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            # `from autoencoders import tracking`: a module, or a name of the package
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-def import_closure(script: Path) -> set[Path]:
-    """The project files a script loads: its imports, theirs, and each package's __init__."""
-    files, queue = set(), [script]
-    while queue:
-        path = queue.pop()
-        for module in imported_modules(path):
-            parts = module.split(".")
-            for depth in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b, a.b.c
-                found = module_file(".".join(parts[:depth]))
-                if found is not None and found not in files:
-                    files.add(found)
-                    queue.append(found)
-    return files
-
-
-def covered(path: Path, deps: list[str]) -> bool:
-    relative = path.relative_to(REPO).as_posix()
-    return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
-
-
+stage_deps = _load_generator()
 STAGES = stages()
 
 
+def _code_deps(stage: dict) -> list[str]:
+    return [str(dep) for dep in stage["deps"] if str(dep).startswith(("pipeline/", "src/"))]
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_deps_cover_the_import_closure_of_the_stage_script(name):
+def test_code_deps_are_exactly_the_import_closure_of_the_stage_script(name):
     stage = STAGES[name]
     match = re.match(r"python (pipeline/\w+\.py)", stage["cmd"])
     assert match, f"{name}: {stage['cmd']!r} does not run a pipeline/ script"
     script = REPO / match.group(1)
-    deps = [str(dep) for dep in stage["deps"]]
-    assert match.group(1) in deps
-    missing = sorted(
-        path.relative_to(REPO).as_posix()
-        for path in import_closure(script)
-        if not covered(path, deps)
+    listed = _code_deps(stage)
+    closure = {p.relative_to(REPO).as_posix() for p in stage_deps.import_closure(script, SRC)}
+    expected = {match.group(1)} | closure
+    assert set(listed) == expected, (
+        f"{name}: deps list {sorted(set(listed) - expected)} it does not import and lack "
+        f"{sorted(expected - set(listed))} it does: run `make deps`"
     )
-    assert not missing, f"{name} imports files its deps do not list: {missing}"
+    assert not any(Path(REPO / dep).is_dir() for dep in listed), "a folder is no exact dep"
+
+
+def test_dvc_yaml_is_what_the_generator_writes():
+    text = (REPO / "dvc.yaml").read_text()
+    assert stage_deps.rewrite(text, REPO) == text, "dvc.yaml's code deps are stale: make deps"
 
 
 def test_the_closure_follows_lazy_imports_and_packages():
     # pipeline/train.py imports the training loop only inside main (after choosing Keras'
     # backend): still a dependency, and so is every package __init__ on the way.
-    closure = {p.relative_to(REPO).as_posix() for p in import_closure(REPO / "pipeline/train.py")}
+    closure = {
+        p.relative_to(REPO).as_posix()
+        for p in stage_deps.import_closure(REPO / "pipeline/train.py", SRC)
+    }
     assert "src/autoencoders/training/loop.py" in closure
     assert "src/autoencoders/training/__init__.py" in closure
     assert "src/autoencoders/__init__.py" in closure  # every import of the package runs it
+
+
+def test_a_package_that_imports_its_modules_by_name_depends_on_all_of_them(tmp_path):
+    package = tmp_path / "src" / "autoencoders" / "lazy"
+    package.mkdir(parents=True)
+    (tmp_path / "src" / "autoencoders" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(
+        "import importlib\n\ndef __getattr__(name):\n"
+        "    return importlib.import_module(f'autoencoders.lazy.{name}')\n"
+    )
+    (package / "one.py").write_text("")
+    (package / "two.py").write_text("")
+    script = tmp_path / "script.py"
+    script.write_text("from autoencoders import lazy\n")
+    closure = {p.name for p in stage_deps.import_closure(script, tmp_path / "src")}
+    assert closure == {"__init__.py", "one.py", "two.py"}
+
+
+@pytest.mark.parametrize(
+    ("edited", "never_invalidates"),
+    [
+        ("src/autoencoders/reporting/stage.py", ("tune@", "train@", "evaluate@", "export@")),
+        ("src/autoencoders/evaluation/stage.py", ("tune@", "train@")),
+        ("src/autoencoders/clustering/report.py", ("tune@", "train@", "evaluate@", "export@")),
+        ("src/autoencoders/clustering/head.py", ("tune@", "train@", "evaluate@")),
+    ],
+)
+def test_an_edit_of_a_later_stage_invalidates_no_earlier_stage(edited, never_invalidates):
+    stale = sorted(name for name, stage in STAGES.items() if edited in _code_deps(stage))
+    assert not [name for name in stale if name.startswith(never_invalidates)], stale
 
 
 def _lookup(dotted: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_dvc_yaml import REPO, imported_modules, module_file
+from test_dvc_yaml import REPO, SRC, stage_deps
 
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -52,10 +52,10 @@ def import_graph() -> dict[Path, set[Path]]:
     graph = {}
     for path in sorted((REPO / "src").rglob("*.py")):
         edges = set()
-        for module in imported_modules(path):
+        for module in stage_deps.imported_modules(path, SRC):
             parts = module.split(".")
             for depth in range(1, len(parts) + 1):
-                found = module_file(".".join(parts[:depth]))
+                found = stage_deps.module_file(".".join(parts[:depth]), SRC)
                 inside = found is not None and found.name == "__init__.py"
                 if inside and path.is_relative_to(found.parent):
                     continue
@@ -97,3 +97,36 @@ def test_find_cycle_finds_a_planted_one():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(_relative(p) for p in cycle)
+
+
+# The packages in the order data flows through them; a flat module (a foundation: config,
+# fileio, tracking, manifold, plots, inference, ...) may be imported by any of them.
+FLOW = {
+    "data": 1,
+    "models": 2,
+    "training": 3,
+    "tuning": 4,
+    "evaluation": 5,
+    "clustering": 6,
+    "anomaly": 6,
+    "export": 7,
+    "reporting": 8,
+    "services": 9,
+    "benchmarks": 10,
+}
+
+
+def test_imports_run_one_way_in_the_order_data_flows():
+    # An import from a later package into an earlier one makes an edit of the later stage's
+    # code invalidate the earlier stages (dvc.yaml's deps are the import closures).
+    package = SRC / "autoencoders"
+    upward = []
+    for path, imported in import_graph().items():
+        parts = path.relative_to(package).parts
+        if len(parts) < 2:  # a foundation module: no package of the flow
+            continue
+        for target in imported:
+            other = target.relative_to(package).parts
+            if len(other) > 1 and FLOW.get(other[0], 0) > FLOW.get(parts[0], 0):
+                upward.append(f"{'/'.join(parts)} -> {'/'.join(other)}")
+    assert not upward, f"imports against the data flow: {sorted(upward)}"

@@ -2,22 +2,25 @@
 
 python pipeline/export.py --variant conv      # what `dvc repro export@conv` runs
 
-Converts, checks ONNX Runtime against Keras (``export.tolerance``), adds the anomaly scorer
-(``anomaly``), writes metrics/export/<v>.json and registers the encoder and scorer in MLflow.
-The work is ``autoencoders.export.stage``.
+Converts, checks ONNX Runtime against Keras (``export.tolerance``), writes
+metrics/export/<v>.json and registers the encoder in MLflow. The anomaly scorer is the next
+stage's (pipeline/anomaly.py). The work is ``autoencoders.export.stage``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from autoencoders import anomaly, config, export, timing
+from autoencoders import config, export, timing
 from autoencoders.export import stage
+
+PROCESSED_DIR = "data/processed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True)
+    parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
@@ -25,10 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     stage.run_export(
         args.variant,
         config.from_mapping(export.ExportConfig, config.section(params, "export"), "export"),
-        anomaly_settings=config.from_mapping(
-            anomaly.AnomalyParams, config.section(params, "anomaly"), "anomaly"
-        ),
-        seed=config.value(params, "seed", int),
+        model_dir=Path("models") / args.variant,
+        processed_dir=PROCESSED_DIR,
+        export_dir=Path("exports") / args.variant,
+        metrics_path=Path("metrics") / "export" / f"{args.variant}.json",
     )
 
 

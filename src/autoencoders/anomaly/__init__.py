@@ -11,11 +11,16 @@ and thresholds calibrated on normal validation scores.
 ``scores`` computes per-image scores from numpy outputs (Keras or ONNX Runtime), ``densities``
 fits the latent densities, ``score_model`` standardises and sums them into one fitted,
 JSON-serialisable ``ScoreModel``, ``thresholds`` holds the cuts and metrics, ``checks`` the
-errors, ``params`` the pipeline's ``anomaly:`` section (``AnomalyParams``).
+errors, ``params`` the pipeline's ``anomaly:`` section (``AnomalyParams``), ``metrics`` the
+figures of a thresholded scorer. ``fitting`` fits the exported scorer's ScoreModel to a trained
+autoencoder and ``stage`` is the ``anomaly@V`` stage (scorers/<v>/scorer.onnx, its card and
+metrics/anomaly/<v>.json); both are imported as modules, not from here (they build on
+``export``, which imports this package).
 """
 
 from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError
 from autoencoders.anomaly.densities import GaussianDensity, GaussianMixtureDensity
+from autoencoders.anomaly.metrics import anomaly_metrics, score_statistics
 from autoencoders.anomaly.params import AnomalyParams
 from autoencoders.anomaly.score_model import (
     SCORES,
@@ -23,7 +28,6 @@ from autoencoders.anomaly.score_model import (
     ScoreModel,
     Standardisation,
     combine,
-    default_score_names,
     fit_score_model,
 )
 from autoencoders.anomaly.scores import (
@@ -67,10 +71,10 @@ __all__ = [
     "Standardisation",
     "Threshold",
     "auprc",
+    "anomaly_metrics",
     "auroc",
     "choose_threshold",
     "combine",
-    "default_score_names",
     "evaluate",
     "f1_optimal_threshold",
     "fit_score_model",
@@ -82,6 +86,7 @@ __all__ = [
     "onnx_outputs",
     "rates",
     "reconstruction_error",
+    "score_statistics",
     "ssim_error",
     "target_fpr_threshold",
 ]

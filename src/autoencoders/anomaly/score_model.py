@@ -267,14 +267,6 @@ def fit_score_model(
     return dataclasses.replace(unstandardised, standardisation=standardisation)
 
 
-def default_score_names(objective_name: str) -> tuple[str, ...]:
-    """The default scores of a variant: a VAE's negative ELBO replaces its reconstruction sum
-    (the ELBO already holds it, and adds how unusual the code is under the prior)."""
-    if objective_name == "variational":
-        return ("elbo", "ssim", "density")
-    return ScoreConfig.scores
-
-
 __all__ = [
     "FORMAT_VERSION",
     "SCORES",
@@ -283,6 +275,5 @@ __all__ = [
     "ScoreModel",
     "Standardisation",
     "combine",
-    "default_score_names",
     "fit_score_model",
 ]

@@ -3,10 +3,10 @@ canonicalised, gated.
 
 ``convert`` converts a trained model and checks ONNX Runtime against Keras; ``graph`` puts a
 converted graph in canonical form; ``card`` is what an export says about itself (ONNX
-metadata, model_card.json); ``scorer`` is the anomaly scorer's TensorFlow graph and parity
-gate, ``scoring`` fits, thresholds and measures it; ``stage`` is the ``export@V`` stage's
-work. ``convert``'s public names, ``card.set_metadata`` and ``stage``'s ``parity_metrics`` and
-``log_onnx_models`` are importable from here.
+metadata, model_card.json); ``scorer`` is the anomaly scorer's TensorFlow graph, conversion and
+parity gate (fitted, thresholded and measured by the ``anomaly@V`` stage, ``anomaly.stage``);
+``stage`` is the ``export@V`` stage's work. ``convert``'s public names, ``card.set_metadata``
+and ``stage``'s ``parity_metrics`` and ``log_onnx_models`` are importable from here.
 """
 
 from autoencoders.export import graph
@@ -29,7 +29,6 @@ from autoencoders.export.convert import (
     ParityError,
     convert_keras_model,
     export_models,
-    export_variant,
     parity,
 )
 from autoencoders.export.stage import log_onnx_models, parity_metrics
@@ -52,7 +51,6 @@ __all__ = [
     "RUN_FILE",
     "convert_keras_model",
     "export_models",
-    "export_variant",
     "graph",
     "log_onnx_models",
     "parity",

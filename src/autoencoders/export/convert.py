@@ -1,12 +1,13 @@
 """ONNX export of a trained autoencoder: conversion, checks, metadata and a parity gate.
 
-``export_variant("models/conv", "exports/conv", opset=17, tolerance=1e-5,
+``export_models(encoder, decoder, "exports/conv", variant="conv", opset=17, tolerance=1e-5,
 parity_images=x_test, parity_batch_sizes=(1, 257))`` converts the variant's Keras encoder and
 decoder with tf2onnx (dynamic batch axis; encoder "images" -> "code", decoder "code" ->
 "reconstruction"), checks them with ``onnx.checker``, stamps ONNX metadata, compares ONNX Runtime
 with Keras at each batch size and writes ``encoder.onnx``, ``decoder.onnx`` and
 ``model_card.json`` into the export directory atomically: when a check or the parity gate fails,
-the previous export stays as it was. Run as a DVC stage by ``pipeline/export.py``.
+the previous export stays as it was. Run as a DVC stage by ``pipeline/export.py``
+(``export.stage``); ``load_variant`` reads a trained model and its resolved config.
 
 A model with cluster centres (the ``clustering`` objective, IDEC) adds a third model,
 ``clusters.onnx`` ("images" -> "probabilities", the soft assignments Q), under the same gate.
@@ -177,18 +178,15 @@ def export_models(
     source_run_id: str | None = None,
     resolved_config: Mapping[str, Any] | None = None,
     clusters: Any | None = None,
-    extra: Any | None = None,
 ) -> dict[str, Any]:
     """Export a Keras encoder and decoder to ``out_dir`` and return the model card.
 
     ``clusters`` (images -> cluster probabilities, an IDEC model's ``assigner``) is exported
-    too, as ``clusters.onnx``, under the same checks and parity gate. ``extra`` (the anomaly
-    scorer, ``export.scoring.ScorerExport``) then writes into the same staging directory:
-    ``extra.write(staging, common, config)`` gives ({role: card file}, {role: parity figures},
-    a card section). Nothing is written to ``out_dir`` unless every model converts, passes
-    ``onnx.checker`` and the parity gate (max |ONNX Runtime - Keras| / max(1, max |Keras|) <=
-    ``tolerance`` at every batch size, see :func:`parity`); otherwise :class:`ExportError` /
-    :class:`ParityError` is raised and a previous export stays intact.
+    too, as ``clusters.onnx``, under the same checks and parity gate. Nothing is written to
+    ``out_dir`` unless every model converts, passes ``onnx.checker`` and the parity gate
+    (max |ONNX Runtime - Keras| / max(1, max |Keras|) <= ``tolerance`` at every batch size,
+    see :func:`parity`); otherwise :class:`ExportError` / :class:`ParityError` is raised and a
+    previous export stays intact.
     """
     import tensorflow as tf
 
@@ -210,9 +208,6 @@ def export_models(
             parity_figures[role], card_files[role] = _export_one(
                 role, spec, staging, common, parity_inputs[role], config, out_dir
             )
-        files, figures, section = extra.write(staging, common, config) if extra else ({}, {}, {})
-        card_files.update(files)
-        parity_figures.update(figures)
         model_card = card.model_card(
             common,
             card_files,
@@ -220,7 +215,6 @@ def export_models(
             resolved_config,
             input_name=ENCODER_INPUT,
         )
-        model_card.update(section)
         _write_card(staging, model_card, source_run_id)
     return model_card
 
@@ -329,40 +323,6 @@ def _export_one(
         "output": {"name": out_name, "shape": [None, *out_dims], "dtype": "float32"},
     }
     return figures, card_file
-
-
-def export_variant(
-    model_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    opset: int,
-    tolerance: float,
-    parity_images: np.ndarray,
-    parity_batch_sizes: Sequence[int],
-    variant: str | None = None,
-    source_run_id: str | None = None,
-) -> dict[str, Any]:
-    """Load ``models/<variant>`` (``models.load_autoencoder``) and :func:`export_models` it.
-
-    ``source_run_id`` is the MLflow run the model came from, looked up by the caller before
-    anything is written (``tracking.finished_run("models/<v>/run.json")``) and recorded in the
-    export's run.json. The resolved config comes from ``config.json`` (with the training
-    hyperparameters of ``training.json`` under ``"training"`` when present).
-    """
-    autoencoder, resolved_config = load_variant(model_dir)
-    return export_models(
-        autoencoder.encoder,
-        autoencoder.decoder,
-        out_dir,
-        variant=variant or resolved_config.get("name") or Path(model_dir).name,
-        opset=opset,
-        tolerance=tolerance,
-        parity_images=parity_images,
-        parity_batch_sizes=parity_batch_sizes,
-        source_run_id=source_run_id,
-        resolved_config=resolved_config,
-        clusters=getattr(autoencoder, "assigner", None),
-    )
 
 
 def load_variant(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:

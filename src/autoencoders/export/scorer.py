@@ -9,7 +9,9 @@ ONNX Runtime and Keras differ by. ``anomaly_map`` is the per-pixel loss (float32
 image is the ``reconstruction`` score before standardisation.
 
 ``scorer_parity`` is the gate: ONNX Runtime's scores against the same graph in TensorFlow and
-against ``ScoreModel.score`` on Keras' outputs, its maps against TensorFlow's.
+against ``ScoreModel.score`` on Keras' outputs, its maps against TensorFlow's. ``convert_scorer``
+converts and gates the graph (the ``anomaly@V`` stage, ``anomaly.stage``, thresholds it and
+stamps the threshold with ``scorer_metadata``); ``onnx_scores`` runs a scorer.onnx.
 """
 
 from __future__ import annotations
@@ -21,23 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import anomaly
+from autoencoders import anomaly, data, fileio
+from autoencoders.anomaly.fitting import unsupported
 from autoencoders.evaluation import image_quality
+from autoencoders.export import card, convert
 
 SCORER_FILE = "scorer.onnx"
 SCORE_MODEL_FILE = "score_model.json"
 SCORE_OUTPUT = "score"
 MAP_OUTPUT = "anomaly_map"
-
-
-def unsupported(autoencoder: Any, score_names: Sequence[str]) -> str | None:
-    """Why no scorer can be built for ``autoencoder`` with these scores, or None."""
-    if "elbo" in score_names and getattr(autoencoder, "posterior", None) is None:
-        return (
-            "anomaly.scores lists elbo, which needs a variational encoder's log-variance; "
-            f"this variant's objective is {autoencoder.config.objective_name}"
-        )
-    return None
 
 
 def _pixel_loss(loss: str) -> Callable[[Any, Any], Any]:
@@ -203,8 +197,6 @@ def scorer_parity(
     import onnxruntime as ort
     import tensorflow as tf
 
-    from autoencoders.export import convert
-
     session = ort.InferenceSession(str(onnx_path), providers=[convert.PARITY_PROVIDER])
     figures: dict[str, dict[str, Any]] = {
         key: {"max_abs_diff": 0.0, "scaled_diff": 0.0, "by_batch_size": {}}
@@ -235,13 +227,123 @@ def scorer_parity(
     return figures
 
 
+def convert_scorer(
+    graph: ScorerGraph,
+    path: Path,
+    common: dict[str, Any],
+    config: convert.ExportConfig,
+    parity_images: np.ndarray,
+) -> tuple[Any, dict[str, Any]]:
+    """Convert ``graph`` to ``path`` (canonical, as the export's models) and gate it with
+    ``scorer_parity`` on ``parity_images``; (the ModelProto, the card's parity figures).
+    A difference above ``score_tolerance`` raises ``convert.ParityError``."""
+    import onnx
+
+    dims = list(common["image_shape"])
+    proto = convert.convert_function(
+        graph,
+        input_name=convert.ENCODER_INPUT,
+        input_dims=dims,
+        opset=common["opset"],
+        name=f"the {common['variant']} anomaly scorer",
+    )
+    onnx.save_model(proto, str(path))
+    images = parity_images[: max(config.parity_batch_sizes)]
+    figures = scorer_parity(path, graph, images, config.parity_batch_sizes)
+    terms = int(np.prod(common["image_shape"])) + int(common["latent_dim"])
+    allowed = score_tolerance(config.tolerance, terms)
+    against = {
+        "keras": "the score of the TensorFlow graph",
+        "score_model": "ScoreModel.score on Keras' outputs",
+        "anomaly_map": "the TensorFlow graph's map (per-image sums)",
+    }
+    for key, what in against.items():
+        if figures[key]["scaled_diff"] > allowed:
+            raise convert.ParityError(
+                f"{common['variant']} scorer: ONNX Runtime differs from {what} by up to "
+                f"{figures[key]['max_abs_diff']:.3g} (scaled {figures[key]['scaled_diff']:.3g}"
+                f") > tolerance {allowed:.3g}, by batch size {figures[key]['by_batch_size']};"
+                " the previous scorer is kept."
+            )
+    keras_figures = figures.pop("keras")
+    return proto, {**keras_figures, "score_tolerance": allowed, **figures}
+
+
+def save_scorer(proto: Any, path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Stamp ``metadata`` on the scorer, check and save it; its card entry (file, checksum,
+    input and outputs)."""
+    import onnx
+
+    card.set_metadata(proto, metadata)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise convert.ExportError(
+            f"{metadata['variant']} scorer: onnx.checker rejected it: {error}"
+        ) from error
+    onnx.save_model(proto, str(path))
+    dims = list(metadata["image_shape"])
+    return {
+        "path": SCORER_FILE,
+        "sha256": fileio.sha256_file(path),
+        "input": {"name": convert.ENCODER_INPUT, "shape": [None, *dims], "dtype": "float32"},
+        "outputs": [
+            {"name": SCORE_OUTPUT, "shape": [None], "dtype": "float32"},
+            {"name": MAP_OUTPUT, "shape": [None, *dims], "dtype": "float32"},
+        ],
+    }
+
+
+def scorer_metadata(common: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """The scorer's ONNX metadata: the export's interface, its outputs and the card's
+    ``anomaly`` section (threshold, rule, validation FPR, scores, standardisation)."""
+    dims = list(common["image_shape"])
+    threshold = section["threshold"]
+    return {
+        **common,
+        "model": "scorer",
+        "input_name": convert.ENCODER_INPUT,
+        "input_shape": [convert.BATCH_AXIS, *dims],
+        "output_names": [SCORE_OUTPUT, MAP_OUTPUT],
+        "output_shapes": [[convert.BATCH_AXIS], [convert.BATCH_AXIS, *dims]],
+        "threshold": threshold["value"],
+        "threshold_rule": threshold["rule"],
+        "validation_fpr": threshold["fpr"],
+        "target_fpr": threshold["target_fpr"],
+        "flag": section["flag"],
+        "score_components": section["scores"],
+        "standardisation": section["standardisation"],
+        "pixel_loss": section["pixel_loss"],
+    }
+
+
+def onnx_scores(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """The ``score`` output of a scorer.onnx for ``images`` (float32 NHWC), in batches: (N,)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=[convert.PARITY_PROVIDER])
+    images = np.asarray(images, dtype=np.float32)
+    # Batches sized by their pixels: 1,024 MNIST digits, 170 images of 64x64x3 (the scorer's
+    # activations of 1,024 of those held gigabytes).
+    batch = data.splits.stream_batch(images.shape[1:])
+    return np.concatenate(
+        [
+            session.run([SCORE_OUTPUT], {convert.ENCODER_INPUT: images[i : i + batch]})[0]
+            for i in range(0, len(images), batch)
+        ]
+    )
+
+
 __all__ = [
     "MAP_OUTPUT",
     "SCORER_FILE",
     "SCORE_MODEL_FILE",
     "SCORE_OUTPUT",
     "ScorerGraph",
+    "convert_scorer",
+    "onnx_scores",
+    "save_scorer",
     "score_tolerance",
+    "scorer_metadata",
     "scorer_parity",
-    "unsupported",
 ]

@@ -5,9 +5,10 @@
         [--role encoder|scorer] [--host 127.0.0.1] [--port 5001]
     python -m autoencoders.services.serving promote --variant conv [--version N]
 
-Every export registers new versions of ``<v>-encoder`` (and ``<v>-scorer``) and points their
-alias ``candidate`` at them (``export.stage``). ``promote`` moves ``champion`` to the encoder's
-candidate (or to ``--version``) and the scorer's to the version exported with that encoder.
+Every export registers a new version of ``<v>-encoder``, every anomaly stage one of
+``<v>-scorer``, and points their alias ``candidate`` at it (``services.registry``).
+``promote`` moves ``champion`` to the encoder's candidate (or to ``--version``) and the
+scorer's to the version fitted beside that encoder (the scorer's ``encoder_version`` tag).
 ``serve`` resolves the model (default: the newest version), prints its URI and a curl example,
 then becomes ``mlflow models serve --env-manager local`` in the current environment, bound to
 127.0.0.1 unless told otherwise. An unknown model, version or alias stops it with one line.
@@ -23,22 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from autoencoders import errors, tracking
-from autoencoders.export import stage as export_stage
+from autoencoders.services import registry
+from autoencoders.services.registry import (
+    CANDIDATE,
+    CHAMPION,
+    ROLES,
+    RegistryError,
+    model_name,
+)
 
-ROLES = ("encoder", "scorer")
 DEFAULT_PORT = 5001
-CHAMPION, CANDIDATE = export_stage.CHAMPION, export_stage.CANDIDATE
-
-
-class RegistryError(errors.UserError, LookupError):
-    """A registered model, version or alias that the MLflow registry does not hold."""
-
-
-def model_name(variant: str, role: str = "encoder") -> str:
-    """The registered model's name: ``<variant>-encoder`` or ``<variant>-scorer``."""
-    if role not in ROLES:
-        raise RegistryError(f"unknown role {role!r}: use one of {', '.join(ROLES)}.")
-    return f"{variant}-{role}"
 
 
 def _client() -> Any:
@@ -62,9 +57,11 @@ def versions(client: Any, name: str) -> dict[str, Any]:
     lacks is a RegistryError naming the store and the fix."""
     found = client.search_model_versions(f"name='{name}'")
     if not found:
+        variant, role = name.rsplit("-", 1)
+        stage = "anomaly" if role == "scorer" else "export"
         raise RegistryError(
             f"no registered model {name!r} in {tracking.mask(tracking.tracking_uri())}: the "
-            f"export@{name.rsplit('-', 1)[0]} stage registers it (make repro), or set "
+            f"{stage}@{variant} stage registers it (make repro), or set "
             "MLFLOW_TRACKING_URI to the store that holds it (a team's server)."
         )
     return {str(v.version): v for v in sorted(found, key=lambda v: int(v.version))}
@@ -190,7 +187,7 @@ def promote(variant: str, version: str | None = None) -> list[str]:
         paired = [
             number
             for number, found in versions(client, scorer).items()
-            if found.tags.get(export_stage.ENCODER_VERSION_TAG) == target
+            if found.tags.get(registry.ENCODER_VERSION_TAG) == target
         ]
         if paired:
             lines.append(_move_champion(client, scorer, paired[-1]))

@@ -1,0 +1,44 @@
+"""DVC stage `anomaly@<variant>`: models/<v> + exports/<v> -> scorers/<v>/scorer.onnx + card.
+
+python pipeline/anomaly.py --variant conv     # what `dvc repro anomaly@conv` runs
+
+Fits the anomaly score model on normal training and validation images (``anomaly``), converts
+it into scorer.onnx at the export's opset and gate, chooses its threshold, writes
+scorers/<v>/{scorer.onnx,score_model.json,model_card.json} and metrics/anomaly/<v>.json, and
+registers ``<v>-scorer`` in MLflow. The work is ``autoencoders.anomaly.stage``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from autoencoders import anomaly, config, timing
+from autoencoders.anomaly import stage
+
+PROCESSED_DIR = "data/processed"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = config.load_params(args.params)
+    config.variant_block(params, args.variant, stage="anomaly")
+    stage.run_anomaly(
+        args.variant,
+        model_dir=Path("models") / args.variant,
+        export_dir=Path("exports") / args.variant,
+        processed_dir=PROCESSED_DIR,
+        out_dir=Path("scorers") / args.variant,
+        metrics_path=Path("metrics") / "anomaly" / f"{args.variant}.json",
+        settings=config.from_mapping(
+            anomaly.AnomalyParams, config.section(params, "anomaly"), "anomaly"
+        ),
+        seed=config.value(params, "seed", int),
+    )
+
+
+if __name__ == "__main__":
+    timing.run_stage("anomaly", main)

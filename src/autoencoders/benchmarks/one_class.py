@@ -58,10 +58,17 @@ class OneClassConfig:
     digits: tuple[int, ...] = tuple(range(10))
     seeds: tuple[int, ...] = (0, 1, 2)
     architecture: dict = dataclasses.field(
-        default_factory=lambda: {"name": "conv", "latent_dim": 16, "hidden_units": [500, 500]}
+        default_factory=lambda: {
+            "name": "deep_conv",
+            "filters": [8, 16, 32, 64],
+            "strides": [2, 2, 2, 2],
+            "hidden_units": [500],
+            "latent_dim": 32,
+            "code_activation": "linear",
+        }
     )
     objective: dict = dataclasses.field(default_factory=lambda: {"name": "plain", "loss": "bce"})
-    epochs: int = 8
+    epochs: int = 64  # at most: early stopping on the digit's validation images ends it
     batch_size: int = 64
     learning_rate: float = 0.002
     early_stopping_patience: int = 3

@@ -50,13 +50,13 @@ class TrainBenchConfig:
 
     epochs: int = 2  # timed epochs per repeat, after one warm-up epoch
     # Seed and project timed alternately this many times; throughput over all of them and each
-    # repeat's rates are reported (on a shared 2-core machine one 2-epoch timing moved by up to
-    # 40%: the seed fit's epochs run at one of two speeds, see ``throughput``).
-    repeats: int = 3
+    # repeat's rates are reported (one short timing on a shared machine moves a lot: the seed
+    # fit's epochs run at one of two speeds, see ``throughput``).
+    repeats: int = 9
     batch_size: int = 128
     images: int = 0  # training images used (0: the whole split)
-    variant_images: int = 10000  # images per timed epoch for each default variant
-    profile_images: int = 4096  # images in the profiled epoch of the conv trainer
+    variant_images: int = 4096  # images per timed epoch for each default variant
+    profile_images: int = 2048  # images in the profiled epoch of the conv trainer
 
     def __post_init__(self) -> None:
         for field in ("epochs", "repeats", "batch_size", "variant_images", "profile_images"):

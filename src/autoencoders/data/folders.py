@@ -59,7 +59,8 @@ class FolderParams:
     (the stage stops, naming the files) or ``skip`` (left out and listed in the data card).
     """
 
-    path: str | None = None
+    # params.yaml's placeholder: an empty folder that dvc.yaml can hash whatever the source.
+    path: str | None = "examples/images"
     labels: Literal["inferred"] | None = "inferred"
     color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
     image_size: tuple[int, ...] = (64, 64)

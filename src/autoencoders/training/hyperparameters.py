@@ -34,7 +34,7 @@ class TrainSettings:
     early_stopping_patience: int = 3
     shuffle_buffer: int = 0  # 0: a full permutation of the split every epoch
     # Training steps run per call into the compiled graph: fewer Python round trips per epoch.
-    steps_per_execution: int = 1
+    steps_per_execution: int = 32
     # XLA: fuses the small dense models' step (measured faster); slower for convolutions here.
     jit_compile: bool = False
     # Keras' backend for this variant's training (training.backend): jax always compiles with

@@ -32,10 +32,10 @@ class TuneSettings:
     """params.yaml ``tune``: the search's size, fidelity, pruner and storage."""
 
     n_trials: int = 3
-    timeout_s: float = 0.0
+    timeout_s: float = 300.0  # per variant and call; 0 for none
     epochs: int = 2
-    train_subset: int = 0
-    val_subset: int = 0
+    train_subset: int = 6000  # training images per trial; 0 for all
+    val_subset: int = 2000  # validation images per trial; 0 for all
     pruner_startup_trials: int = 2
     pruner_warmup_epochs: int = 0
     storage: str = "tuning/optuna.db"

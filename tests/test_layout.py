@@ -108,11 +108,11 @@ FLOW = {
     "tuning": 4,
     "evaluation": 5,
     "clustering": 6,
-    "anomaly": 6,
     "export": 7,
-    "reporting": 8,
-    "services": 9,
-    "benchmarks": 10,
+    "anomaly": 8,  # anomaly@V fits and converts its scorer after export@V
+    "reporting": 9,
+    "services": 10,
+    "benchmarks": 11,
 }
 
 

@@ -2,7 +2,7 @@
 fitted and how its threshold is chosen, as one frozen config (``config.from_mapping`` builds it,
 rejecting unknown keys and wrong types with the key named).
 
-Every score here is computed by ``exports/<v>/scorer.onnx`` itself (``export.scorer``):
+Every score here is computed by ``scorers/<v>/scorer.onnx`` itself (``anomaly.scorer``):
 ``reconstruction``, ``density``, ``mahalanobis`` and ``ssim`` for every variant, ``elbo`` for a
 variational one (its scorer runs the posterior; other variants skip the scorer).
 ``score_config(loss, beta, seed)`` gives the library's ``ScoreConfig`` for one variant.

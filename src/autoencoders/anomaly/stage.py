@@ -1,18 +1,19 @@
 """The ``anomaly@V`` stage's work: models/<v> + exports/<v> -> scorers/<v>/, metrics, MLflow.
 
-Fits the ``ScoreModel`` on the training codes and normal validation outputs (``fitting``),
-converts it with the trained model into one graph, images -> ``score`` and ``anomaly_map``
-(``export.scorer``), gated against TensorFlow and the numpy ScoreModel at the export's opset,
-tolerance and parity batch sizes (read from exports/<v>/model_card.json, so the scorer is
-converted exactly as its export was). The threshold is chosen (``anomaly.choose_threshold``) on
-ONNX Runtime's scores of the normal validation images (and the labelled validation anomalies
-for ``f1_optimal``), so that ``inference.Scorer`` flags exactly what was recorded; the test
-split is scored last, for the metrics only. Writes scorer.onnx, score_model.json and
-model_card.json (interface, checksums, parity, the ``anomaly`` section: threshold and rule)
-into scorers/<v>/ atomically, the ``anomaly`` block to metrics/anomaly/<v>.json, and logs the
-scorer to the variant's training run, registered as ``<v>-scorer`` (its new version the
-``candidate``, tagged with the encoder version of the same run, ``services.registry``). A
-variant the scores cannot apply to gets a card and a metrics block that say why.
+Fits the ``ScoreModel`` on the training codes and normal validation outputs (``fitting``) and
+writes it with the trained model as one graph, images -> ``score`` and ``anomaly_map``
+(``anomaly.scorer``, converted by ``export.convert``), gated against TensorFlow and the numpy
+ScoreModel at the export's opset, tolerance and parity batch sizes (read from
+exports/<v>/model_card.json, so the scorer is converted exactly as its export was). The
+threshold is chosen (``anomaly.choose_threshold``) on ONNX Runtime's scores of the normal
+validation images (and the labelled validation anomalies for ``f1_optimal``), so that
+``inference.Scorer`` flags exactly what was recorded; the test split is scored last, for the
+metrics only. Writes scorer.onnx, score_model.json and model_card.json (interface, checksums,
+parity, the ``anomaly`` section: threshold and rule) into scorers/<v>/ atomically, the
+``anomaly`` block to metrics/anomaly/<v>.json, and logs the scorer to the variant's training
+run, registered as ``<v>-scorer`` (its new version the ``candidate``, tagged with the encoder
+version of the same run, ``autoencoders.registry``). A variant the scores cannot apply to gets
+a card and a metrics block that say why.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, tracking
-from autoencoders.anomaly import fitting, metrics, thresholds
+from autoencoders import data, fileio, registry, tracking
+from autoencoders.anomaly import fitting, metrics, scorer, thresholds
 from autoencoders.anomaly.params import AnomalyParams
 from autoencoders.anomaly.score_model import ScoreModel
-from autoencoders.export import card, convert, scorer
-from autoencoders.services import registry
+from autoencoders.export import card, convert
 
 FLAG_RULE = "score > threshold"
 
@@ -58,24 +58,12 @@ def run_anomaly(
     )
     x_test, y_test = data.load_split(processed_dir, "test")
     autoencoder, resolved_config = convert.load_variant(model_dir)
-    train = data.open_split(processed_dir, "train")  # shards: only the seeded sample is read
-    x_train = train.array if train.in_memory else train
-    x_val, _ = data.load_split(processed_dir, "val")
-    val_anomalies = data.load_val_anomalies(processed_dir)
-    normal_classes = data.load_card(processed_dir).get("normal_classes")
-    val_anomalies = None if val_anomalies is None else val_anomalies[0]
+    x_train, x_val, val_anomalies, normal_classes = _fit_inputs(processed_dir)
     score_model, skipped = fitting.prepare(
         autoencoder, settings, seed=seed, x_train=x_train, x_val=x_val, val_anomalies=val_anomalies
     )
     if score_model is None:
-        with fileio.atomic_directory(out_dir) as staging:
-            fileio.write_json(
-                staging / convert.CARD_FILE, {"variant": variant, "anomaly": {"skipped": skipped}}
-            )
-        result = {"anomaly": {"skipped": skipped}}
-        fileio.write_json(metrics_path, result)
-        print(f"[anomaly] {variant}: no scorer: {skipped}")
-        return result
+        return _write_skipped(variant, skipped, out_dir, metrics_path)
     model_card, block = write_scorer(
         out_dir,
         autoencoder,
@@ -106,6 +94,31 @@ def run_anomaly(
     return result
 
 
+def _write_skipped(
+    variant: str, reason: str | None, out_dir: Path, metrics_path: str | Path
+) -> dict[str, Any]:
+    """A variant the scores cannot apply to: a card and a metrics block that say why."""
+    with fileio.atomic_directory(out_dir) as staging:
+        fileio.write_json(
+            staging / convert.CARD_FILE, {"variant": variant, "anomaly": {"skipped": reason}}
+        )
+    result = {"anomaly": {"skipped": reason}}
+    fileio.write_json(metrics_path, result)
+    print(f"[anomaly] {variant}: no scorer: {reason}")
+    return result
+
+
+def _fit_inputs(processed_dir: str | Path) -> tuple[Any, np.ndarray, np.ndarray | None, Any]:
+    """(training images or their Split, normal validation images, labelled validation
+    anomalies or None, the data card's normal classes or None)."""
+    train = data.open_split(processed_dir, "train")  # shards: only the seeded sample is read
+    x_train = train.array if train.in_memory else train
+    x_val, _ = data.load_split(processed_dir, "val")
+    val_anomalies = data.load_val_anomalies(processed_dir)
+    normal_classes = data.load_card(processed_dir).get("normal_classes")
+    return x_train, x_val, None if val_anomalies is None else val_anomalies[0], normal_classes
+
+
 def write_scorer(
     out_dir: str | Path,
     autoencoder: Any,
@@ -119,44 +132,20 @@ def write_scorer(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write scorer.onnx, score_model.json and model_card.json into ``out_dir`` atomically
     (nothing changes there when the gate fails); (the card, the metrics' ``anomaly`` block).
-
-    ``export_card``: the model card of the export of the same model (its opset, tolerance and
-    parity batch sizes). ``evaluation``: ``val_anomalies`` (images or None), ``x_test``,
-    ``y_test`` and ``normal_classes`` (the data card's, or None)."""
+    ``export_card``: the card of the same model's export (opset, tolerance, batch sizes);
+    ``evaluation``: ``val_anomalies`` (or None), ``x_test``, ``y_test``, ``normal_classes``."""
     import tensorflow as tf
 
-    variant = export_card["variant"]
-    parity = export_card["parity"]
-    config = convert.ExportConfig(
-        opset=export_card["opset"],
-        tolerance=float(parity["tolerance"]),
-        parity_batch_sizes=tuple(parity["batch_sizes"]),
-    )
-    input_dims = [int(size) for size in autoencoder.encoder.inputs[0].shape[1:]]
-    code_dims = [int(size) for size in autoencoder.encoder.outputs[0].shape[1:]]
-    if input_dims != list(export_card["input"]["shape"][1:]) or code_dims != list(
-        export_card["code_shape"]
-    ):
-        raise convert.ExportError(
-            f"{variant}: the export's card describes other shapes than the model; re-run "
-            f"its export (dvc repro export@{variant})."
-        )
+    config, common = _as_exported(export_card, autoencoder)
     # TF32 matmuls on recent NVIDIA GPUs would make Keras itself miss the parity gate.
     tf.config.experimental.enable_tensor_float_32_execution(False)
-    common = card.interface(variant, config.opset, input_dims, code_dims)
     graph = scorer.ScorerGraph(autoencoder, score_model)
     with fileio.atomic_directory(out_dir) as staging:
         path = staging / scorer.SCORER_FILE
         proto, figures = scorer.convert_scorer(
             graph, path, common, config, np.asarray(evaluation["x_test"])
         )
-        normal = scorer.onnx_scores(path, x_val)
-        anomalous = evaluation["val_anomalies"]
-        anomalous = (
-            scorer.onnx_scores(path, anomalous)
-            if anomalous is not None and len(anomalous) > 0
-            else None
-        )
+        normal, anomalous = _validation_scores(path, x_val, evaluation["val_anomalies"])
         threshold = thresholds.choose_threshold(
             settings.threshold,
             normal,
@@ -181,19 +170,58 @@ def write_scorer(
         model_card = card.model_card(
             common,
             {"scorer": card_file},
-            {
-                "provider": convert.PARITY_PROVIDER,
-                "tolerance": config.tolerance,
-                "batch_sizes": list(config.parity_batch_sizes),
-                "scorer": figures,
-            },
+            _parity_record(config, figures),
             resolved_config,
             input_name=convert.ENCODER_INPUT,
         )
-        model_card["encoder_sha256"] = export_card["files"]["encoder"]["sha256"]
+        model_card.update(encoder_sha256=export_card["files"]["encoder"]["sha256"])
         model_card["anomaly"] = section
         fileio.write_json(staging / convert.CARD_FILE, model_card)
     return model_card, block
+
+
+def _parity_record(config: convert.ExportConfig, figures: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``parity`` block: how the gate ran, then the scorer's figures."""
+    return {
+        "provider": convert.PARITY_PROVIDER,
+        "tolerance": config.tolerance,
+        "batch_sizes": list(config.parity_batch_sizes),
+        "scorer": dict(figures),
+    }
+
+
+def _validation_scores(
+    path: Path, x_val: np.ndarray, anomalies: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """ONNX Runtime's scores of the normal validation images and of the labelled validation
+    anomalies (None without them)."""
+    normal = scorer.onnx_scores(path, x_val)
+    if anomalies is not None and len(anomalies) > 0:
+        return normal, scorer.onnx_scores(path, anomalies)
+    return normal, None
+
+
+def _as_exported(
+    export_card: Mapping[str, Any], autoencoder: Any
+) -> tuple[convert.ExportConfig, dict[str, Any]]:
+    """The export's settings (opset, tolerance, parity batch sizes) and interface, checked
+    against the model: a card of another model stops the stage."""
+    variant, parity = export_card["variant"], export_card["parity"]
+    config = convert.ExportConfig(
+        opset=export_card["opset"],
+        tolerance=float(parity["tolerance"]),
+        parity_batch_sizes=tuple(parity["batch_sizes"]),
+    )
+    input_dims = [int(size) for size in autoencoder.encoder.inputs[0].shape[1:]]
+    code_dims = [int(size) for size in autoencoder.encoder.outputs[0].shape[1:]]
+    if input_dims != list(export_card["input"]["shape"][1:]) or code_dims != list(
+        export_card["code_shape"]
+    ):
+        raise convert.ExportError(
+            f"{variant}: the export's card describes other shapes than the model; re-run "
+            f"its export (dvc repro export@{variant})."
+        )
+    return config, card.interface(variant, config.opset, input_dims, code_dims)
 
 
 def card_section(

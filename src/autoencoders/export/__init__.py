@@ -1,12 +1,11 @@
-"""ONNX export: encoder, decoder (IDEC's cluster assigner, the anomaly scorer) converted,
-canonicalised, gated.
+"""ONNX export: encoder, decoder (and IDEC's cluster assigner) converted, canonicalised, gated.
 
 ``convert`` converts a trained model and checks ONNX Runtime against Keras; ``graph`` puts a
 converted graph in canonical form; ``card`` is what an export says about itself (ONNX
-metadata, model_card.json); ``scorer`` is the anomaly scorer's TensorFlow graph, conversion and
-parity gate (fitted, thresholded and measured by the ``anomaly@V`` stage, ``anomaly.stage``);
-``stage`` is the ``export@V`` stage's work. ``convert``'s public names, ``card.set_metadata``
-and ``stage``'s ``parity_metrics`` and ``log_onnx_models`` are importable from here.
+metadata, model_card.json); ``stage`` is the ``export@V`` stage's work. The anomaly scorer is
+converted with ``convert.convert_function`` by the ``anomaly@V`` stage (``anomaly.scorer``).
+``convert``'s public names, ``card.set_metadata`` and ``stage``'s ``parity_metrics`` and
+``log_onnx_models`` are importable from here.
 """
 
 from autoencoders.export import graph

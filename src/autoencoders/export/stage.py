@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, inference, tracking
+from autoencoders import data, fileio, inference, registry, tracking
 from autoencoders.evaluation import latent
 from autoencoders.export import convert
-from autoencoders.services import registry
 
 
 def run_export(
@@ -108,7 +107,7 @@ def log_onnx_models(
 ) -> dict[str, Any]:
     """Log the exported encoder and decoder (and an IDEC's clusters.onnx) to MLflow run
     ``run_id``, with signatures, and register the encoder as ``<variant>-encoder``, its new
-    version under the alias ``candidate`` (``services.registry``); also log the model card and
+    version under the alias ``candidate`` (``autoencoders.registry``); also log the model card and
     the parity metrics (``export_*``).
 
     ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):

@@ -6,7 +6,7 @@
     python -m autoencoders.services.serving promote --variant conv [--version N]
 
 Every export registers a new version of ``<v>-encoder``, every anomaly stage one of
-``<v>-scorer``, and points their alias ``candidate`` at it (``services.registry``).
+``<v>-scorer``, and points their alias ``candidate`` at it (``autoencoders.registry``).
 ``promote`` moves ``champion`` to the encoder's candidate (or to ``--version``) and the
 scorer's to the version fitted beside that encoder (the scorer's ``encoder_version`` tag).
 ``serve`` resolves the model (default: the newest version), prints its URI and a curl example,
@@ -23,9 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from autoencoders import errors, tracking
-from autoencoders.services import registry
-from autoencoders.services.registry import (
+from autoencoders import errors, registry, tracking
+from autoencoders.registry import (
     CANDIDATE,
     CHAMPION,
     ROLES,

@@ -1,5 +1,6 @@
 """The MLflow model registry's conventions, shared by the stages that register models (export,
-anomaly) and the server that serves them (``services.serving``).
+anomaly) and the server that serves them (``services.serving``): a foundation, so that
+no pipeline stage depends on the ``services`` package.
 
 Every export registers a new version of ``<v>-encoder``, every anomaly stage one of
 ``<v>-scorer`` (tagged with the encoder version it was fitted beside, ``encoder_version``); each

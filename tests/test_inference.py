@@ -103,32 +103,47 @@ BAD_IMAGES = {
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, images, exported) -> dict:
-    """The tiny conv models as an Autoencoder, exported with an anomaly scorer fitted on
-    ``images`` (reconstruction + density of the flattened (4, 4, 4) code)."""
+    """The tiny conv models as an Autoencoder, exported, and its anomaly scorer fitted on
+    ``images`` (reconstruction + density of the flattened (4, 4, 4) code) as anomaly@V
+    writes it: ``dir`` holds scorer.onnx, ``export_dir`` the export it was converted beside."""
     from autoencoders import anomaly, models
-    from autoencoders.export import scoring
+    from autoencoders.anomaly import fitting, stage
 
     block = {"architecture": {"name": "conv"}, "objective": {"name": "plain", "loss": "bce"}}
     config = models.VariantConfig.from_params("tiny", block)
     model = models.Autoencoder(exported["encoder"], exported["decoder"], config, IMAGE_SHAPE)
     settings = anomaly.AnomalyParams(n_components=1, fit_subsample=0, target_fpr=0.1)
     evaluation = {"val_anomalies": None, "x_test": images, "y_test": None, "normal_classes": None}
-    extra, _ = scoring.prepare(
-        model, settings, seed=0, x_train=images, x_val=images, evaluation=evaluation
+    score_model, _ = fitting.prepare(
+        model, settings, seed=0, x_train=images, x_val=images, val_anomalies=None
     )
-    directory = tmp_path_factory.mktemp("exports") / "scored"
-    card = export.export_models(
+    root = tmp_path_factory.mktemp("scored")
+    export_card = export.export_models(
         model.encoder,
         model.decoder,
-        directory,
+        root / "exports" / "tiny",
         variant="tiny",
         opset=17,
         tolerance=1e-5,
         parity_images=images,
         parity_batch_sizes=(1, 7),
-        extra=extra,
     )
-    return {"dir": directory, "card": card, "model": model, "extra": extra}
+    card, _ = stage.write_scorer(
+        root / "scorers" / "tiny",
+        model,
+        score_model,
+        settings,
+        export_card=export_card,
+        x_val=images,
+        evaluation=evaluation,
+    )
+    return {
+        "dir": root / "scorers" / "tiny",
+        "export_dir": root / "exports" / "tiny",
+        "card": card,
+        "model": model,
+        "score_model": score_model,
+    }
 
 
 @pytest.mark.parametrize("role", ["encoder", "scorer"])
@@ -364,7 +379,7 @@ def test_scorer_scores_flags_and_maps_every_layout(scored, images):
     scores, maps = scorer.score_and_maps(images)
     assert scores.shape == (40,) and scores.dtype == np.float32
     assert maps.shape == (40, *IMAGE_SHAPE) and maps.min() >= 0.0
-    score_model = scored["extra"].score_model
+    score_model = scored["score_model"]
     from autoencoders import anomaly
 
     expected = score_model.score(anomaly.keras_outputs(scored["model"], images))
@@ -386,7 +401,7 @@ def test_scorer_needs_a_scorer_file(exported, scored):
     with pytest.raises(inference.ModelLoadError, match=str(exported["dir"] / "scorer.onnx")):
         inference.Scorer(exported["dir"])  # encoder and decoder only
     with pytest.raises(inference.ModelLoadError, match="expected one input and 2 output"):
-        inference.Scorer(scored["dir"] / "encoder.onnx")
+        inference.Scorer(scored["export_dir"] / "encoder.onnx")
 
 
 def _cli(*arguments: object) -> int:

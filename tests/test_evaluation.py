@@ -172,10 +172,23 @@ def test_clustering_metrics_on_separated_blobs():
     assert 0.8 < metrics["silhouette"] <= 1.0
 
 
-def test_kmeans_is_deterministic_for_a_fixed_seed():
-    codes = np.random.default_rng(0).normal(size=(150, 5))
-    first = evaluation.kmeans_labels(codes, 4, seed=3, n_init=2)
-    assert np.array_equal(first, evaluation.kmeans_labels(codes, 4, seed=3, n_init=2))
+def test_kmeans_recovers_blobs_and_is_sklearns_seeded_kmeans():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    codes, labels = _blobs()
+    found = evaluation.kmeans_labels(codes.astype(np.float32), 3, seed=3, n_init=2)
+    assert adjusted_rand_score(labels, found) == 1.0  # the three separated blobs, exactly
+    # On structureless codes the partition depends on the seed and the restarts: each must be
+    # scikit-learn's own for that seed and n_init, so both really reach KMeans.
+    noise = np.random.default_rng(0).normal(size=(150, 5))
+    references = {}
+    for seed, n_init in ((3, 1), (4, 1), (3, 5)):
+        references[seed, n_init] = KMeans(4, n_init=n_init, random_state=seed).fit_predict(noise)
+        got = evaluation.kmeans_labels(noise, 4, seed=seed, n_init=n_init)
+        np.testing.assert_array_equal(got, references[seed, n_init])
+    assert adjusted_rand_score(references[3, 1], references[4, 1]) < 1.0
+    assert adjusted_rand_score(references[3, 1], references[3, 5]) < 1.0
 
 
 def test_linear_probe_separates_blobs():

@@ -67,6 +67,22 @@ def _prepare_scorer(model, splits: dict, settings: anomaly.AnomalyParams, normal
     )
 
 
+def _parity_recomputed(onnx_path: Path, keras_model, inputs: np.ndarray) -> dict:
+    """{batch size: (max |ONNX Runtime - Keras|, max |Keras|)} over the first ``size`` inputs
+    (repeated when fewer), computed here with a session of our own, as a reference."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    measured = {}
+    for size in BATCH_SIZES:
+        batch = np.resize(inputs.astype(np.float32), (size, *inputs.shape[1:]))
+        expected = np.asarray(keras_model(batch, training=False))
+        (actual,) = session.run(None, {name: batch})
+        measured[size] = (float(np.abs(actual - expected).max()), float(np.abs(expected).max()))
+    return measured
+
+
 # The pipeline's anomaly settings, with a mixture small enough for 300 training images.
 DEFAULT_ANOMALY = {**PARAMS["anomaly"], "n_components": 3, "fit_subsample": 0}
 
@@ -89,10 +105,23 @@ def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
         parity_batch_sizes=BATCH_SIZES,
         extra=extra,
     )
-    for role in ("encoder", "decoder"):
+    # The decoder's parity inputs are the codes of the first 257 images, repeated as needed.
+    codes = np.asarray(model.encoder(np.resize(images, (max(BATCH_SIZES), *images.shape[1:]))))
+    for role, keras_model, inputs in (
+        ("encoder", model.encoder, images),
+        ("decoder", model.decoder, codes),
+    ):
         figures = card["parity"][role]
+        measured = _parity_recomputed(tmp_path / variant / f"{role}.onnx", keras_model, inputs)
         assert set(figures["by_batch_size"]) == {"1", "257"}
-        assert 0.0 <= figures["scaled_diff"] <= figures["max_abs_diff"] <= 1e-5
+        for size, (difference, _) in measured.items():
+            assert figures["by_batch_size"][str(size)] == pytest.approx(difference, abs=1e-12)
+        assert figures["max_abs_diff"] == max(figures["by_batch_size"].values()) <= 1e-5
+        scales = {size: scale for size, (_, scale) in measured.items()}
+        assert figures["max_abs_reference"] == pytest.approx(max(scales.values()))
+        # The gate's figure in closed form: each batch size's difference over max(1, max |Keras|).
+        scaled = max(figures["by_batch_size"][str(s)] / max(1.0, scales[s]) for s in scales)
+        assert figures["scaled_diff"] == pytest.approx(scaled, rel=1e-12, abs=0.0)
     scorer_figures = card["parity"]["scorer"]
     for figures in (scorer_figures, scorer_figures["score_model"], scorer_figures["anomaly_map"]):
         assert 0.0 <= figures["scaled_diff"] <= scorer_figures["score_tolerance"]

@@ -384,16 +384,27 @@ def test_vae_loss_combines_reconstruction_and_scaled_kl(mnist_small):
 # ------------------------------------------------------------------------- registries, configs
 
 
-def test_registries_name_every_architecture_and_objective():
-    assert sorted(models.ARCHITECTURES) == ["conv", "deep_conv", "deep_dense", "dense", "seq2seq"]
-    assert sorted(models.OBJECTIVES) == [
-        "clustering",
-        "contractive",
-        "denoising",
-        "plain",
-        "sparse",
-        "variational",
-    ]
+# The layer that carries each architecture's name: what its encoder must contain.
+FAMILY = {"dense": "Dense", "conv": "Conv2D", "seq2seq": "LSTM"}
+
+
+def test_registries_hold_what_params_yaml_uses_each_built_as_named():
+    """Every registered architecture and objective is used by a params.yaml variant (none dead,
+    none missing); each config class is registered under one name only; and each architecture
+    builds the layers its name says (no Conv2D in a dense encoder, an LSTM in seq2seq)."""
+    blocks = PARAMS["variants"].values()
+    assert {block["architecture"]["name"] for block in blocks} == set(models.ARCHITECTURES)
+    assert {block["objective"]["name"] for block in blocks} == set(models.OBJECTIVES)
+    registries = {"architecture": models.ARCHITECTURES, "objective": models.OBJECTIVES}
+    for kind, registry in registries.items():
+        for name, entry in registry.items():
+            assert config_module.registered_name(registry, entry.config_class(), kind) == name
+    for name in models.ARCHITECTURES:
+        model = models.build_autoencoder(reference({"name": name}), (28, 28, 1))
+        kinds = {type(layer).__name__ for layer in model.encoder.layers}
+        family = FAMILY[name.removeprefix("deep_")]
+        assert family in kinds, (name, kinds)
+        assert not {"Conv2D", "LSTM"} - {family} & kinds, (name, kinds)
 
 
 @pytest.mark.parametrize(

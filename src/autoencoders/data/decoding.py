@@ -1,13 +1,13 @@
 """Decode and resize image files with Pillow, in threads over every core, into uint8 blocks.
 
 ``render`` is one opened image converted to the colour mode, centre-cropped or zero-padded to
-the target's aspect ratio when asked, resized with Pillow's filter; ``decode_file`` is that for
-a file on disk, as uint8 (H, W, C). ``decode_block`` reads, checks (``folders.inspect``) and
-decodes a list of files into the rows of one preallocated uint8 block, chunk by chunk in a
-thread pool: each file is read once, its pixels land in their row (the bytes never depend on
-the number of threads), and nothing is pickled between processes. Plain PNGs (the common case)
-are decoded by libspng (``decode_png``; a lossless format: Pillow's pixels), straight into
-their row when they already have the target's size and mode, else handed to ``render``.
+the target's aspect ratio when asked, resized with Pillow's filter. ``decode_block`` reads,
+checks (``folders.inspect``) and decodes a list of files into the rows of one preallocated uint8
+block, chunk by chunk in a thread pool: each file is read once, its pixels land in their row
+(the bytes never depend on the number of threads), and nothing is pickled between processes.
+Plain PNGs (the common case) are decoded by libspng (``decode_png``; a lossless format:
+Pillow's pixels), straight into their row when they already have the target's size and mode,
+else handed to ``render``.
 libspng and Pillow release the GIL while they decode, convert and resize, so the threads run
 those on every core at once.
 
@@ -103,15 +103,6 @@ def render(
     if image.size != size or box is not None:
         image = image.resize(size, _resample(interpolation), box=box)
     return image
-
-
-def decode_file(path: str | Path, image_size: tuple[int, int], color_mode: str, **options):
-    """One image file as uint8 (height, width, channels); Pillow's errors pass through."""
-    from PIL import Image
-
-    with Image.open(path) as opened:
-        pixels = np.asarray(render(opened, image_size, color_mode, **options), dtype=np.uint8)
-    return pixels.reshape(image_size[0], image_size[1], folders.COLOR_MODES[color_mode][1])
 
 
 def decode_png(frame: folders.PngFrame, out: np.ndarray | None = None) -> np.ndarray:

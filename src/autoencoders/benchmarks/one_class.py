@@ -17,8 +17,8 @@ Nothing is fitted or chosen on the test split (``task_split``):
 - only then is the test split scored, once, with the chosen score.
 
 For the first ``onnx_checks`` tasks of a run the chosen score model is also converted to
-``scorer.onnx`` (``export.scorer``, the export's own graph) and ONNX Runtime alone scores the
-test split (``export.scoring.onnx_scores``): its AUROC must equal Keras' to 4 digits.
+``scorer.onnx`` (``anomaly.scorer``, anomaly@V's own graph) and ONNX Runtime alone scores the
+test split (``anomaly.scorer.onnx_scores``): its AUROC must equal Keras' to 4 digits.
 ``one_class_run`` runs every task in worker processes and adds the seed ensembles; the report
 (``one_class_report``) holds the table beside the published anchors, the wall time and the
 anomaly-map figure; ``leave_one_out`` adds the nine-digits-normal protocol.
@@ -209,10 +209,11 @@ def train_model(settings: OneClassConfig, x_train: np.ndarray, x_val: np.ndarray
 
 
 def onnx_auroc(model: Any, score_model: anomaly.ScoreModel, x_test: np.ndarray, labels) -> float:
-    """The test AUROC of ONNX Runtime's scores from the export's own scorer.onnx graph."""
+    """The test AUROC of ONNX Runtime's scores from anomaly@V's own scorer.onnx graph."""
     import onnx
 
-    from autoencoders.export import convert, scorer, scoring
+    from autoencoders.anomaly import scorer
+    from autoencoders.export import convert
 
     graph = scorer.ScorerGraph(model, score_model)
     proto = convert.convert_function(
@@ -225,7 +226,7 @@ def onnx_auroc(model: Any, score_model: anomaly.ScoreModel, x_test: np.ndarray, 
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / scorer.SCORER_FILE
         onnx.save_model(proto, str(path))
-        return anomaly.auroc(labels, scoring.onnx_scores(path, x_test))
+        return anomaly.auroc(labels, scorer.onnx_scores(path, x_test))
 
 
 def run_task(

@@ -73,10 +73,6 @@ PENDING: dict[str, str] = {
     "HeadParams.gmm_n_init": "src/autoencoders/clustering/head.py: gmm_n_init 1 -> 10",
     "HeadParams.seeds": "src/autoencoders/clustering/head.py: seeds 1 -> 5",
     "HeadParams.processes": "src/autoencoders/clustering/head.py: processes 1 -> 0",
-    "ScoreConfig.scores": (
-        "src/autoencoders/anomaly/score_model.py: scores ('reconstruction', 'ssim', 'density') "
-        "-> ('reconstruction', 'density')"
-    ),
 }
 
 

@@ -16,7 +16,7 @@ import math
 from autoencoders.anomaly import score_model, thresholds
 from autoencoders.anomaly.checks import AnomalyConfigError
 
-DEFAULT_SCORES = ("reconstruction", "density")
+DEFAULT_SCORES = score_model.DEFAULT_SCORES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,8 @@ from autoencoders.anomaly import densities, scores
 from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError, check_scores
 
 FORMAT_VERSION = 1
+# params.yaml's anomaly.scores; AnomalyParams takes its default from here.
+DEFAULT_SCORES = ("reconstruction", "density")
 # ScoreConfig's numeric fields: their type, whether 0 is valid, and how the error says so.
 _NUMBERS: dict[str, tuple[type, bool, str]] = {
     "n_components": (numbers.Integral, False, "an integer >= 1"),
@@ -102,7 +104,7 @@ def combine(components: Mapping[str, Any], standardisation: Mapping[str, Any]) -
 class ScoreConfig:
     """Which scores to combine and how to fit them (an ``anomaly`` section of params)."""
 
-    scores: tuple[str, ...] = ("reconstruction", "ssim", "density")
+    scores: tuple[str, ...] = DEFAULT_SCORES
     loss: str = "bce"  # the variant's objective.loss
     beta: float = 1.0  # the variant's objective.beta, for elbo
     n_components: int = 10
@@ -268,6 +270,7 @@ def fit_score_model(
 
 
 __all__ = [
+    "DEFAULT_SCORES",
     "FORMAT_VERSION",
     "SCORES",
     "STANDARDISATIONS",

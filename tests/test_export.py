@@ -1,6 +1,7 @@
 """ONNX export: every variant converts and matches Keras, metadata and card, the parity gate,
-the anomaly scorer (its parity with Keras and the numpy ScoreModel, its threshold in the card
-and metadata), MLflow logging, the export stage end to end and the benchmark."""
+the anomaly scorer that ``anomaly@V`` writes beside the export (its parity with Keras and the
+numpy ScoreModel, its threshold in the card and metadata), MLflow logging, the export and
+anomaly stages end to end and the benchmark."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import onnx
 import pytest
 
 from autoencoders import anomaly, config, export, fileio, inference, models
+from autoencoders.anomaly import fitting
+from autoencoders.anomaly import scorer as anomaly_scorer
+from autoencoders.anomaly import stage as anomaly_stage
 from autoencoders.benchmarks import onnx_latency
-from autoencoders.export import scoring
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = config.load_params(REPO / "params.yaml")
@@ -48,9 +51,10 @@ def conv_export(tmp_path_factory, mnist_small) -> dict:
     return {"dir": directory, "card": card, "model": model}
 
 
-def _prepare_scorer(model, splits: dict, settings: anomaly.AnomalyParams, normal=None):
-    """``scoring.prepare`` on ``splits`` (mnist_small or digits_small); with ``normal`` train
-    and val keep those classes and the other validation images are the labelled anomalies."""
+def _scorer_inputs(splits: dict, normal=None) -> dict:
+    """What anomaly@V fits and measures on, from ``splits`` (mnist_small or digits_small); with
+    ``normal`` train and val keep those classes and the other validation images are the
+    labelled anomalies."""
     x_train, x_val, val_anomalies = splits["x_train"], splits["x_val"], None
     if normal is not None:
         x_train = x_train[np.isin(splits["y_train"], normal)]
@@ -62,8 +66,34 @@ def _prepare_scorer(model, splits: dict, settings: anomaly.AnomalyParams, normal
         "y_test": splits["y_test"],
         "normal_classes": None if normal is None else list(normal),
     }
-    return scoring.prepare(
-        model, settings, seed=0, x_train=x_train, x_val=x_val, evaluation=evaluation
+    return {"x_train": x_train, "x_val": x_val, "evaluation": evaluation}
+
+
+def _prepare_scorer(model, splits: dict, settings: anomaly.AnomalyParams, normal=None):
+    """``anomaly.fitting.prepare`` on ``splits``: (score model, None) or (None, why)."""
+    inputs = _scorer_inputs(splits, normal)
+    return fitting.prepare(
+        model,
+        settings,
+        seed=0,
+        x_train=inputs["x_train"],
+        x_val=inputs["x_val"],
+        val_anomalies=inputs["evaluation"]["val_anomalies"],
+    )
+
+
+def _write_scorer(directory: Path, model, score_model, settings, export_card, splits, normal=None):
+    """``anomaly.stage.write_scorer`` as anomaly@V calls it: (the scorer's card, the metrics'
+    ``anomaly`` block)."""
+    inputs = _scorer_inputs(splits, normal)
+    return anomaly_stage.write_scorer(
+        directory,
+        model,
+        score_model,
+        settings,
+        export_card=export_card,
+        x_val=inputs["x_val"],
+        evaluation=inputs["evaluation"],
     )
 
 
@@ -92,7 +122,7 @@ def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
     model = _build(variant)
     images = mnist_small["x_test"]  # 300 images; batch 257 uses the first 257
     settings = config.from_mapping(anomaly.AnomalyParams, DEFAULT_ANOMALY, "anomaly")
-    extra, skipped = _prepare_scorer(model, mnist_small, settings)
+    score_model, skipped = _prepare_scorer(model, mnist_small, settings)
     assert skipped is None  # every variant gets a scorer with the default scores
     card = export.export_models(
         model.encoder,
@@ -103,8 +133,12 @@ def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
         tolerance=1e-5,
         parity_images=images,
         parity_batch_sizes=BATCH_SIZES,
-        extra=extra,
     )
+    # anomaly@V: the scorer at the export's opset, tolerance and batch sizes, in scorers/<v>.
+    scorer_card, _ = _write_scorer(
+        tmp_path / "scorers" / variant, model, score_model, settings, card, mnist_small
+    )
+    assert scorer_card["opset"] == 17 and scorer_card["parity"]["batch_sizes"] == [1, 257]
     # The decoder's parity inputs are the codes of the first 257 images, repeated as needed.
     codes = np.asarray(model.encoder(np.resize(images, (max(BATCH_SIZES), *images.shape[1:]))))
     for role, keras_model, inputs in (
@@ -122,7 +156,7 @@ def test_every_variant_exports_within_tolerance(variant, mnist_small, tmp_path):
         # The gate's figure in closed form: each batch size's difference over max(1, max |Keras|).
         scaled = max(figures["by_batch_size"][str(s)] / max(1.0, scales[s]) for s in scales)
         assert figures["scaled_diff"] == pytest.approx(scaled, rel=1e-12, abs=0.0)
-    scorer_figures = card["parity"]["scorer"]
+    scorer_figures = scorer_card["parity"]["scorer"]
     for figures in (scorer_figures, scorer_figures["score_model"], scorer_figures["anomaly_map"]):
         assert 0.0 <= figures["scaled_diff"] <= scorer_figures["score_tolerance"]
     assert scorer_figures["score_tolerance"] == pytest.approx(
@@ -328,14 +362,22 @@ def trained_layout(tmp_path, monkeypatch, mnist_small):
 
 
 @pytest.mark.slow
-def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
+def test_export_and_anomaly_stages_end_to_end_log_to_mlflow(trained_layout):
     import mlflow
 
     client = mlflow.MlflowClient()
     before = client.get_run(trained_layout["run_id"]).info
-    pipeline_export = _load_stage("export")
-    pipeline_export.main(["--variant", "conv"])
+    _load_stage("export").main(["--variant", "conv"])
     root = trained_layout["root"]
+    assert sorted(p.name for p in (root / "exports" / "conv").iterdir()) == [
+        "decoder.onnx",
+        "encoder.onnx",
+        "model_card.json",
+        "run.json",
+    ]
+    # The export alone registers the encoder; anomaly@V then adds the scorer beside it.
+    assert mlflow.MlflowClient().search_registered_models("name='conv-scorer'") == []
+    _load_stage("anomaly").main(["--variant", "conv"])
     # Logged into the finished training run by id: not re-opened, its duration unchanged.
     after = client.get_run(trained_layout["run_id"]).info
     assert after.status == "FINISHED" and after.end_time == before.end_time
@@ -347,27 +389,43 @@ def test_export_stage_end_to_end_logs_to_mlflow(trained_layout):
     metrics = fileio.read_json(root / "metrics" / "export" / "conv.json")
     assert metrics["encoder"]["max_abs_diff"] <= 1e-5
     assert metrics["decoder"]["max_abs_diff"] <= 1e-5
+    assert "anomaly" not in metrics and "scorer" not in metrics  # anomaly@V's, below
 
     versions = client.search_model_versions("name='conv-encoder'")
     assert [v.run_id for v in versions] == [trained_layout["run_id"]]
     run = client.get_run(trained_layout["run_id"])
     assert run.data.metrics["export_encoder.max_abs_diff"] <= 1e-5
     # The scorer: fitted, thresholded, measured on test (no normal classes: the share flagged)
-    # and registered beside the encoder.
+    # by anomaly@V into scorers/conv and metrics/anomaly/conv.json, registered beside the encoder.
+    scorers = root / "scorers" / "conv"
+    assert sorted(p.name for p in scorers.iterdir()) == [
+        "model_card.json",
+        "score_model.json",
+        "scorer.onnx",
+    ]
+    scorer_card = fileio.read_json(scorers / "model_card.json")
+    assert scorer_card["encoder_sha256"] == card["files"]["encoder"]["sha256"]
+    metrics = fileio.read_json(root / "metrics" / "anomaly" / "conv.json")
+    assert set(metrics) == {"tolerance", "scorer", "anomaly"}
     block = metrics["anomaly"]
     assert block["rule"] == "target_fpr" and block["validation"]["fpr"] <= 0.01
-    assert block["threshold"] == card["anomaly"]["threshold"]["value"]
+    assert block["threshold"] == scorer_card["anomaly"]["threshold"]["value"]
     assert set(block["test"]) == {"images", "share_flagged"} and block["test"]["images"] == 300
-    assert metrics["scorer"]["scaled_diff"] <= card["parity"]["scorer"]["score_tolerance"]
+    assert metrics["scorer"]["scaled_diff"] <= scorer_card["parity"]["scorer"]["score_tolerance"]
+    # The figures recorded are the shipped scorer's: its flags on the normal validation images
+    # and the test split.
+    shipped = inference.Scorer(scorers)
+    x_val = np.load(root / "data" / "processed" / "val.npz")["x"]
+    x_test = np.load(root / "data" / "processed" / "test.npz")["x"]
+    assert shipped.flag(x_val).mean() == block["validation"]["fpr"]
+    assert shipped.flag(x_test).mean() == pytest.approx(block["test"]["share_flagged"])
     scorer_versions = client.search_model_versions("name='conv-scorer'")
     assert [v.run_id for v in scorer_versions] == [trained_layout["run_id"]]
     assert run.data.metrics["anomaly_threshold"] == pytest.approx(block["threshold"])
     scorer = mlflow.pyfunc.load_model(f"models:/conv-scorer/{scorer_versions[0].version}")
     test_images = np.load(root / "data" / "processed" / "test.npz")["x"][:3]
     logged_scores = scorer.predict({"images": test_images})["score"]
-    np.testing.assert_allclose(
-        logged_scores, inference.Scorer(root / "exports" / "conv").score(test_images), atol=1e-6
-    )
+    np.testing.assert_allclose(logged_scores, shipped.score(test_images), atol=1e-6)
     logged = mlflow.pyfunc.load_model(f"models:/conv-encoder/{versions[0].version}")
     images = np.load(root / "data" / "processed" / "test.npz")["x"][:3]
     codes = logged.predict({"images": images})
@@ -442,36 +500,48 @@ def _tiny_autoencoder(objective: dict, images: np.ndarray) -> models.Autoencoder
     return model
 
 
-def _export_with_scorer(directory: Path, objective: dict, splits: dict, **settings) -> dict:
+def _export_with_scorer(root: Path, objective: dict, splits: dict, **settings) -> dict:
+    """A tiny model exported to ``root``/exports/tiny and its scorer written to
+    ``root``/scorers/tiny, as export@V and anomaly@V write them; ``dir`` is the scorer's."""
     normal_train = splits["x_train"][np.isin(splits["y_train"], NORMAL)]
     model = _tiny_autoencoder(objective, normal_train)
-    extra, skipped = _prepare_scorer(
-        model, splits, anomaly.AnomalyParams(n_components=3, **settings), NORMAL
-    )
+    settings = anomaly.AnomalyParams(n_components=3, **settings)
+    score_model, skipped = _prepare_scorer(model, splits, settings, NORMAL)
     assert skipped is None
-    card = export.export_models(
+    export_card = export.export_models(
         model.encoder,
         model.decoder,
-        directory,
+        root / "exports" / "tiny",
         variant="tiny",
         opset=17,
         tolerance=1e-5,
         parity_images=splits["x_test"],
         parity_batch_sizes=BATCH_SIZES,
         resolved_config={"name": "tiny"},
-        extra=extra,
+    )
+    directory = root / "scorers" / "tiny"
+    card, block = _write_scorer(
+        directory, model, score_model, settings, export_card, splits, NORMAL
     )
     x_val = splits["x_val"][np.isin(splits["y_val"], NORMAL)]
-    return {"dir": directory, "card": card, "model": model, "extra": extra, "x_val": x_val}
+    return {
+        "dir": directory,
+        "export_dir": root / "exports" / "tiny",
+        "card": card,
+        "export_card": export_card,
+        "model": model,
+        "score_model": score_model,
+        "settings": settings,
+        "metrics": block,
+        "x_val": x_val,
+    }
 
 
 @pytest.fixture(scope="module")
 def scorer_export(tmp_path_factory, digits_small) -> dict:
-    directory = tmp_path_factory.mktemp("exports") / "tiny"
+    root = tmp_path_factory.mktemp("tiny")
     objective = {"name": "plain", "loss": "bce"}
-    return _export_with_scorer(
-        directory, objective, digits_small, scores=ALL_SCORES, target_fpr=0.05
-    )
+    return _export_with_scorer(root, objective, digits_small, scores=ALL_SCORES, target_fpr=0.05)
 
 
 def _score_model(directory: Path) -> anomaly.ScoreModel:
@@ -539,19 +609,22 @@ def test_scorer_card_and_metadata_carry_the_threshold_and_rule(scorer_export):
     assert flagged.mean() == threshold["fpr"] <= 0.05
     assert threshold["n_normal"] == len(scorer_export["x_val"])
     assert sorted(p.name for p in directory.iterdir()) == [
-        "decoder.onnx",
-        "encoder.onnx",
         "model_card.json",
-        "run.json",
         "score_model.json",
         "scorer.onnx",
     ]
-    metrics = export.parity_metrics(card)
+    # The export it was converted beside: its encoder's checksum, and no scorer in exports/.
+    export_dir = scorer_export["export_dir"]
+    assert card["encoder_sha256"] == fileio.sha256_file(export_dir / "encoder.onnx")
+    assert not (export_dir / "scorer.onnx").exists()
+    assert "scorer" not in scorer_export["export_card"]["parity"]
+    metrics = anomaly_stage.scorer_metrics(card)
     assert set(metrics["scorer"]) >= {"max_abs_diff", "score_model_scaled_diff", "batch_257"}
+    assert metrics["scorer"]["max_abs_diff"] == card["parity"]["scorer"]["max_abs_diff"]
 
 
 def test_scorer_metrics_score_the_test_split_with_the_normal_classes(scorer_export, digits_small):
-    metrics = scorer_export["extra"].metrics
+    metrics = scorer_export["metrics"]
     scores = inference.Scorer(scorer_export["dir"]).score(digits_small["x_test"])
     labels = (~np.isin(digits_small["y_test"], NORMAL)).astype(int)
     test = metrics["test"]
@@ -570,7 +643,7 @@ def test_scorer_metrics_score_the_test_split_with_the_normal_classes(scorer_expo
 
 
 def test_scorer_conversion_is_byte_reproducible(scorer_export):
-    graph = scorer_export["extra"].graph
+    graph = anomaly_scorer.ScorerGraph(scorer_export["model"], scorer_export["score_model"])
     blobs = {
         export.convert.convert_function(
             graph, input_name="images", input_dims=[8, 8, 1], opset=17, name="scorer"
@@ -582,7 +655,7 @@ def test_scorer_conversion_is_byte_reproducible(scorer_export):
 
 def test_vae_scorer_with_elbo_and_an_f1_threshold(tmp_path, digits_small):
     exported = _export_with_scorer(
-        tmp_path / "vae",
+        tmp_path,
         {"name": "variational", "loss": "mse", "beta": 0.5},
         digits_small,
         scores=("elbo", "density"),
@@ -592,21 +665,21 @@ def test_vae_scorer_with_elbo_and_an_f1_threshold(tmp_path, digits_small):
     assert figures["score_model"]["scaled_diff"] <= figures["score_tolerance"]
     inputs = anomaly.keras_outputs(exported["model"], digits_small["x_test"])
     assert inputs.log_var is not None  # the ELBO needs the posterior, which the scorer runs
-    expected = _score_model(tmp_path / "vae").score(inputs)
-    scores = inference.Scorer(tmp_path / "vae").score(digits_small["x_test"])
+    expected = _score_model(exported["dir"]).score(inputs)
+    scores = inference.Scorer(exported["dir"]).score(digits_small["x_test"])
     atol = figures["score_tolerance"] * np.abs(expected).max()
     np.testing.assert_allclose(scores, expected, rtol=0, atol=atol)
     threshold = exported["card"]["anomaly"]["threshold"]
     assert threshold["rule"] == "f1_optimal" and 0 < threshold["f1"] <= 1
-    assert exported["extra"].metrics["validation"]["f1"] == threshold["f1"]
+    assert exported["metrics"]["validation"]["f1"] == threshold["f1"]
 
 
 def test_scorer_is_skipped_where_it_cannot_apply_and_f1_needs_anomalies(digits_small):
     model = _tiny_autoencoder({"name": "plain", "loss": "bce"}, digits_small["x_train"][:32])
-    extra, reason = _prepare_scorer(
+    score_model, reason = _prepare_scorer(
         model, digits_small, anomaly.AnomalyParams(scores=("elbo", "density"))
     )
-    assert extra is None and "elbo" in reason and "plain" in reason
+    assert score_model is None and "elbo" in reason and "plain" in reason
     with pytest.raises(anomaly.AnomalyConfigError, match="f1_optimal needs labelled") as raised:
         _prepare_scorer(model, digits_small, anomaly.AnomalyParams(threshold="f1_optimal"))
     assert "\n" not in str(raised.value)
@@ -621,20 +694,20 @@ def test_threshold_fpr_on_held_out_normals_is_near_the_target():
     test_scores = np.r_[rng.normal(size=n), rng.normal(4.0, 1.0, 5_000)]
     classes = np.r_[np.zeros(n, np.int64), np.full(5_000, 7)]
     validation = {"normal": rng.normal(size=10), "anomalies": None}
-    metrics = scoring.anomaly_metrics(threshold, validation, test_scores, classes, [0])
+    metrics = anomaly.anomaly_metrics(threshold, validation, test_scores, classes, [0])
     assert metrics["validation"]["fpr"] == 0.01
     # The cut's own sampling error and the fresh sample's add up to about 6e-4 (one sigma).
     assert metrics["test"]["fpr"] == pytest.approx(0.01, abs=0.0025)
     assert metrics["test"]["tpr"] > 0.9 and metrics["test"]["auroc"] > 0.99
     # Without normal classes (or labels) every test image counts: the share flagged.
-    unlabelled = scoring.anomaly_metrics(threshold, validation, test_scores, None, None)
+    unlabelled = anomaly.anomaly_metrics(threshold, validation, test_scores, None, None)
     assert set(unlabelled["test"]) == {"images", "share_flagged"}
     assert unlabelled["test"]["share_flagged"] == pytest.approx(
         np.mean(test_scores > threshold.value)
     )
 
 
-def test_scorer_parity_failure_keeps_the_previous_export(
+def test_scorer_parity_failure_keeps_the_previous_scorer(
     scorer_export, digits_small, tmp_path, monkeypatch
 ):
     directory = tmp_path / "tiny"
@@ -651,19 +724,15 @@ def test_scorer_parity_failure_keeps_the_previous_export(
         return proto
 
     monkeypatch.setattr(export.convert, "convert_function", perturbed)
-    extra = scorer_export["extra"]
-    model = scorer_export["model"]
     with pytest.raises(export.ParityError, match="tiny scorer: ONNX Runtime differs from"):
-        export.export_models(
-            model.encoder,
-            model.decoder,
+        _write_scorer(
             directory,
-            variant="tiny",
-            opset=17,
-            tolerance=1e-5,
-            parity_images=digits_small["x_test"],
-            parity_batch_sizes=BATCH_SIZES,
-            extra=extra,
+            scorer_export["model"],
+            scorer_export["score_model"],
+            scorer_export["settings"],
+            scorer_export["export_card"],
+            digits_small,
+            NORMAL,
         )
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -3,14 +3,14 @@
     python -m autoencoders encode --model exports/conv --input images.npy --output codes.npy
     python -m autoencoders decode --model exports/conv --input codes.npy --output images.npy
     python -m autoencoders cluster --model exports/idec --input images.npy --output clusters.npz
-    python -m autoencoders score --model exports/conv --input images.npy --output scores.npz
+    python -m autoencoders score --model scorers/conv --input images.npy --output scores.npz
 
 ``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``).
 Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically. ``cluster``
 (an export with ``clusters.onnx``) writes an ``.npz`` holding ``assignments`` (N,) and
-``probabilities`` (N, n_clusters); ``score`` (an export with ``scorer.onnx``) one holding
-``scores`` (N,), ``labels`` (N,) bool (score above the export's threshold) and, with
-``--maps``, ``maps`` (N, H, W, C).
+``probabilities`` (N, n_clusters); ``score`` (a scorer folder, ``scorers/<v>`` with
+``scorer.onnx``, or the file) one holding ``scores`` (N,), ``labels`` (N,) bool (score above
+the scorer's threshold) and, with ``--maps``, ``maps`` (N, H, W, C).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=what, description=what)
         command.add_argument(
-            "--model", required=True, help="export directory (exports/<variant>) or .onnx file"
+            "--model",
+            required=True,
+            help="model directory (exports/<variant>; score: scorers/<variant>) or .onnx file",
         )
         command.add_argument("--input", required=True, type=Path, help=".npy or .npz file")
         command.add_argument(

@@ -15,8 +15,11 @@ image's cluster and the probabilities behind it, with the same input checks as `
 
     assignments, probabilities = Clusterer("exports/idec").cluster(images)
 
-``Scorer`` runs ``scorer.onnx`` (docs/anomaly.md): ``Scorer("exports/conv").score(images)``
-(N,), ``.flag(images)`` (N,) bool at the export's threshold, ``.maps(images)`` (N, H, W, C).
+``Scorer`` runs the anomaly scorer that ``pipeline/anomaly.py`` writes (docs/anomaly.md)::
+
+    scorer = Scorer("scorers/conv")            # scorers/conv/scorer.onnx
+    scores = scorer.score(images)              # (N,); .flag(images) (N,) bool at its threshold,
+    maps = scorer.maps(images)                 # (N, H, W, C)
 
 Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
 The CUDA execution provider is used only when a profiled run shows it really runs the model
@@ -57,14 +60,21 @@ class GPUUnavailableError(errors.UserError, RuntimeError):
 
 
 def resolve_model_path(model: str | os.PathLike[str], default_name: str) -> Path:
-    """An export directory (containing ``default_name``) or an .onnx file, checked to exist."""
+    """A model directory (containing ``default_name``) or an .onnx file, checked to exist."""
     path = Path(model)
     if path.is_dir():
         path = path / default_name
     if not path.is_file():
+        if default_name == "scorer.onnx":  # the anomaly stage's, beside the export
+            where = (
+                "a scorer directory (scorers/<variant>, written by `dvc repro anomaly@<variant>`)"
+            )
+        else:
+            where = (
+                "an export directory (exports/<variant>, written by `dvc repro export@<variant>`)"
+            )
         raise ModelLoadError(
-            f"{path} not found: pass an export directory holding {default_name} or an .onnx "
-            "file (exports are written by `dvc repro export@<variant>`)."
+            f"{path} not found: pass {where} holding {default_name} or an .onnx file."
         )
     return path
 
@@ -320,10 +330,10 @@ class Clusterer(OnnxModel):
 
 
 class Scorer(OnnxModel):
-    """Images -> anomaly scores with an exported ``scorer.onnx``: "score" (N,), higher is more
-    anomalous, and "anomaly_map" (N, H, W, C), the per-pixel reconstruction loss; ``flag`` cuts
-    at the export's ``threshold`` (its metadata, as in model_card.json). Images are checked as
-    ``Encoder.encode`` checks them."""
+    """Images -> anomaly scores with a ``scorer.onnx`` (``scorers/<variant>/``, the anomaly
+    stage's): "score" (N,), higher is more anomalous, and "anomaly_map" (N, H, W, C), the
+    per-pixel reconstruction loss; ``flag`` cuts at the scorer's ``threshold`` (its metadata, as
+    in its model_card.json). Images are checked as ``Encoder.encode`` checks them."""
 
     default_name = "scorer.onnx"
     n_outputs = 2
@@ -339,8 +349,8 @@ class Scorer(OnnxModel):
             self.threshold_rule = self.metadata["threshold_rule"]
         except (KeyError, ValueError) as error:
             raise ModelLoadError(
-                f"{self.path} is not an anomaly scorer with a threshold ({error}): re-export it "
-                "with `dvc repro --force export@<variant>`."
+                f"{self.path} is not an anomaly scorer with a threshold ({error}): rewrite it "
+                "with `dvc repro --force anomaly@<variant>`."
             ) from None
 
     def score_and_maps(self, images: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,11 @@
 """make serve / make promote: MLflow's own model server on the registry an export fills.
 
 A repo-like layout (an untrained conv model, 300 real MNIST digits a split, a temporary SQLite
-store) goes through the real export stage, which registers ``conv-encoder`` and ``conv-scorer``
-under the alias ``candidate``. The servers are the real ``mlflow models serve`` processes on
-free 127.0.0.1 ports, started by ``python -m autoencoders.services.serving``; their answers are
-compared with ONNX Runtime on the export (``inference.Encoder`` / ``Scorer``).
+store) goes through the real export and anomaly stages, as the pipeline runs them: export@V
+registers ``conv-encoder`` and anomaly@V ``conv-scorer``, each under the alias ``candidate``.
+The servers are the real ``mlflow models serve`` processes on free 127.0.0.1 ports, started by
+``python -m autoencoders.services.serving``; their answers are compared with ONNX Runtime on
+exports/conv and scorers/conv (``inference.Encoder`` / ``Scorer``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def _load_stage(name: str):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, mnist_small) -> Iterator[dict]:
-    """The export stage run once on a repo-like layout; yields its root and test images."""
+    """The export and anomaly stages run once on a repo-like layout; yields its root and test
+    images."""
     import keras
     import mlflow
 
@@ -76,6 +78,7 @@ def registry(tmp_path_factory, mnist_small) -> Iterator[dict]:
             pass
         tracking.write_run_ref(root / "models/conv/run.json", run.info.run_id, experiment_id)
         _load_stage("export").main(["--variant", "conv"])
+        _load_stage("anomaly").main(["--variant", "conv"])
         yield {"root": root, "run_id": run.info.run_id, "images": mnist_small["x_test"][:5]}
 
 
@@ -174,6 +177,7 @@ def test_export_registers_candidates_requiring_the_gpu_wheel_alone(registry):
 def test_promote_moves_champion_and_fails_in_one_line(registry):
     from mlflow.exceptions import MlflowException
 
+    from autoencoders.anomaly import stage as anomaly_stage
     from autoencoders.export import stage
 
     client = _client()
@@ -184,13 +188,23 @@ def test_promote_moves_champion_and_fails_in_one_line(registry):
         "conv-encoder: champion unset -> version 1",
         "conv-scorer: champion unset -> version 1",
     ]
-    # A second export of the same run: version 2 is the candidate, the champion stays at 1.
+    # A second export and anomaly stage of the same run: version 2 is the candidate, the
+    # champion stays at 1.
+    root = registry["root"]
     stage.log_onnx_models(
-        registry["root"] / "exports" / "conv",
+        root / "exports" / "conv",
         variant="conv",
         example_images=registry["images"][:2],
         run_id=registry["run_id"],
     )
+    anomaly_stage.log_scorer(
+        root / "scorers" / "conv",
+        variant="conv",
+        example_images=registry["images"][:2],
+        run_id=registry["run_id"],
+        metrics=fileio.read_json(root / "metrics" / "anomaly" / "conv.json"),
+    )
+    assert client.get_model_version("conv-scorer", "2").tags["encoder_version"] == "2"
     assert [
         _alias(n, a) for n in ("conv-encoder", "conv-scorer") for a in ("candidate", "champion")
     ] == ["2", "1", "2", "1"]
@@ -277,7 +291,7 @@ def test_served_models_answer_both_input_forms_as_onnx_runtime_does(registry):
         )
         status, answer = _post(scorer_url, {"inputs": {"images": batch}})
         assert status == 200, answer
-        scores, maps = inference.Scorer(root / "exports" / "conv").score_and_maps(images)
+        scores, maps = inference.Scorer(root / "scorers" / "conv").score_and_maps(images)
         np.testing.assert_allclose(answer["predictions"]["score"], scores, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(
             answer["predictions"]["anomaly_map"], maps, rtol=1e-6, atol=1e-6

@@ -1,7 +1,8 @@
 """autoencoders.services: the Triton model repository and batch encoding on Ray Data.
 
-The exports are tiny ONNX graphs built here with ``onnx.helper`` (encoder, decoder, scorer,
-clusters, with a model card holding the parity batch sizes as the export stage writes it), so
+The exports and scorers are tiny ONNX graphs built here with ``onnx.helper`` (encoder, decoder
+and clusters in exports/<v>, scorer in scorers/<v>, each folder with a model card holding the
+parity batch sizes as the export and anomaly stages write it), so
 these tests need neither TensorFlow nor a trained model. Triton's configs are parsed with
 Triton's own ModelConfig protobuf (``tritonclient``) and checked against ONNX Runtime's view of
 each graph; the Ray tests run on a local two-CPU cluster.
@@ -108,8 +109,8 @@ def _clusters() -> onnx.ModelProto:
 
 
 def _write_export(directory: Path, models: dict[str, onnx.ModelProto], batch_sizes) -> Path:
-    """An export folder as the export stage leaves it: the .onnx files and a model card whose
-    ``parity.batch_sizes`` are the batch sizes the parity gate ran at."""
+    """An export (or scorer) folder as the export (or anomaly) stage leaves it: the .onnx files
+    and a model card whose ``parity.batch_sizes`` are the batch sizes the parity gate ran at."""
     directory.mkdir(parents=True)
     for role, model in models.items():
         onnx.save(model, directory / triton.ROLE_FILES[role])
@@ -120,10 +121,10 @@ def _write_export(directory: Path, models: dict[str, onnx.ModelProto], batch_siz
 
 @pytest.fixture
 def exports(tmp_path) -> Path:
+    """exports/ with two variants and, beside it, scorers/ with tiny's scorer (its own card)."""
     root = tmp_path / "exports"
-    _write_export(
-        root / "tiny", {"encoder": _encoder(), "decoder": _decoder(), "scorer": _scorer()}, (1, 7)
-    )
+    _write_export(root / "tiny", {"encoder": _encoder(), "decoder": _decoder()}, (1, 7))
+    _write_export(tmp_path / "scorers" / "tiny", {"scorer": _scorer()}, (1, 5))
     _write_export(
         root / "idec",
         {"encoder": _encoder(element=UINT8), "decoder": _decoder(), "clusters": _clusters()},
@@ -162,11 +163,16 @@ def _parse(path: Path):
 
 
 def test_triton_configs_parse_with_tritons_proto_and_match_the_graphs(exports, tmp_path):
-    out = tmp_path / "triton"
-    assert triton.main(["--exports", str(exports), "--out", str(out)]) == 0
-    expected = {f"{variant}-{role}": (exports / variant / triton.ROLE_FILES[role], batch)
-                for variant, roles, batch in (("idec", ("encoder", "decoder", "clusters"), 257),
-                                              ("tiny", ("encoder", "decoder", "scorer"), 7))
+    out, scorers = tmp_path / "triton", tmp_path / "scorers"
+    assert (
+        triton.main(["--exports", str(exports), "--scorers", str(scorers), "--out", str(out)]) == 0
+    )
+    # The scorer comes from scorers/<v> with its own card's batch size, the rest from exports/.
+    expected = {f"{variant}-{role}": (folder / variant / triton.ROLE_FILES[role], batch)
+                for folder, variant, roles, batch in (
+                    (exports, "idec", ("encoder", "decoder", "clusters"), 257),
+                    (exports, "tiny", ("encoder", "decoder"), 7),
+                    (scorers, "tiny", ("scorer",), 5))
                 for role in roles}  # fmt: skip
     assert sorted(path.name for path in out.iterdir()) == sorted(expected)
     data_types = set()
@@ -194,11 +200,46 @@ def test_triton_configs_parse_with_tritons_proto_and_match_the_graphs(exports, t
 
     # Rewriting replaces each model whole and leaves other models of the repository alone.
     (out / "someone-else").mkdir()
-    arguments = ["--exports", str(exports), "--out", str(out), "--max-batch-size", "64"]
+    arguments = ["--exports", str(exports), "--scorers", str(scorers), "--out", str(out),
+                 "--max-batch-size", "64"]  # fmt: skip
     assert triton.main(arguments) == 0
-    assert _parse(out / "tiny-encoder" / "config.pbtxt").max_batch_size == 64
+    for name in ("tiny-encoder", "tiny-scorer"):
+        assert _parse(out / name / "config.pbtxt").max_batch_size == 64
     assert (out / "someone-else").is_dir()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_triton_without_a_scorers_folder_writes_the_exports_and_says_so(exports, tmp_path, capsys):
+    out, missing = tmp_path / "triton", tmp_path / "no-scorers"
+    assert (
+        triton.main(["--exports", str(exports), "--scorers", str(missing), "--out", str(out)]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "idec-clusters", "idec-decoder", "idec-encoder", "tiny-decoder", "tiny-encoder",
+    ]  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"no scorers folder {missing}" in printed and "anomaly@" in printed
+    # A scorer.onnx left in an export folder by the old layout is not served from there.
+    (exports / "tiny" / "scorer.onnx").write_bytes(
+        (tmp_path / "scorers" / "tiny" / "scorer.onnx").read_bytes()
+    )
+    assert "tiny-scorer" not in triton.write_repository(exports, tmp_path / "again")
+
+
+def test_triton_defaults_are_the_pipelines_folders():
+    from autoencoders import paths
+
+    defaults = triton.build_parser().parse_args([])
+    assert (defaults.exports, defaults.scorers, defaults.out) == (
+        paths.EXPORTS,
+        paths.SCORERS,
+        paths.TRITON,
+    )
+    assert (defaults.exports, defaults.scorers, defaults.out) == (
+        Path("exports"),
+        Path("scorers"),
+        Path("exports/triton"),
+    )  # dvc.yaml's outs of export@V and anomaly@V, and make triton's repository
 
 
 def test_triton_rejects_a_fixed_batch_dimension_in_one_line(tmp_path):
@@ -208,7 +249,7 @@ def test_triton_rejects_a_fixed_batch_dimension_in_one_line(tmp_path):
     )
     out = tmp_path / "triton"
     command = [sys.executable, "-m", "autoencoders.services.triton", "--exports", str(root),
-               "--out", str(out)]  # fmt: skip
+               "--scorers", str(tmp_path / "scorers"), "--out", str(out)]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True)
     assert completed.returncode == errors.EXIT_CODE
     lines = completed.stderr.strip().splitlines()
@@ -223,6 +264,11 @@ def test_triton_rejects_a_fixed_batch_dimension_in_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(fixed / triton.CARD_FILE)):
         triton.write_repository(root, out)
     assert triton.write_repository(root, out, max_batch_size=3) == ["fixed-decoder"]
+    # A scorer folder's fix names the stage that writes it.
+    (fixed / triton.CARD_FILE).write_text(json.dumps({"parity": {"batch_sizes": [1]}}))
+    scorers = _write_export(tmp_path / "scorers" / "fixed", {"scorer": _scorer()}, [0])
+    with pytest.raises(triton.TritonRepositoryError, match=r"anomaly@fixed\) or pass"):
+        triton.write_repository(root, out, scorers=scorers.parent)
 
 
 # --- batch encoding on Ray Data -----------------------------------------------------------

@@ -1,10 +1,11 @@
-"""A Triton Inference Server model repository from the ONNX exports.
+"""A Triton Inference Server model repository from the ONNX exports and anomaly scorers.
 
-    python -m autoencoders.services.triton --exports exports --out exports/triton
+    python -m autoencoders.services.triton --exports exports --scorers scorers --out exports/triton
 
 For every export directory ``exports/<variant>/`` this writes one Triton model per ONNX file it
-holds (``encoder.onnx``, ``decoder.onnx`` and, where present, ``scorer.onnx`` and
-``clusters.onnx``)::
+holds (``encoder.onnx``, ``decoder.onnx`` and, for IDEC, ``clusters.onnx``), and for every
+scorer directory ``scorers/<variant>/`` (the ``anomaly@V`` stage's) one for its
+``scorer.onnx``::
 
     <out>/<variant>-encoder/config.pbtxt
     <out>/<variant>-encoder/1/model.onnx
@@ -12,9 +13,11 @@ holds (``encoder.onnx``, ``decoder.onnx`` and, where present, ``scorer.onnx`` an
 Each ``config.pbtxt`` names the ``onnxruntime_onnx`` platform, turns on ``dynamic_batching`` and
 takes every input's and output's name, data type and per-example dims from the ONNX graph itself,
 so the config cannot drift from the model it describes. ``max_batch_size`` is the largest batch
-size at which the export's parity gate checked ONNX Runtime against Keras (``parity.batch_sizes``
-in ``model_card.json``), unless ``--max-batch-size`` says otherwise. A graph whose first axis is
-a fixed number cannot be batched by Triton and is rejected, naming the file.
+size at which the stage's parity gate checked ONNX Runtime against Keras (``parity.batch_sizes``
+in the folder's ``model_card.json``), unless ``--max-batch-size`` says otherwise. A graph whose
+first axis is a fixed number cannot be batched by Triton and is rejected, naming the file and
+the stage that rewrites it. Without a scorers folder (the anomaly stage has not run) the
+repository holds no scorer models.
 
 Every graph is read and checked before anything is written; then each model directory is swapped
 in whole (``fileio.atomic_directory``), so Triton polling the repository never sees a model
@@ -33,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoencoders import errors, fileio
+from autoencoders import errors, fileio, paths
 
 PROGRAM = "python -m autoencoders.services.triton"
 PLATFORM = "onnxruntime_onnx"
@@ -41,13 +44,16 @@ CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 VERSION = "1"
 CARD_FILE = "model_card.json"
-# role -> the file an export holds for it; the Triton model is named <variant>-<role>.
+# role -> the file that holds it; the Triton model is named <variant>-<role>.
 ROLE_FILES = {
     "encoder": "encoder.onnx",
     "decoder": "decoder.onnx",
     "scorer": "scorer.onnx",
     "clusters": "clusters.onnx",
 }
+# Which roles each stage's folder holds: export@V's exports/<v>, anomaly@V's scorers/<v>.
+EXPORT_ROLES = ("encoder", "decoder", "clusters")
+SCORER_ROLES = ("scorer",)
 # ONNX TensorProto element type name -> Triton's DataType (model_config.proto).
 TRITON_TYPES = {
     "BOOL": "TYPE_BOOL",
@@ -65,7 +71,13 @@ TRITON_TYPES = {
     "BFLOAT16": "TYPE_BF16",
     "STRING": "TYPE_STRING",
 }
-REEXPORT = "re-export it with a dynamic batch axis (dvc repro --force export@<variant>)"
+
+
+def _rewrite(directory: Path) -> str:
+    """How to rewrite a variant's folder: re-run the stage that wrote it."""
+    if (directory / ROLE_FILES["scorer"]).is_file():
+        return f"re-run its anomaly stage (dvc repro --force anomaly@{directory.name})"
+    return f"re-export it (dvc repro --force export@{directory.name})"
 
 
 class TritonRepositoryError(errors.UserError, ValueError):
@@ -125,13 +137,13 @@ def _tensor(value: Any, path: Path, what: str) -> Tensor:
     if not tensor_type.HasField("shape") or not dims:
         raise TritonRepositoryError(
             f"{path}: {what} {value.name!r} has no batch axis (shape {_shape_text(dims)}); "
-            f"{REEXPORT}."
+            f"{_rewrite(path.parent)} with a dynamic batch axis."
         )
     if dims[0].HasField("dim_value"):
         raise TritonRepositoryError(
             f"{path}: {what} {value.name!r} has a fixed batch dimension of {dims[0].dim_value} "
             f"(shape {_shape_text(dims)}), but Triton's dynamic batching needs a dynamic first "
-            f"axis; {REEXPORT}."
+            f"axis; {_rewrite(path.parent)} with a dynamic batch axis."
         )
     per_example = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
     return Tensor(name=value.name, data_type=TRITON_TYPES[element], dims=per_example)
@@ -145,9 +157,7 @@ def read_signature(path: str | Path) -> Signature:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors
-        raise errors.corrupt(
-            path, error, "re-export it (dvc repro --force export@<variant>)"
-        ) from None
+        raise errors.corrupt(path, error, _rewrite(path.parent)) from None
     graph = model.graph
     initializers = {initializer.name for initializer in graph.initializer}
     inputs = tuple(
@@ -162,7 +172,7 @@ def read_signature(path: str | Path) -> Signature:
 def max_batch_size_from_card(export_dir: str | Path) -> int:
     """The largest batch size the export's parity gate was run at (``parity.batch_sizes``)."""
     path = Path(export_dir) / CARD_FILE
-    card = fileio.read_json(path, fix="re-export it (dvc repro --force export@<variant>)")
+    card = fileio.read_json(path, fix=_rewrite(Path(export_dir)))
     sizes = card.get("parity", {}).get("batch_sizes") if isinstance(card, dict) else None
     if (
         not isinstance(sizes, list)
@@ -171,7 +181,7 @@ def max_batch_size_from_card(export_dir: str | Path) -> int:
     ):
         raise TritonRepositoryError(
             f"{path}: parity.batch_sizes is {sizes!r}, not a list of positive integers; "
-            "re-export the variant or pass --max-batch-size."
+            f"{_rewrite(Path(export_dir))} or pass --max-batch-size."
         )
     return max(sizes)
 
@@ -213,52 +223,77 @@ def config_text(name: str, signature: Signature, max_batch_size: int, source: st
     return "\n".join(lines) + "\n"
 
 
-def export_dirs(exports: str | Path) -> list[Path]:
-    """Export directories under ``exports``: those holding at least one of ``ROLE_FILES``
-    (hidden staging folders left by an interrupted write are skipped)."""
-    exports = Path(exports)
-    if not exports.is_dir():
-        raise FileNotFoundError(f"exports folder {exports} not found: run `dvc repro` first.")
+def model_dirs(folder: str | Path, roles: Sequence[str] = EXPORT_ROLES) -> list[Path]:
+    """Directories under ``folder`` holding the file of at least one of ``roles`` (hidden
+    staging folders left by an interrupted write are skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"exports folder {folder} not found: run `dvc repro` first.")
     return [
         directory
-        for directory in sorted(exports.iterdir())
+        for directory in sorted(folder.iterdir())
         if directory.is_dir()
         and not directory.name.startswith(".")
-        and any((directory / filename).is_file() for filename in ROLE_FILES.values())
+        and any((directory / ROLE_FILES[role]).is_file() for role in roles)
     ]
 
 
-def plan_repository(
-    exports: str | Path, *, max_batch_size: int | None = None
+def export_dirs(exports: str | Path) -> list[Path]:
+    """Export directories under ``exports``: those holding an encoder, decoder or clusters."""
+    return model_dirs(exports, EXPORT_ROLES)
+
+
+def _plan_folder(
+    directory: Path, roles: Sequence[str], max_batch_size: int | None
 ) -> list[RepositoryModel]:
-    """Every model to write, each graph read and checked; raises before anything is written."""
+    """The models of one variant's export or scorer folder."""
+    batch = max_batch_size if max_batch_size is not None else max_batch_size_from_card(directory)
+    models = []
+    for role in roles:
+        source = directory / ROLE_FILES[role]
+        if not source.is_file():
+            continue
+        name = f"{directory.name}-{role}"
+        provenance = f"{source} (sha256 {fileio.sha256_file(source)})"
+        config = config_text(name, read_signature(source), batch, source=provenance)
+        models.append(RepositoryModel(name=name, source=source, config=config))
+    return models
+
+
+def plan_repository(
+    exports: str | Path,
+    *,
+    scorers: str | Path | None = None,
+    max_batch_size: int | None = None,
+) -> list[RepositoryModel]:
+    """Every model to write, from the export folders under ``exports`` and the scorer folders
+    under ``scorers`` (None, or a folder that does not exist: no scorer models), each graph
+    read and checked; raises before anything is written."""
     models = []
     for export_dir in export_dirs(exports):
-        batch = (
-            max_batch_size if max_batch_size is not None else max_batch_size_from_card(export_dir)
-        )
-        for role, filename in ROLE_FILES.items():
-            source = export_dir / filename
-            if not source.is_file():
-                continue
-            name = f"{export_dir.name}-{role}"
-            provenance = f"{source} (sha256 {fileio.sha256_file(source)})"
-            config = config_text(name, read_signature(source), batch, source=provenance)
-            models.append(RepositoryModel(name=name, source=source, config=config))
+        models += _plan_folder(export_dir, EXPORT_ROLES, max_batch_size)
     if not models:
+        files = " or ".join(ROLE_FILES[role] for role in EXPORT_ROLES)
         raise TritonRepositoryError(
-            f"no exports under {exports} (no folder holds {' or '.join(ROLE_FILES.values())}): "
+            f"no exports under {exports} (no folder holds {files}): "
             "run `dvc repro` (stage export@<variant>) first."
         )
+    if scorers is not None and Path(scorers).is_dir():
+        for scorer_dir in model_dirs(scorers, SCORER_ROLES):
+            models += _plan_folder(scorer_dir, SCORER_ROLES, max_batch_size)
     return models
 
 
 def write_repository(
-    exports: str | Path, out: str | Path, *, max_batch_size: int | None = None
+    exports: str | Path,
+    out: str | Path,
+    *,
+    scorers: str | Path | None = None,
+    max_batch_size: int | None = None,
 ) -> list[str]:
-    """Write the Triton model repository ``out`` for every export under ``exports``; return the
-    model names written."""
-    models = plan_repository(exports, max_batch_size=max_batch_size)
+    """Write the Triton model repository ``out`` for every export under ``exports`` and every
+    scorer under ``scorers``; return the model names written."""
+    models = plan_repository(exports, scorers=scorers, max_batch_size=max_batch_size)
     out = Path(out)
     for model in models:
         with fileio.atomic_directory(out / model.name) as staging:
@@ -270,23 +305,33 @@ def write_repository(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--exports", type=Path, default=Path("exports"), help="exports folder")
     parser.add_argument(
-        "--out", type=Path, default=Path("exports/triton"), help="model repository to write"
+        "--exports", type=Path, default=paths.EXPORTS, help="exports folder (export@V's)"
     )
+    parser.add_argument(
+        "--scorers", type=Path, default=paths.SCORERS, help="scorers folder (anomaly@V's)"
+    )
+    parser.add_argument("--out", type=Path, default=paths.TRITON, help="model repository to write")
     parser.add_argument(
         "--max-batch-size",
         type=int,
         default=None,
-        help="override the largest parity batch size of each export's model_card.json",
+        help="override the largest parity batch size of each folder's model_card.json",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    names = write_repository(args.exports, args.out, max_batch_size=args.max_batch_size)
+    names = write_repository(
+        args.exports, args.out, scorers=args.scorers, max_batch_size=args.max_batch_size
+    )
     print(f"triton: {len(names)} models in {args.out}: {', '.join(names)}")
+    if not args.scorers.is_dir():
+        print(
+            f"triton: no scorers folder {args.scorers}, so no scorer models "
+            "(dvc repro anomaly@<variant> writes them)"
+        )
     return 0
 
 

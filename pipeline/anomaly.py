@@ -11,28 +11,25 @@ registers ``<v>-scorer`` in MLflow. The work is ``autoencoders.anomaly.stage``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from autoencoders import anomaly, config, timing
+from autoencoders import anomaly, config, paths, timing
 from autoencoders.anomaly import stage
-
-PROCESSED_DIR = "data/processed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     config.variant_block(params, args.variant, stage="anomaly")
     stage.run_anomaly(
         args.variant,
-        model_dir=Path("models") / args.variant,
-        export_dir=Path("exports") / args.variant,
-        processed_dir=PROCESSED_DIR,
-        out_dir=Path("scorers") / args.variant,
-        metrics_path=Path("metrics") / "anomaly" / f"{args.variant}.json",
+        model_dir=paths.model(args.variant),
+        export_dir=paths.export(args.variant),
+        processed_dir=paths.PROCESSED,
+        out_dir=paths.scorer(args.variant),
+        metrics_path=paths.anomaly_metrics(args.variant),
         settings=config.from_mapping(
             anomaly.AnomalyParams, config.section(params, "anomaly"), "anomaly"
         ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoencoders import clustering, config, timing
+from autoencoders import clustering, config, paths, timing
 from autoencoders.clustering import stage
 
 
@@ -20,15 +20,22 @@ def main(argv: list[str] | None = None) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--variant", help="a key of params.yaml `variants`")
     which.add_argument("--pixels", action="store_true", help="the raw-pixel anchor")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     if args.variant:
         config.variant_block(params, args.variant, stage="cluster")
+    name = args.variant or paths.PIXELS
     stage.run_head(
-        args.variant or stage.PIXELS,
+        name,
         config.from_mapping(clustering.HeadParams, config.section(params, "cluster"), "cluster"),
         seed=config.value(params, "seed", int),
+        processed_dir=paths.PROCESSED,
+        export_dir=paths.export(name) if args.variant else None,  # None: the raw pixels
+        run_ref=paths.model(name) / "run.json",
+        metrics_path=paths.cluster_metrics(name),
+        plot_dir=paths.cluster_plots(name),
+        timings_dir=paths.TIMINGS,
     )
 
 

@@ -10,29 +10,26 @@ is ``autoencoders.evaluation.stage``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from autoencoders import config, timing
+from autoencoders import config, paths, timing
 from autoencoders.evaluation import stage
 from autoencoders.evaluation.outputs import EvaluateParams
-
-PROCESSED_DIR = "data/processed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     config.variant_block(params, args.variant, stage="evaluate")
     settings = config.from_mapping(EvaluateParams, config.section(params, "evaluate"), "evaluate")
     stage.evaluate_variant(
         args.variant,
-        model_dir=Path("models") / args.variant,
-        processed_dir=PROCESSED_DIR,
-        metrics_path=Path("metrics") / f"{args.variant}.json",
-        plots_dir=Path("plots") / args.variant,
+        model_dir=paths.model(args.variant),
+        processed_dir=paths.PROCESSED,
+        metrics_path=paths.metrics(args.variant),
+        plots_dir=paths.plots(args.variant),
         seed=config.value(params, "seed", int),
         settings=settings,
     )

@@ -10,28 +10,25 @@ stage's (pipeline/anomaly.py). The work is ``autoencoders.export.stage``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from autoencoders import config, export, timing
+from autoencoders import config, export, paths, timing
 from autoencoders.export import stage
-
-PROCESSED_DIR = "data/processed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     config.variant_block(params, args.variant, stage="export")
     stage.run_export(
         args.variant,
         config.from_mapping(export.ExportConfig, config.section(params, "export"), "export"),
-        model_dir=Path("models") / args.variant,
-        processed_dir=PROCESSED_DIR,
-        export_dir=Path("exports") / args.variant,
-        metrics_path=Path("metrics") / "export" / f"{args.variant}.json",
+        model_dir=paths.model(args.variant),
+        processed_dir=paths.PROCESSED,
+        export_dir=paths.export(args.variant),
+        metrics_path=paths.export_metrics(args.variant),
     )
 
 

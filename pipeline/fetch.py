@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, data, timing
-
-RAW_DIR = "data/raw"
+from autoencoders import config, data, paths, timing
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
     record = data.fetch(
-        source=settings.source, raw_dir=RAW_DIR, npz_path=settings.npz_path, folder=settings
+        source=settings.source, raw_dir=paths.RAW, npz_path=settings.npz_path, folder=settings
     )
     print(
         f"[fetch] {record['source']} via {record['mirror']}: {record['counts']} images "
-        f"of shape {record['image_shape']} in {record['seconds']} s -> {RAW_DIR}/"
+        f"of shape {record['image_shape']} in {record['seconds']} s -> {paths.RAW}/"
     )
 
 

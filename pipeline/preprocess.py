@@ -8,23 +8,20 @@ from __future__ import annotations
 import argparse
 import time
 
-from autoencoders import config, data, timing
-
-RAW_DIR = "data/raw"
-PROCESSED_DIR = "data/processed"
+from autoencoders import config, data, paths, timing
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     settings = config.from_mapping(data.DataParams, config.section(params, "data"), "data")
     seed = config.value(params, "seed", int)
     started = time.monotonic()
     card = data.preprocess(
-        raw_dir=RAW_DIR,
-        processed_dir=PROCESSED_DIR,
+        raw_dir=paths.RAW,
+        processed_dir=paths.PROCESSED,
         val_fraction=settings.val_fraction,
         seed=seed,
         test_fraction=settings.test_fraction,
@@ -32,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"[preprocess] {card['source']}: {card['counts']} images {card['input_shape']}, "
-        f"{card['num_classes']} classes, in {time.monotonic() - started:.1f} s -> {PROCESSED_DIR}/"
+        f"{card['num_classes']} classes, in {time.monotonic() - started:.1f} s "
+        f"-> {paths.PROCESSED}/"
     )
 
 

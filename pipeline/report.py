@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, errors
+from autoencoders import config, errors, paths
 from autoencoders.evaluation.outputs import EvaluateParams
 from autoencoders.reporting import stage
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     names = list(config.section(params, "variants"))
     settings = config.from_mapping(EvaluateParams, config.section(params, "evaluate"), "evaluate")
     stage.write_report(
-        names,
+        {name: paths.outputs(name) for name in names},
         seed=config.value(params, "seed", int),
         kmeans_n_init=settings.kmeans_n_init,
+        processed_dir=paths.PROCESSED,
+        pixels_metrics=paths.cluster_metrics(paths.PIXELS),
+        report_dir=paths.REPORTS,
+        timings_dir=paths.TIMINGS,
     )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, timing
+from autoencoders import config, paths, timing
 from autoencoders.training import backend
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="a key of params.yaml `variants`")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
     params = config.load_params(args.params)
     variant_block = config.variant_block(params, args.variant, stage="train")
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         variant_block=variant_block,
         train_section=config.section(params, "train"),
         seed=config.value(params, "seed", int),
-        processed_dir="data/processed",
-        best_path=f"tuning/{args.variant}/best.json",
-        output_dir=f"models/{args.variant}",
+        processed_dir=paths.PROCESSED,
+        best_path=paths.best(args.variant),
+        output_dir=paths.model(args.variant),
     )
 
 

@@ -4,14 +4,13 @@ python pipeline/tune.py --variant conv          # what `dvc repro tune@conv` run
 python pipeline/tune.py --variants conv,vae --trials 50 --workers 2 [--timeout S] [--storage URL]
 
 Tops each study up to n_trials, rewrites tuning/<variant>/best.json; with --variants (or
-`all`) also `dvc commit -f tune@<variant>`. The work is ``autoencoders.tuning.command``.
-"""
+`all`) also `dvc commit -f tune@<variant>`. The work is ``autoencoders.tuning.command``."""
 
 from __future__ import annotations
 
 import argparse
 
-from autoencoders import config, timing
+from autoencoders import config, paths, timing
 from autoencoders.tuning import command
 
 
@@ -25,11 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, help="seconds per variant (0 for none)")
     parser.add_argument("--storage", help="a path (SQLite) or an RDB URL; default tune.storage")
     parser.add_argument("--no-commit", action="store_true", help="skip `dvc commit` (--variants)")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     args = parser.parse_args(argv)
-    params = config.load_params(args.params)
     command.run(
-        params,
+        params := config.load_params(args.params),
         command.variant_names(args.variant, args.variants, config.section(params, "variants")),
         workers=args.workers,
         trials=args.trials,
@@ -38,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         commit=args.variants is not None and not args.no_commit,
         script=__file__,
         params_path=args.params,
+        processed_dir=paths.PROCESSED,
+        best_path=paths.best,
     )
 
 

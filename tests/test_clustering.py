@@ -41,7 +41,9 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_head_recovers_gaussian_blobs_in_50d_both_protocols():
     test_codes, test_labels = _blobs(1200, seed=1)
     train_codes, _ = _blobs(1500, seed=2)
-    params = clustering.HeadParams(inductive_subsample=1000, silhouette_sample=500)
+    params = clustering.HeadParams(
+        inductive_subsample=1000, silhouette_sample=500, seeds=1, gmm_n_init=1, processes=1
+    )
     metrics, arrays = clustering.score_head(
         test_codes, test_labels, params=params, seed=0, train_codes=train_codes
     )
@@ -65,7 +67,9 @@ def test_unlabeled_npz_runs_through_the_head(tmp_path):
     x_test, y_test = data.load_split(tmp_path / "processed", "test")
     x_train, _ = data.load_split(tmp_path / "processed", "train")
     assert y_test is None
-    params = clustering.HeadParams(inductive_subsample=300, silhouette_sample=200)
+    params = clustering.HeadParams(
+        inductive_subsample=300, silhouette_sample=200, seeds=1, gmm_n_init=1, processes=1
+    )
     metrics, arrays = clustering.score_head(
         x_test, None, params=params, seed=0, train_codes=x_train
     )
@@ -106,7 +110,9 @@ def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(
 
     codes = digits_small["x_test"].reshape(300, -1)
     labels = digits_small["y_test"]
-    params = clustering.HeadParams(n_epochs=100, inductive_subsample=0, seeds=3)
+    params = clustering.HeadParams(
+        n_epochs=100, inductive_subsample=0, seeds=3, gmm_n_init=1, processes=1
+    )
     metrics, arrays = clustering.score_head(codes, labels, params=params, seed=5)
     metrics_copy = dict(metrics)
     heads = [clustering.fit_head(codes, seed=seed, n_epochs=100) for seed in (5, 6, 7)]
@@ -154,7 +160,10 @@ import json, sys
 import numpy as np
 from autoencoders import clustering
 codes = np.load(sys.argv[1])
-params = clustering.HeadParams(n_epochs=100, inductive_subsample=300, silhouette_sample=100)
+params = clustering.HeadParams(
+    n_epochs=100, inductive_subsample=300, silhouette_sample=100, seeds=1, gmm_n_init=1,
+    processes=1,
+)
 metrics, arrays = clustering.score_head(
     codes[:300], np.load(sys.argv[2]), params=params, seed=3, train_codes=codes[300:]
 )

@@ -16,11 +16,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from autoencoders import paths
 from autoencoders.errors import UserError
 
 T = TypeVar("T")
 
-PARAMS_FILE = Path("params.yaml")
+PARAMS_FILE = paths.PARAMS
 
 
 class ConfigError(UserError, ValueError):

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoencoders import errors, fileio
+from autoencoders import errors, fileio, paths
 
-TIMINGS_DIR = Path("timings")
+TIMINGS_DIR = paths.TIMINGS
 _IMPORTED_AT = time.time()
 
 

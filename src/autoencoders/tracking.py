@@ -32,10 +32,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoencoders import errors, fileio
+from autoencoders import errors, fileio, paths
 
 EXPERIMENT = "autoencoders"
-DEFAULT_DB = "mlflow.db"
+DEFAULT_DB = paths.MLFLOW_DB
 CONNECT_TIMEOUT_S = 5
 # MLflow stores a dataset digest of at most 36 characters.
 DATASET_DIGEST_CHARS = 36
@@ -190,7 +190,7 @@ def _setup(experiment: str) -> str:
     artifact_root = None
     if uri.startswith("sqlite:///"):
         # Keep artifacts beside the database, not in the current directory's ./mlruns.
-        artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        artifact_root = Path(uri.removeprefix("sqlite:///")).resolve().parent / paths.MLARTIFACTS
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         try:
@@ -329,7 +329,7 @@ def dataset(x: Any, *, split: str, card: Mapping[str, Any]) -> Any:
         warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
         return mlflow.data.from_numpy(
             x,
-            source=f"data/processed/{split}.npz",
+            source=(paths.PROCESSED / f"{split}.npz").as_posix(),
             name=f"{card.get('source', 'data')}-{split}",
             digest=str(card["checksum"])[:DATASET_DIGEST_CHARS],
         )

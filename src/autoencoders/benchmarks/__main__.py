@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from autoencoders import config, data, errors, fileio
+from autoencoders import config, data, errors, fileio, paths
 
 
 def latency(args: argparse.Namespace, params: dict) -> None:
@@ -77,7 +77,7 @@ def train_seeds(args: argparse.Namespace, params: dict) -> None:
         config.section(params, "train"),
         seed_list,
         args.processed_dir,
-        f"tuning/{args.variant}/best.json",
+        paths.best(args.variant),
     ):
         shown = ", ".join(f"{k} {result[k]:.4f}" for k in seeds.KEYS if k in result)
         print(f"[train-seeds] {args.variant} seed {result['seed']}: {shown}", flush=True)
@@ -193,7 +193,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autoencoders.benchmarks")
     parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     parser.add_argument("--variants", nargs="+", help="latency: default every variant")
     parser.add_argument("--variant", help="train-seeds / cluster-seeds: a params.yaml variant")
     parser.add_argument("--best", action="store_true", help="cluster-seeds: the best head so far")
@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="one-class: rank the scores on validation only; never reads the test split",
     )
-    parser.add_argument("--exports-dir", default="exports")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--processed-dir", default="data/processed")
-    parser.add_argument("--folder", default="data/bench-images", help="data: image folder")
+    parser.add_argument("--exports-dir", default=paths.EXPORTS)
+    parser.add_argument("--models-dir", default=paths.MODELS)
+    parser.add_argument("--processed-dir", default=paths.PROCESSED)
+    parser.add_argument("--folder", default=paths.BENCH_IMAGES, help="data: image folder")
     parser.add_argument("--no-dvc", action="store_true", help="data: skip the DVC rows")
-    parser.add_argument("--output-dir", default="reports")
+    parser.add_argument("--output-dir", default=paths.REPORTS)
     args = parser.parse_args(argv)
     args.seeds_given = args.seeds is not None
     args.seeds = args.seeds or "0,1,2"

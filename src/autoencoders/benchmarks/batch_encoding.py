@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import errors, fileio, inference
+from autoencoders import errors, fileio, inference, paths
 
 PROGRAM = "python -m autoencoders.benchmarks.batch_encoding"
 
@@ -155,10 +155,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="exports/conv")
+    parser.add_argument("--model", default=paths.export("conv"))
     parser.add_argument("--images", type=int, default=60000)
     parser.add_argument("--shards", type=int, default=6)
-    parser.add_argument("--data", type=Path, default=Path("data/processed"))
+    parser.add_argument("--data", type=Path, default=paths.PROCESSED)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--report", type=Path, default=None, help="write the figures as JSON")

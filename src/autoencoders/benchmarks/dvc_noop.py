@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from autoencoders import paths
+
 REPO = Path(__file__).resolve().parents[3]
 
 REPEATS = 3
@@ -49,17 +51,17 @@ def _project(project: Path, folder: Path, size: list[int], color_mode: str) -> N
     (project / "small" / "one.txt").write_text("one file\n")
     params = {"data": {"source": "images", "path": str(folder), "image_size": size,
                        "color_mode": color_mode}}  # fmt: skip
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / paths.PARAMS).write_text(yaml.safe_dump(params))
     stages = {
         "fetch": {
             "cmd": f"{sys.executable} {REPO / 'pipeline' / 'fetch.py'}",
             "deps": [str(folder)],
             "params": [f"data.{key}" for key in DATA_KEYS],
-            "outs": ["data/raw"],
+            "outs": [paths.RAW.as_posix()],
         },
         "small": {"cmd": "echo small > small.out", "deps": ["small"], "outs": ["small.out"]},
     }
-    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    (project / paths.DVC_YAML).write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
 
 
 def _times(project: Path, *arguments: str, expect: str) -> dict[str, Any]:

@@ -106,10 +106,10 @@ def _ours(role: str, folder: str, scratch: str, size: list[int], color_mode: str
 def _train_conv(raw: Path, from_shards: bool) -> tuple[int, float, float]:
     """Two epochs of the conv variant on a seeded sample of the shards' rows, from the shards or
     from the same rows in memory; the images of the second, when its clock starts."""
-    from autoencoders import config, data, models
+    from autoencoders import config, data, models, paths
     from autoencoders.training import loop
 
-    params = config.load_params("params.yaml")["variants"]["conv"]
+    params = config.load_params(paths.PARAMS)["variants"]["conv"]
     variant = models.VariantConfig.from_params("conv", params)
     sample = data.open_split(raw, "train").sample(TRAIN_IMAGES, seed=0)
     x = sample if from_shards else sample.first(len(sample))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import clustering, data, fileio
+from autoencoders import clustering, data, fileio, paths
 from autoencoders.clustering import stage
 from autoencoders.evaluation import latent
 
@@ -66,7 +66,7 @@ def spread(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def best_variant() -> str:
     """The variant whose metrics/cluster/<V>.json holds the highest head_accuracy."""
     scored = []
-    for path in stage.METRICS_DIR.glob("*.json"):
+    for path in paths.cluster_metrics(stage.PIXELS).parent.glob("*.json"):
         metrics = fileio.read_json(path)
         if path.stem != stage.PIXELS and metrics.get("head_accuracy") is not None:
             scored.append((metrics["head_accuracy"], path.stem))
@@ -79,7 +79,8 @@ def cluster_seeds(variant: str, params: clustering.HeadParams, seeds: list[int])
     """The head over several seeds on the same codes: mean ± std printed; nothing written."""
     # Every training code: each seed's head draws its own subsample of them.
     every = sys.maxsize if params.inductive_subsample > 0 else 0
-    test_codes, y_test, train_codes = stage.inputs(variant, every, seed=0)
+    export_dir = None if variant == stage.PIXELS else paths.export(variant)
+    test_codes, y_test, train_codes = stage.inputs(export_dir, paths.PROCESSED, every, seed=0)
     if y_test is None:
         raise SystemExit("--seeds scores accuracy and needs labels; this dataset has none.")
     # One fit per seed (both protocols), not the stage's likeliest of cluster.seeds fits.

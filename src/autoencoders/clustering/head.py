@@ -65,10 +65,10 @@ class HeadParams:
     metric: str = "euclidean"
     n_epochs: int = 200  # UMAP optimisation epochs (its default: 500 up to 10,000 points)
     covariance_type: str = "full"
-    gmm_n_init: int = 1
+    gmm_n_init: int = 10  # restarts, the best likelihood kept
     inductive_subsample: int = 10000  # training codes the inductive head is fitted on (0: none)
-    seeds: int = 1  # N2D fits over this many seeds: the best likelihood kept, mean and std
-    processes: int = 1  # fits run side by side in this many processes (0: one a usable core)
+    seeds: int = 5  # N2D fits over this many seeds: the best likelihood kept, mean and std
+    processes: int = 0  # fits run side by side in this many processes (0: one a usable core)
     silhouette_sample: int = 2000
     view: str = "pca"  # the 2-d figure: "pca" of the manifold (free) or "umap" (a 2-d refit)
 

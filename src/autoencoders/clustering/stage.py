@@ -16,60 +16,73 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, timing, tracking
+from autoencoders import data, fileio, paths, tracking
 from autoencoders.clustering import figures, head
 
-PROCESSED_DIR = "data/processed"
-METRICS_DIR = Path("metrics") / "cluster"
-PLOTS_DIR = Path("plots") / "cluster"
-PIXELS = "pixels"
+PIXELS = paths.PIXELS
 HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
 
 
-def _codes(variant: str, images: np.ndarray | data.Split) -> np.ndarray:
+def _codes(export_dir: Path, images: np.ndarray | data.Split, processed_dir: Path) -> np.ndarray:
     """The exported encoder's codes (N, D); a Split of shards is encoded batch by batch."""
     from autoencoders import inference
 
     # Shards: batches sized by their pixels (64x64x3 at 1,024 a batch is gigabytes of
     # activations); the npz data as before.
-    sharded = data.shards.holds_shards(PROCESSED_DIR, "test")
+    sharded = data.shards.holds_shards(processed_dir, "test")
     batch = data.splits.stream_batch(images.shape[1:]) if sharded else 1024
-    encoder = inference.Encoder(Path("exports") / variant, batch_size=batch)
+    encoder = inference.Encoder(export_dir, batch_size=batch)
     if isinstance(images, data.Split):
         return images.codes(encoder.encode, batch_size=batch)
     return encoder.encode(images).reshape(len(images), -1)
 
 
-def inputs(variant: str, inductive: int, seed: int) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    """(test codes, test labels or None, training codes or None) of a variant or the pixels.
+def inputs(
+    export_dir: Path | None, processed_dir: Path, inductive: int, seed: int
+) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """(test codes, test labels or None, training codes or None) of a variant's exported
+    encoder in ``export_dir``, or of the raw pixels (``export_dir`` None).
 
     ``inductive``: how many training images the inductive head sees (0: none); its seeded
     subsample is drawn here, before encoding, so only those images are encoded: the rows
     ``head.score_head`` would draw from an npz split's codes, a ``Split.sample`` of shards
     (read and encoded in batches). The test split is held whole."""
-    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
-    train = data.open_split(PROCESSED_DIR, "train") if inductive else None
+    x_test, y_test = data.load_split(processed_dir, "test")
+    train = data.open_split(processed_dir, "train") if inductive else None
     if train is None:
         x_train = None
     elif train.in_memory:
         x_train = head.inductive_sample(train.array, inductive, seed)
     else:
         x_train = train.sample(inductive, seed)
-    if variant == PIXELS:
+    if export_dir is None:
         flat = x_test.reshape(len(x_test), -1)
         train = None if x_train is None else data.as_array(x_train).reshape(len(x_train), -1)
         return flat, y_test, train
-    return _codes(variant, x_test), y_test, None if x_train is None else _codes(variant, x_train)
+    train_codes = None if x_train is None else _codes(export_dir, x_train, processed_dir)
+    return _codes(export_dir, x_test, processed_dir), y_test, train_codes
 
 
-def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]:
-    """Score the head on one variant (or the pixels), write its metrics and figure."""
+def run_head(
+    variant: str,
+    params: head.HeadParams,
+    seed: int,
+    *,
+    processed_dir: Path,
+    export_dir: Path | None,
+    run_ref: Path,
+    metrics_path: Path,
+    plot_dir: Path,
+    timings_dir: Path,
+) -> dict[str, Any]:
+    """Score the head on one variant's codes (its encoder in ``export_dir``; None: the raw
+    pixels), write its metrics and figure; ``run_ref``: the MLflow run it logs into."""
     started = time.monotonic()
     # Looked up before any output is written: a run the store lacks stops here.
-    run_id = tracking.logged_run(Path("models") / variant / "run.json")
-    inductive = params.inductive_subsample if variant != PIXELS else 0
-    test_codes, y_test, train_codes = inputs(variant, inductive, seed)
+    run_id = tracking.logged_run(run_ref)
+    inductive = params.inductive_subsample if export_dir is not None else 0
+    test_codes, y_test, train_codes = inputs(export_dir, Path(processed_dir), inductive, seed)
     print(
         f"[cluster] {variant}: {len(test_codes)} test codes of {test_codes.shape[1]} numbers"
         + (f", {len(train_codes)} training codes" if train_codes is not None else "")
@@ -82,7 +95,6 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     metrics["variant"] = variant
     metrics["code_size"] = int(test_codes.shape[1])
     points, how = figures.view_2d(arrays["embedding"], seed=seed, how=params.view)
-    plot_dir = PLOTS_DIR / variant
     with fileio.atomic_directory(plot_dir) as staging:
         figures.plot_head_view(
             points,
@@ -96,10 +108,16 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
     metrics["stage_seconds"] = round(time.monotonic() - started, 3)
     # Seconds differ per machine: git-ignored timings/ and MLflow hold them, not metrics/.
     seconds = {key: metrics.pop(key) for key in SECONDS_KEYS if key in metrics}
-    fileio.write_json(timing.TIMINGS_DIR / f"cluster@{variant}.head.json", seconds)
-    metrics_path = METRICS_DIR / f"{variant}.json"
+    fileio.write_json(Path(timings_dir) / f"cluster@{variant}.head.json", seconds)
     fileio.write_json(metrics_path, metrics)
     _log(run_id, metrics_path, plot_dir, seconds)
+    _print_result(variant, metrics, seconds, metrics_path, plot_dir)
+    return metrics
+
+
+def _print_result(
+    variant: str, metrics: dict[str, Any], seconds: dict[str, float], metrics_path, plot_dir
+) -> None:
     shown = ", ".join(
         f"{key} {metrics[key]:.4f}"
         + (
@@ -115,7 +133,6 @@ def run_head(variant: str, params: head.HeadParams, seed: int) -> dict[str, Any]
         f"{seconds.get('head_inductive_seconds', 0):.1f} s, stage "
         f"{seconds['stage_seconds']:.1f} s -> {metrics_path}, {plot_dir}/head.png"
     )
-    return metrics
 
 
 def _log(

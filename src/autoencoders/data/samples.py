@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import errors, fileio
+from autoencoders import errors, fileio, paths
 from autoencoders.errors import DataError
 
 SKIMAGE_PHOTOS = (
@@ -124,7 +124,7 @@ def write_samples(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/sample-images")
+    parser.add_argument("--out", default=paths.SAMPLE_IMAGES)
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

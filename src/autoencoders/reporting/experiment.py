@@ -10,12 +10,12 @@ import argparse
 import json
 import subprocess
 
-from autoencoders import errors
+from autoencoders import errors, paths
 
 SHOWN = {
-    "metrics/{v}.json": ("mse", "pca_mse", "ssim", "cluster_accuracy", "probe_accuracy"),
-    "metrics/cluster/{v}.json": ("head_accuracy", "head_nmi", "head_inductive_accuracy"),
-    "metrics/export/{v}.json": ("encoder.max_abs_diff", "decoder.max_abs_diff"),
+    paths.metrics: ("mse", "pca_mse", "ssim", "cluster_accuracy", "probe_accuracy"),
+    paths.cluster_metrics: ("head_accuracy", "head_nmi", "head_inductive_accuracy"),
+    paths.export_metrics: ("encoder.max_abs_diff", "decoder.max_abs_diff"),
 }
 
 
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     commit = experiment_commit(args.name)
     print(f"experiment {args.name} ({commit[:7]}), variant {args.variant}:")
-    for template, keys in SHOWN.items():
-        path = template.format(v=args.variant)
+    for path_of, keys in SHOWN.items():
+        path = path_of(args.variant).as_posix()
         shown = subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True)
         if shown.returncode != 0:
             continue

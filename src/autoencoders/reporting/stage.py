@@ -1,6 +1,6 @@
 """The report stage's work: every variant side by side, with live baselines.
 
-``write_report(["dense", "conv"], seed=42, kmeans_n_init=10)`` reads metrics/<V>.json for each
+``write_report(["dense", "conv"], seed=42, kmeans_n_init=10, ...)`` reads metrics/<V>.json for each
 variant (plus models/<V>/training.json and config.json where the metrics file lacks size or
 training time, and metrics/export/<V>.json for ONNX parity when present), computes the baselines
 in this run (k-means on the raw pixels of the test split; PCA fitted on the training split at
@@ -8,7 +8,7 @@ each variant's code size), and writes reports/summary.md, summary.json, comparis
 reports/metrics/<V>.json (one compact row per variant for ``dvc metrics show/diff``) and
 reports/timings.json (every stage's wall seconds from timings/ and their sum). The clustering
 head's figures (metrics/cluster/<V>.json, metrics/cluster/pixels.json) get their own section.
-``pipeline/report.py`` parses the arguments and calls it. Paths are relative to the project.
+``pipeline/report.py`` parses the arguments and passes every path (``autoencoders.paths``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoencoders import data, fileio, plots, timing
+from autoencoders import data, fileio, paths, plots, timing
 from autoencoders.clustering import report as clustering_report
 from autoencoders.evaluation.baselines import pixel_baselines
 from autoencoders.reporting.summary import (
@@ -28,39 +28,49 @@ from autoencoders.reporting.summary import (
     summary_row,
 )
 
-PROCESSED_DIR = "data/processed"
-REPORT_DIR = Path("reports")
-METRICS_DIR = Path("metrics")
-MODELS_DIR = Path("models")
 # Every stage whose wall seconds reports/timings.json gathers, besides the report itself.
-VARIANT_STAGE_KINDS = ("tune", "train", "evaluate", "export", "cluster")
+VARIANT_STAGE_KINDS = ("tune", "train", "evaluate", "export", "anomaly", "cluster")
 
 
 def _read_optional(path: Path) -> dict[str, Any] | None:
     return fileio.read_json(path) if path.exists() else None
 
 
-def collect_variant(name: str) -> tuple[dict[str, Any] | None, dict[str, Any], Any]:
+def collect_variant(
+    files: paths.VariantOutputs,
+) -> tuple[dict[str, Any] | None, dict[str, Any], Any]:
     """(metrics or None, training facts, export parity or None) of one variant from disk."""
-    metrics = _read_optional(METRICS_DIR / f"{name}.json")
-    model_dir = MODELS_DIR / name
+    metrics = _read_optional(files.metrics)
+    model_dir = files.model
     training = dict(_read_optional(model_dir / "training.json") or {})
     saved = _read_optional(model_dir / "config.json") or {}
     for key in ("parameter_count", "latent_dim"):
         if training.get(key) is None and saved.get(key) is not None:
             training[key] = saved[key]
-    parity = _read_optional(METRICS_DIR / "export" / f"{name}.json")
+    parity = _read_optional(files.export_metrics)
     return metrics, training, parity
 
 
-def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str, Any]:
-    """Write every report file for the variants ``names``; return the summary."""
+def write_report(
+    variants: dict[str, paths.VariantOutputs],
+    *,
+    seed: int,
+    kmeans_n_init: int,
+    processed_dir: Path,
+    pixels_metrics: Path,
+    report_dir: Path,
+    timings_dir: Path,
+) -> dict[str, Any]:
+    """Write every report file for ``variants`` (name -> its stages' files) into
+    ``report_dir``; return the summary."""
     started = time.monotonic()
-    collected = {name: collect_variant(name) for name in names}
+    names = list(variants)
+    report_dir = Path(report_dir)
+    collected = {name: collect_variant(files) for name, files in variants.items()}
     code_sizes = _code_sizes(collected)
-    train = data.open_split(PROCESSED_DIR, "train")  # shards: incremental PCA, in batches
+    train = data.open_split(processed_dir, "train")  # shards: incremental PCA, in batches
     x_train = train.array if train.in_memory else train
-    x_test, y_test = data.load_split(PROCESSED_DIR, "test")
+    x_test, y_test = data.load_split(processed_dir, "test")
     print(
         f"[report] baselines on {len(x_test)} test images: k-means on pixels, PCA at code sizes "
         f"{sorted(code_sizes)}"
@@ -77,20 +87,22 @@ def write_report(names: list[str], *, seed: int, kmeans_n_init: int) -> dict[str
         summary_row(name, metrics, training, parity, pca=baselines["pca"])
         for name, (metrics, training, parity) in collected.items()
     ]
-    card = data.load_card(PROCESSED_DIR)
+    card = data.load_card(processed_dir)
     summary = build_summary(rows, baselines, card)
     mismatched = data_mismatches(collected, card["checksum"])
     if mismatched:  # figures of other data beside this data's: say so, loudly
         summary["data"]["mismatched"] = mismatched
         print(f"[report] WARNING: {mismatch_line(mismatched, card['checksum'])}")
-    head_section = _clustering_head(names, collected, baselines, summary)
-    _write_summary(summary, rows, baselines, head_section)
-    timings = _write_timings(names)
+    heads = {name: _read_optional(files.cluster_metrics) for name, files in variants.items()}
+    pixels = _read_optional(pixels_metrics)
+    head_section = _clustering_head(heads, pixels, collected, baselines, summary)
+    _write_summary(summary, rows, baselines, head_section, report_dir)
+    timings = _write_timings(names, timings_dir, report_dir)
     _print_verdict(summary["quality"], len(rows))
     print(
-        f"[report] wrote {REPORT_DIR}/summary.md, summary.json, comparison.png in "
+        f"[report] wrote {report_dir}/summary.md, summary.json, comparison.png in "
         f"{time.monotonic() - started:.1f} s; pipeline_seconds {timings['pipeline_seconds']:.0f}"
-        f" over {len(timings['stages'])} stage(s) in {REPORT_DIR}/timings.json"
+        f" over {len(timings['stages'])} stage(s) in {report_dir}/timings.json"
     )
     return summary
 
@@ -118,13 +130,16 @@ def _code_sizes(collected: dict[str, Any]) -> set[int]:
 
 
 def _clustering_head(
-    names: list[str], collected: dict[str, Any], baselines: dict[str, Any], summary: dict
+    heads: dict[str, Any],
+    pixels: dict[str, Any] | None,
+    collected: dict[str, Any],
+    baselines: dict[str, Any],
+    summary: dict,
 ) -> str:
-    """Add the clustering head's rows to ``summary`` and return its markdown section."""
-    heads = {name: _read_optional(METRICS_DIR / "cluster" / f"{name}.json") for name in names}
-    pixels = _read_optional(METRICS_DIR / "cluster" / "pixels.json")
+    """Add the clustering head's rows (``heads``: name -> its metrics or None; ``pixels``: the
+    raw pixels' head) to ``summary`` and return its markdown section."""
     rows = clustering_report.head_rows(
-        names,
+        list(heads),
         heads,
         {name: value[0] for name, value in collected.items()},
         {name: value[2] for name, value in collected.items()},
@@ -142,15 +157,19 @@ def _clustering_head(
 
 
 def _write_summary(
-    summary: dict[str, Any], rows: list[dict[str, Any]], baselines: dict[str, Any], head: str
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    baselines: dict[str, Any],
+    head: str,
+    report_dir: Path,
 ) -> None:
-    """summary.md, summary.json, metrics/<V>.json and comparison.png under REPORT_DIR."""
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    with fileio.atomic_path(REPORT_DIR / "summary.md") as temporary:
+    """summary.md, summary.json, metrics/<V>.json and comparison.png under ``report_dir``."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_path(report_dir / "summary.md") as temporary:
         temporary.write_text(render_summary_markdown(summary) + "\n" + head)
-    fileio.write_json(REPORT_DIR / "summary.json", summary)
+    fileio.write_json(report_dir / "summary.json", summary)
     heads = summary["clustering"]["variants"]
-    with fileio.atomic_directory(REPORT_DIR / "metrics") as staging:
+    with fileio.atomic_directory(report_dir / "metrics") as staging:
         for row in rows:
             if row.get("status") == "ok":
                 fileio.write_json(
@@ -160,21 +179,22 @@ def _write_summary(
     kmeans = baselines.get("kmeans_pixels") or {}
     plots.plot_comparison(
         rows,
-        REPORT_DIR / "comparison.png",
+        report_dir / "comparison.png",
         kmeans_pixels_accuracy=kmeans.get("cluster_accuracy"),
         cluster_bar=summary["quality"]["cluster_accuracy_bar"],
     )
 
 
-def _write_timings(names: list[str]) -> dict[str, Any]:
-    """reports/timings.json: every stage's wall seconds (this one so far) and their sum."""
+def _write_timings(names: list[str], timings_dir: Path, report_dir: Path) -> dict[str, Any]:
+    """timings.json in ``report_dir``: every stage's wall seconds from ``timings_dir`` (this
+    one so far) and their sum."""
     stages = ["fetch", "preprocess", "cluster_pixels"] + [
         f"{kind}@{name}" for name in names for kind in VARIANT_STAGE_KINDS
     ]
-    timings = timing.collect(stages)
+    timings = timing.collect(stages, timings_dir)
     timings["stages"]["report"] = round(time.time() - timing.process_started_at(), 2)
     timings["pipeline_seconds"] = round(sum(timings["stages"].values()), 1)
-    fileio.write_json(REPORT_DIR / "timings.json", timings)
+    fileio.write_json(report_dir / "timings.json", timings)
     return timings
 
 

@@ -1,7 +1,7 @@
 """Training hyperparameters: params.yaml's ``train`` layered with a variant's overrides and its
 search result.
 
-``resolve_hyperparameters(train_section, variant_config, read_best("tuning/conv/best.json"))``
+``resolve_hyperparameters(train_section, variant_config, read_best(paths.best("conv")))``
 layers params.yaml's ``train`` section, the variant's own ``train:`` overrides and
 ``tuning/<variant>/best.json`` (its learning rate, batch size and architecture/objective values),
 validating each layer where it is written. Used by ``training.train_and_save``, the Optuna
@@ -104,7 +104,7 @@ def resolve_hyperparameters(
     tuned: dict[str, Any] = {}
     source = "none"
     if best is not None:
-        best_file = f"tuning/{variant_config.name}/best.json"
+        best_file = f"{variant_config.name}'s best.json"
         rerun = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
         tuned = dict(best.get("params") or {})
         source = str(best.get("source", "study"))

@@ -9,14 +9,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autoencoders import config
 from autoencoders.training import backend
-
-PROCESSED_DIR = "data/processed"
 
 
 def variant_names(
@@ -60,8 +58,11 @@ def run(
     commit: bool,
     script: str,
     params_path: str,
+    processed_dir: Path,
+    best_path: Callable[[str], Path],
 ) -> None:
-    """Search ``names``; with several backends, re-run ``script`` (pipeline/tune.py) on each
+    """Search ``names`` on the splits in ``processed_dir``, writing each variant's
+    ``best_path(name)``; with several backends, re-run ``script`` (pipeline/tune.py) on each
     backend's group in a child process (a failing child's exit status is this process's)."""
     if workers < 1:
         raise config.ConfigError(f"--workers must be at least 1, got {workers}.")
@@ -72,14 +73,7 @@ def run(
     from autoencoders.tuning import workers as search
 
     variants = config.section(params, "variants")
-    shared = {
-        "train_section": config.section(params, "train"),
-        "tune_section": config.section(params, "tune"),
-        "seed": config.value(params, "seed", int),
-        "n_trials": trials,
-        "timeout_s": timeout_s,
-        "storage": storage,
-    }
+    shared = _shared_settings(params, trials, timeout_s, storage)
     try:
         # Validate every variant's search (and the tune section) before the first trial of any.
         for name in names:
@@ -95,8 +89,8 @@ def run(
             search.tune(
                 variant=name,
                 variant_block=variants[name],
-                processed_dir=PROCESSED_DIR,
-                best_path=f"tuning/{name}/best.json",
+                processed_dir=processed_dir,
+                best_path=best_path(name),
                 workers=workers,
                 **shared,
             )
@@ -109,6 +103,20 @@ def run(
             file=sys.stderr,
         )
         sys.exit(search.INTERRUPTED_EXIT_CODE)
+
+
+def _shared_settings(
+    params: Mapping[str, Any], trials: int | None, timeout_s: float | None, storage: str | None
+) -> dict[str, Any]:
+    """The search settings every variant's search takes from params.yaml and the options."""
+    return {
+        "train_section": config.section(params, "train"),
+        "tune_section": config.section(params, "tune"),
+        "seed": config.value(params, "seed", int),
+        "n_trials": trials,
+        "timeout_s": timeout_s,
+        "storage": storage,
+    }
 
 
 def _by_backend(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, list[str]]:

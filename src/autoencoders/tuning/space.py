@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 
 from autoencoders import config as config_module
-from autoencoders import models
+from autoencoders import models, paths
 from autoencoders.config import ConfigError
 from autoencoders.training import loop
 
@@ -38,7 +38,7 @@ class TuneSettings:
     val_subset: int = 2000  # validation images per trial; 0 for all
     pruner_startup_trials: int = 2
     pruner_warmup_epochs: int = 0
-    storage: str = "tuning/optuna.db"
+    storage: str = paths.STUDIES
 
     def __post_init__(self) -> None:
         fixes = {

@@ -123,8 +123,8 @@ bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> rep
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m autoencoders.benchmarks training
 
-triton: $(STAMP) ## Triton model repository from every export -> exports/triton/<v>-encoder/{config.pbtxt,1/model.onnx}
-	$(BIN)/python -m autoencoders.services.triton --exports exports --out exports/triton
+triton: $(STAMP) ## Triton model repository from every export and scorer -> exports/triton/<v>-<role>/ (encoder, decoder, clusters, scorer)
+	$(BIN)/python -m autoencoders.services.triton
 
 MODEL ?= exports/conv
 batch-encode: $(STAMP) ## Encode a folder of .npy image shards with Ray Data: make batch-encode INPUT=dir OUTPUT=dir [MODEL=exports/conv]

@@ -174,7 +174,7 @@ def test_export_registers_candidates_requiring_the_gpu_wheel_alone(registry):
         assert flavour["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def test_promote_moves_champion_and_fails_in_one_line(registry):
+def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
     from mlflow.exceptions import MlflowException
 
     from autoencoders.anomaly import stage as anomaly_stage
@@ -215,6 +215,8 @@ def test_promote_moves_champion_and_fails_in_one_line(registry):
         "conv-encoder: champion version 2 -> version 1",
         "conv-scorer: champion version 2 -> version 1",
     ]
+    # make serve's default is what was promoted, not the newest version (2, the candidate).
+    assert serving.resolve(client, "conv-encoder") == ("models:/conv-encoder@champion", "1")
     with pytest.raises(serving.RegistryError, match="no registered model 'nope-encoder'"):
         serving.promote("nope")
     with pytest.raises(
@@ -227,6 +229,13 @@ def test_promote_moves_champion_and_fails_in_one_line(registry):
     client.create_model_version("bare-encoder", first.source, run_id=first.run_id)
     with pytest.raises(serving.RegistryError, match="bare-encoder has no 'candidate' version"):
         serving.promote("bare")
+    with pytest.raises(
+        serving.RegistryError, match="bare-encoder has neither 'champion' nor 'candidate'"
+    ):
+        serving.resolve(client, "bare-encoder")  # nothing promoted: no default to serve
+    client.set_registered_model_alias("bare-encoder", "candidate", "1")
+    assert serving.resolve(client, "bare-encoder") == ("models:/bare-encoder@candidate", "1")
+    assert "no 'champion' yet; serving its 'candidate' (version 1)" in capsys.readouterr().err
     assert serving.promote("bare", version="1") == [
         "bare-encoder: champion unset -> version 1",
         "bare-scorer: not registered (the variant has no scorer)",
@@ -261,12 +270,14 @@ def test_served_models_answer_both_input_forms_as_onnx_runtime_does(registry):
     root, images = registry["root"], registry["images"]
     serving.promote("conv")
     champion = _alias("conv-encoder", "champion")
-    newest = max(int(v.version) for v in _client().search_model_versions("name='conv-scorer'"))
+    scorer_champion = _alias("conv-scorer", "champion")
     with _servers(root, ["--alias", "champion"], ["--role", "scorer"]) as servers:
         (encoder_url, encoder_log), (scorer_url, scorer_log) = servers
         printed = encoder_log.read_text().splitlines()
         assert printed[0].startswith(f"[serve] models:/conv-encoder@champion (version {champion})")
-        assert scorer_log.read_text().startswith(f"[serve] models:/conv-scorer/{newest} ")
+        # No alias given: the champion, as promoted.
+        served = f"[serve] models:/conv-scorer@champion (version {scorer_champion})"
+        assert scorer_log.read_text().startswith(served)
         assert f"Uvicorn running on {encoder_url} " in encoder_log.read_text()  # bound to loopback
         expected = inference.Encoder(root / "exports" / "conv").encode(images)
         batch = images.tolist()

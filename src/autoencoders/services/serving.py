@@ -9,7 +9,8 @@ Every export registers a new version of ``<v>-encoder``, every anomaly stage one
 ``<v>-scorer``, and points their alias ``candidate`` at it (``autoencoders.registry``).
 ``promote`` moves ``champion`` to the encoder's candidate (or to ``--version``) and the
 scorer's to the version fitted beside that encoder (the scorer's ``encoder_version`` tag).
-``serve`` resolves the model (default: the newest version), prints its URI and a curl example,
+``serve`` resolves the model (default: the ``champion``; where none was promoted yet, the
+``candidate``, with a warning; never merely the newest), prints its URI and a curl example,
 then becomes ``mlflow models serve --env-manager local`` in the current environment, bound to
 127.0.0.1 unless told otherwise. An unknown model, version or alias stops it with one line.
 """
@@ -76,10 +77,27 @@ def resolve(
     client: Any, name: str, version: str | None = None, alias: str | None = None
 ) -> tuple[str, str]:
     """(the ``models:/`` URI, its version number): ``alias`` (``models:/name@alias``),
-    ``version``, or else the newest version."""
+    ``version``, or else the ``champion`` (the ``candidate`` when none was promoted, with a
+    warning on stderr). The newest version is never served by default: an experiment may have
+    registered it."""
     if version is not None and alias is not None:
         raise RegistryError("give VERSION or ALIAS, not both.")
     known = versions(client, name)
+    if alias is None and version is None:
+        named = aliases(client, name)
+        if CHAMPION not in named and CANDIDATE not in named:
+            raise RegistryError(
+                f"{name} has neither {CHAMPION!r} nor {CANDIDATE!r} (versions: "
+                f"{', '.join(known)}): give VERSION=n, or promote one (make promote)."
+            )
+        alias = CHAMPION if CHAMPION in named else CANDIDATE
+        if alias == CANDIDATE:
+            print(
+                f"[serve] warning: {name} has no {CHAMPION!r} yet; serving its {CANDIDATE!r} "
+                f"(version {named[CANDIDATE]}); `make promote` makes it the champion.",
+                file=sys.stderr,
+                flush=True,
+            )
     if alias is not None:
         named = aliases(client, name)
         if alias not in named:
@@ -89,8 +107,6 @@ def resolve(
                 f"{CHAMPION!r}, each export sets {CANDIDATE!r}."
             )
         return f"models:/{name}@{alias}", named[alias]
-    if version is None:
-        version = list(known)[-1]
     if str(version) not in known:
         raise RegistryError(f"{name} has no version {version} (versions: {', '.join(known)}).")
     return f"models:/{name}/{version}", str(version)
@@ -210,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("serve", help="mlflow models serve a registered encoder or scorer")
     run.add_argument("--variant", required=True)
     run.add_argument("--role", default="encoder", choices=ROLES)
-    run.add_argument("--version", default=None, help="default: the newest version")
+    run.add_argument("--version", default=None, help=f"default: the {CHAMPION}, else {CANDIDATE}")
     run.add_argument("--alias", default=None, help=f"{CHAMPION}, {CANDIDATE}, ...")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=DEFAULT_PORT)

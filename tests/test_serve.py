@@ -5,12 +5,14 @@ store) goes through the real export and anomaly stages, as the pipeline runs the
 registers ``conv-encoder`` and anomaly@V ``conv-scorer``, each under the alias ``candidate``.
 The servers are the real ``mlflow models serve`` processes on free 127.0.0.1 ports, started by
 ``python -m autoencoders.services.serving``; their answers are compared with ONNX Runtime on
-exports/conv and scorers/conv (``inference.Encoder`` / ``Scorer``).
+exports/conv and scorers/conv (``inference.Encoder`` / ``Scorer``), and the registered models
+(``autoencoders.served``'s pyfuncs) refuse and scale what the CLI refuses and scales.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -132,8 +134,19 @@ def _wait_for(process: subprocess.Popen, url: str, log_path: Path) -> None:
     raise AssertionError(f"no answer on {url}/ping in {STARTUP_S} s: {log_path.read_text()}")
 
 
+def _strict_json(text: bytes) -> dict:
+    """``text`` parsed as strict JSON: the tokens NaN and Infinity, which Python's json writes
+    and reads but JSON has not, fail the test."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"invalid JSON: the answer holds the token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def _post(url: str, payload: object) -> tuple[int, dict]:
-    """POST ``payload`` as JSON (NaN written as the ``NaN`` token Python's json reads)."""
+    """POST ``payload`` as JSON (NaN and infinity written as the ``NaN`` and ``Infinity``
+    tokens Python's json reads); the answer must be strict JSON."""
     request = urllib.request.Request(
         f"{url}/invocations",
         data=json.dumps(payload).encode(),
@@ -141,9 +154,9 @@ def _post(url: str, payload: object) -> tuple[int, dict]:
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
+            return answer.status, _strict_json(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, _strict_json(error.read())
 
 
 def _client():
@@ -170,8 +183,79 @@ def test_export_registers_candidates_requiring_the_gpu_wheel_alone(registry):
         requirements = (local / "requirements.txt").read_text().split()
         assert f"onnxruntime-gpu=={version('onnxruntime-gpu')}" in requirements
         assert not [line for line in requirements if line.startswith("onnxruntime==")]
-        flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["onnx"]
-        assert flavour["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        # The served pyfunc: its artifacts are the export's own .onnx file and model card.
+        flavours = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
+        assert "onnx" not in flavours
+        assert flavours["python_function"]["loader_module"] == "mlflow.pyfunc.model"
+        role = name.rsplit("-", 1)[1]
+        card = fileio.read_json(local / "artifacts" / "model_card.json")
+        digest = hashlib.sha256((local / "artifacts" / f"{role}.onnx").read_bytes()).hexdigest()
+        assert digest == card["files"][role]["sha256"]
+        info = mlflow.models.get_model_info(f"models:/{name}/1")
+        assert info.signature.inputs is None  # inference's rules, not a tensor schema
+        assert info.metadata["input_name"] == "images"
+        assert info.metadata["input_shape"] == [-1, 28, 28, 1]
+    # The decoder, logged beside the encoder as an ONNX-flavour model, states its providers.
+    (decoder,) = mlflow.search_logged_models(
+        filter_string="name = 'decoder_onnx'", output_format="list"
+    )
+    local = Path(mlflow.artifacts.download_artifacts(decoder.model_uri))
+    flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["onnx"]
+    assert flavour["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+NO_TENSORFLOW = """
+import sys
+
+sys.modules["tensorflow"] = None  # any import of TensorFlow (or Keras) now fails
+sys.modules["keras"] = None
+import mlflow
+import numpy as np
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+images = np.load(sys.argv[2])
+outputs = model.predict({"images": images})
+np.savez(sys.argv[3], **outputs)
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras")))
+"""
+
+
+def test_served_models_load_and_predict_without_tensorflow(registry, tmp_path):
+    """The registered pyfuncs load and answer in a process where importing TensorFlow fails,
+    uint8 images scaled as ``inference`` scales them."""
+    root = registry["root"]
+    pixels = np.round(registry["images"] * 255).astype(np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    expected = {
+        "conv-encoder": {"code": inference.Encoder(root / "exports/conv").encode(pixels)},
+        "conv-scorer": dict(
+            zip(
+                ("score", "anomaly_map"),
+                inference.Scorer(root / "scorers/conv").score_and_maps(pixels),
+                strict=True,
+            )
+        ),
+    }
+    for name, outputs in expected.items():
+        result = tmp_path / f"{name}.npz"
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                NO_TENSORFLOW,
+                f"models:/{name}/1",
+                tmp_path / "pixels.npy",
+                result,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert finished.returncode == 0, finished.stderr
+        assert finished.stdout.splitlines()[-1] == "['keras', 'tensorflow']"  # the None entries
+        with np.load(result) as answer:
+            assert sorted(answer.files) == sorted(outputs)
+            for key, value in outputs.items():
+                np.testing.assert_allclose(answer[key], value, rtol=0, atol=1e-6)
 
 
 def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
@@ -307,36 +391,70 @@ def test_served_models_answer_both_input_forms_as_onnx_runtime_does(registry):
         np.testing.assert_allclose(
             answer["predictions"]["anomaly_map"], maps, rtol=1e-6, atol=1e-6
         )
-        _check_bad_requests(encoder_url, images, root / "exports" / "conv" / "encoder.onnx")
+        _check_bad_requests(encoder_url, images, root / "exports" / "conv")
+        # The scorer follows the same rules: uint8 pixels scaled, NaN refused.
+        pixels = np.round(images * 255).astype(int).tolist()
+        status, answer = _post(scorer_url, {"instances": pixels})
+        assert status == 200, answer
+        np.testing.assert_allclose(answer["predictions"]["score"], scores, rtol=1e-5, atol=1e-6)
+        status, answer = _post(scorer_url, {"inputs": {"images": [[[[float("nan")]] * 28] * 28]}})
+        assert status == 400 and answer["message"] == (
+            "images contain 784 NaN or infinite value(s); clean them before encoding."
+        )
 
 
-def _check_bad_requests(url: str, images: np.ndarray, encoder_file: Path) -> None:
-    """MLflow's own checks: the signature's shape, numbers only. What it lets through (NaN,
-    null, pixel values outside [0, 1]) is documented in docs/downstream.md and checked here."""
-    import onnxruntime as ort
-
-    status, answer = _post(url, {"inputs": {"images": images[:2, :27].tolist()}})
-    assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert (
-        "Shape of input (2, 27, 28, 1) does not match expected shape (-1, 28, 28, 1)"
-        in (answer["message"])
-    )
-    for wrong in (np.full((1, 28, 28, 1), "a").tolist(), [[[[{}]] * 28] * 28]):
+def _check_bad_requests(url: str, images: np.ndarray, export_dir: Path) -> None:
+    """The served encoder's input rules are the CLI's (``inference``): uint8 pixels (JSON
+    integers) scaled, ``(N, H, W)`` grey accepted, NaN, infinity, ``null``, values outside
+    [0, 1] and wrong shapes a 400 whose message's first line is the reason; MLflow's own check
+    of the request's keys stays. Every answer is strict JSON (``_post``)."""
+    encoder = inference.Encoder(export_dir)
+    expected = encoder.encode(images[:2])
+    pixels = np.round(images[:2] * 255)
+    scaled = encoder.encode((pixels / 255).astype(np.float32))
+    for payload in (
+        {"inputs": {"images": pixels.astype(int).tolist()}},  # uint8 pixel values
+        {"instances": pixels[..., 0].astype(int).tolist()},  # uint8, (N, 28, 28)
+    ):
+        status, answer = _post(url, payload)
+        assert status == 200, answer
+        np.testing.assert_allclose(_codes(answer), scaled, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            _codes(answer), encoder.encode(pixels.astype(np.uint8)), rtol=0, atol=1e-6
+        )
+    grey = images[:2, ..., 0]
+    for payload in (
+        {"inputs": {"images": grey.tolist()}},
+        {"instances": [{"images": image.tolist()} for image in grey]},
+    ):
+        status, answer = _post(url, payload)  # (N, 28, 28) floats: the codes of (N, 28, 28, 1)
+        assert status == 200, answer
+        np.testing.assert_allclose(_codes(answer), expected, rtol=0, atol=1e-6)
+    status, answer = _post(url, {"inputs": {"images": images[0].tolist()}})  # one image
+    assert status == 200 and _codes(answer).shape == expected[0].shape
+    np.testing.assert_allclose(_codes(answer), expected[0], rtol=0, atol=1e-6)
+    nan, inf, null = images[:2].tolist(), images[:2].tolist(), images[:2].tolist()
+    nan[0][3][4][0], inf[1][5][6][0], null[0][7][8][0] = float("nan"), float("inf"), None
+    refused = [
+        (images[:2, :27].tolist(), "images: size mismatch: got shape (2, 27, 28, 1)"),
+        (images[:2, ..., 0].reshape(2, -1).tolist(), "images: wrong rank: got shape (2, 784)"),
+        (nan, "images contain 1 NaN or infinite value(s)"),
+        (inf, "images contain 1 NaN or infinite value(s)"),
+        (null, "images contain 1 NaN or infinite value(s)"),  # JSON null is NaN
+        ((pixels / 255 * 2).tolist(), "float images must lie in [0, 1] but reach 2"),
+        ((pixels - 1).astype(int).tolist(), "integer pixel values must lie in 0-255"),
+        (pixels.astype(float).tolist(), "float images must lie in [0, 1] but reach 255"),
+        (np.full((1, 28, 28, 1), "a").tolist(), "images have dtype <U1"),
+        ([[[[{}]] * 28] * 28], "images must be numbers"),
+        ([], "images: wrong rank: got shape (0,)"),  # an empty list has no image shape
+    ]
+    for wrong, reason in refused:
         status, answer = _post(url, {"inputs": {"images": wrong}})
-        assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
-        assert answer["message"].startswith("Invalid input.")
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        (first, *rest) = answer["message"].splitlines()
+        assert first.startswith(reason), answer["message"]
+        assert not rest and len(first) < 400  # the reason alone: no repr of the request
+    status, answer = _post(url, {"inputs": {"pixels": images[:1].tolist()}})
+    assert status == 400 and answer["message"].startswith("expected one input named 'images'")
     status, answer = _post(url, {"images": images[:1].tolist()})
     assert status == 400 and "'inputs'" in answer["message"] and "'instances'" in answer["message"]
-    # NaN (and JSON null, read as NaN) passes MLflow's checks: the codes come back NaN.
-    holes = images[:2].copy()
-    holes[0, 3, 4, 0] = np.nan
-    status, answer = _post(url, {"inputs": {"images": holes.tolist()}})
-    assert status == 200 and np.isnan(_codes(answer)[0]).all()
-    assert not np.isnan(_codes(answer)[1]).any()
-    # uint8 pixel values are cast to float32 unscaled: the codes of 0-255 "images".
-    pixels = np.round(images[:2] * 255)
-    status, answer = _post(url, {"inputs": {"images": pixels.astype(int).tolist()}})
-    session = ort.InferenceSession(str(encoder_file), providers=["CPUExecutionProvider"])
-    (unscaled,) = session.run(None, {"images": pixels.astype(np.float32)})
-    assert status == 200
-    np.testing.assert_allclose(_codes(answer), unscaled, rtol=1e-5, atol=1e-4)

@@ -5,7 +5,10 @@ no pipeline stage depends on the ``services`` package.
 Every export registers a new version of ``<v>-encoder``, every anomaly stage one of
 ``<v>-scorer`` (tagged with the encoder version it was fitted beside, ``encoder_version``); each
 new version becomes the alias ``candidate``. ``make promote`` moves ``champion``. Logged models
-state their pip requirements and execution providers rather than letting MLflow infer them.
+state their pip requirements rather than letting MLflow infer them. The registered models are
+``autoencoders.served``'s pyfuncs, whose ONNX Runtime session picks its execution provider as
+``inference`` does; the ONNX-flavour models logged beside them (decoder, assigner) state theirs
+(``SERVING_PROVIDERS``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from autoencoders import errors
 ROLES = ("encoder", "scorer")
 CANDIDATE, CHAMPION = "candidate", "champion"
 ENCODER_VERSION_TAG = "encoder_version"
-# The CUDA provider where the serving host has one, else the CPU: stated, as MLflow's default
-# leaves it to the ONNX Runtime build.
+# The ONNX-flavour models' providers: the CUDA provider where the serving host has one, else the
+# CPU: stated, as MLflow's default leaves it to the ONNX Runtime build.
 SERVING_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, registry, tracking
+from autoencoders import data, fileio, registry, served, tracking
 from autoencoders.anomaly import fitting, metrics, scorer, thresholds
 from autoencoders.anomaly.params import AnomalyParams
 from autoencoders.anomaly.score_model import ScoreModel
@@ -279,41 +279,33 @@ def log_scorer(
     run_id: str,
     metrics: Mapping[str, Any],
 ) -> str:
-    """Log scorer.onnx with its signature (images -> score, anomaly_map) to run ``run_id`` as
+    """Log the served scorer (``served``: a pyfunc over scorer.onnx and its card, input checked
+    and scaled as ``inference`` does; outputs score and anomaly_map) to run ``run_id`` as
     ``scorer_onnx``, registered as ``<variant>-scorer`` with the alias ``candidate`` and the
     tag ``encoder_version`` (the encoder the export of the same run registered); log its card
     and the metrics (``export_scorer.*`` for the parity figures, ``anomaly_*`` for the rest).
     Returns the model URI."""
     import mlflow
-    import onnx
-    import onnxruntime as ort
-    from mlflow.models import infer_signature
 
     out_dir = Path(out_dir)
     model_card = fileio.read_json(out_dir / convert.CARD_FILE)
     images = convert.cycle(np.asarray(example_images, dtype=np.float32), 2)
-    path = out_dir / scorer.SCORER_FILE
-    session = ort.InferenceSession(str(path), providers=[convert.PARITY_PROVIDER])
-    names = [scorer.SCORE_OUTPUT, scorer.MAP_OUTPUT]
-    results = session.run(names, {convert.ENCODER_INPUT: images})
     threshold = model_card["anomaly"]["threshold"]
     name = registry.model_name(variant, "scorer")
-    info = mlflow.onnx.log_model(
-        onnx.load(str(path)),
-        name="scorer_onnx",
-        signature=infer_signature(
-            {convert.ENCODER_INPUT: images}, dict(zip(names, results, strict=True))
-        ),
-        registered_model_name=name,
-        pip_requirements=registry.model_requirements(),
-        onnx_execution_providers=registry.SERVING_PROVIDERS,
-        save_as_external_data=False,
+    info = served.log_model(
+        "scorer",
+        out_dir / scorer.SCORER_FILE,
+        out_dir / convert.CARD_FILE,
+        example_images=images,
         metadata={
             "variant": variant,
             "sha256": model_card["files"]["scorer"]["sha256"],
             "threshold": threshold["value"],
             "threshold_rule": threshold["rule"],
         },
+        name="scorer_onnx",
+        registered_model_name=name,
+        pip_requirements=registry.model_requirements(),
         run_id=run_id,
     )
     encoder = registry.encoder_version(variant, run_id)

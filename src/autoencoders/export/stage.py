@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders import data, fileio, inference, registry, tracking
+from autoencoders import data, fileio, inference, registry, served, tracking
 from autoencoders.evaluation import latent
 from autoencoders.export import convert
 
@@ -108,7 +108,8 @@ def log_onnx_models(
     """Log the exported encoder and decoder (and an IDEC's clusters.onnx) to MLflow run
     ``run_id``, with signatures, and register the encoder as ``<variant>-encoder``, its new
     version under the alias ``candidate`` (``autoencoders.registry``); also log the model card and
-    the parity metrics (``export_*``).
+    the parity metrics (``export_*``). The encoder is logged as ``served``'s pyfunc (input
+    checked and scaled as ``inference`` does), the decoder and assigner as ONNX models.
 
     ``run_id`` is the finished training run (``tracking.finished_run("models/<v>/run.json")``):
     everything is logged by its id, so the run is not re-opened and keeps its duration.
@@ -130,22 +131,32 @@ def log_onnx_models(
             str(export_dir / filename), providers=[convert.PARITY_PROVIDER]
         )
         (result,) = session.run(None, {in_name: example})
-        signature = infer_signature({in_name: example}, {out_name: result})
+        logged = {
+            "name": f"{role}_onnx",
+            "metadata": {"variant": variant, "sha256": card["files"][role]["sha256"]},
+            "pip_requirements": registry.model_requirements(),
+            "run_id": run_id,
+        }
         name = registry.model_name(variant, "encoder")
-        info = mlflow.onnx.log_model(
-            onnx.load(str(export_dir / filename)),
-            name=f"{role}_onnx",
-            signature=signature,
-            registered_model_name=name if role == "encoder" else None,
-            pip_requirements=registry.model_requirements(),
-            onnx_execution_providers=registry.SERVING_PROVIDERS,
-            save_as_external_data=False,
-            metadata={"variant": variant, "sha256": card["files"][role]["sha256"]},
-            run_id=run_id,
-        )
-        outputs[role] = info.model_uri
-        if role == "encoder":
+        if role == "encoder":  # the served model: a pyfunc checking input as `inference` does
+            info = served.log_model(
+                "encoder",
+                export_dir / filename,
+                export_dir / convert.CARD_FILE,
+                example_images=example,
+                registered_model_name=name,
+                **logged,
+            )
             registry.mark_candidate(name, info)
+        else:
+            info = mlflow.onnx.log_model(
+                onnx.load(str(export_dir / filename)),
+                signature=infer_signature({in_name: example}, {out_name: result}),
+                onnx_execution_providers=registry.SERVING_PROVIDERS,
+                save_as_external_data=False,
+                **logged,
+            )
+        outputs[role] = info.model_uri
         example = result
     flat = {f"export_{key}": value for key, value in fileio.flatten(parity_metrics(card)).items()}
     mlflow.log_metrics(flat, run_id=run_id)

@@ -13,6 +13,8 @@ scorer's to the version fitted beside that encoder (the scorer's ``encoder_versi
 ``candidate``, with a warning; never merely the newest), prints its URI and a curl example,
 then becomes ``mlflow models serve --env-manager local`` in the current environment, bound to
 127.0.0.1 unless told otherwise. An unknown model, version or alias stops it with one line.
+The served models are ``autoencoders.served``'s pyfuncs: a request is checked and scaled as
+``inference`` and the CLI do, and a refused one is a 400 whose message is the reason.
 """
 
 from __future__ import annotations
@@ -131,10 +133,16 @@ def serve_command(uri: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -
 
 
 def input_shape(uri: str) -> tuple[str, list[int]]:
-    """The served model's input name and shape (-1 for the batch), from its signature."""
+    """The served model's input name and shape (-1 for the batch): from its metadata (the
+    pyfunc of ``autoencoders.served``, whose signature states the outputs only), else from the
+    input signature (a version logged as an ONNX-flavour model)."""
     import mlflow
 
-    (spec,) = mlflow.models.get_model_info(uri).signature.inputs.inputs
+    info = mlflow.models.get_model_info(uri)
+    metadata = info.metadata or {}
+    if "input_name" in metadata:
+        return metadata["input_name"], [int(size) for size in metadata["input_shape"]]
+    (spec,) = info.signature.inputs.inputs
     return spec.name, list(spec.shape)
 
 

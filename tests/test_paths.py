@@ -111,3 +111,12 @@ def test_the_data_and_report_stages_too():
     report = _outs(_stage("report"))
     assert paths.report_metrics().as_posix() in report
     assert all(out.startswith(paths.REPORTS.as_posix() + "/") for out in report)
+
+
+def test_the_report_declares_every_file_it_reads():
+    # write_report reads paths.outputs(V) of every variant: each must lie under a report dep,
+    # or DVC keeps a report of files that have since changed.
+    deps = [str(dep) for dep in _stage("report")["deps"]]
+    for field, path in vars(paths.outputs("conv")).items():
+        covered = [dep for dep in deps if path.as_posix().startswith(dep.rstrip("/") + "/")]
+        assert covered, f"report reads {field} ({path}) but its deps do not cover it"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from autoencoders import config as config_module
-from autoencoders import errors, fileio
+from autoencoders import errors, fileio, paths
 from autoencoders.config import ConfigError
 
 # The training hyperparameters an Optuna search may set, besides architecture.*/objective.*.
@@ -104,7 +104,7 @@ def resolve_hyperparameters(
     tuned: dict[str, Any] = {}
     source = "none"
     if best is not None:
-        best_file = f"{variant_config.name}'s best.json"
+        best_file = paths.best(variant_config.name).as_posix()
         rerun = "re-run its search (dvc repro --force tune@<variant>) or delete the file"
         tuned = dict(best.get("params") or {})
         source = str(best.get("source", "study"))

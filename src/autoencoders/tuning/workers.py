@@ -216,7 +216,7 @@ def tune(
     url = studies.storage_url(plan.settings.storage)
     command = best.rerun_command(variant, plan.settings.n_trials, plan.settings.storage)
     if verbose:
-        _print_plan(plan, url)
+        _print_plan(plan, url, card["counts"])
     started = time.perf_counter()
     if plan.space:
         _top_up(plan, plan_arguments, processed_dir, url, command, workers, verbose)
@@ -234,13 +234,21 @@ def tune(
     return payload
 
 
-def _print_plan(plan: space.SearchPlan, url: str) -> None:
-    """The line ``tune`` opens with: what the search will run, on which storage (its URL
+def _print_plan(plan: space.SearchPlan, url: str, counts: dict[str, int]) -> None:
+    """The line ``tune`` opens with: what the search will run (on how many of the training
+    and validation images: a subset never exceeds its split), on which storage (its URL
     without a password), before any trial."""
+    sizes = {
+        split: min(subset, counts[split]) if subset > 0 else counts[split]
+        for split, subset in (
+            ("train", plan.settings.train_subset),
+            ("val", plan.settings.val_subset),
+        )
+    }
     print(
         f"[tune {plan.variant}] study {plan.study_name} on {studies.redact(url)}: "
         f"{plan.settings.n_trials} trials x {plan.settings.epochs} epochs on "
-        f"{plan.settings.train_subset or 'all'} images; space "
+        f"{sizes['train']} training and {sizes['val']} validation images; space "
         f"{ {d.name: d.describe() for d in plan.space} }",
         flush=True,
     )

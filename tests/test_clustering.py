@@ -231,9 +231,9 @@ MIXTURES_IN_A_PROCESS = """
 import sys
 import numpy as np
 from autoencoders.anomaly.densities import GaussianMixtureDensity
-from autoencoders.clustering import head
+from autoencoders import manifold
 points = np.load(sys.argv[1])
-mixture, components = head.fit_mixture(points, 10, "full", 2, 0)
+mixture, components = manifold.fit_mixture(points, 10, "full", 2, 0)
 density = GaussianMixtureDensity.fit(points, n_components=10, seed=0)
 np.savez(sys.argv[2], means=mixture.means_, components=components, density=density.means)
 """

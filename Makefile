@@ -126,8 +126,12 @@ bench-train: $(STAMP) ## Training images/s: seed model.fit vs the trainer -> rep
 	$(BIN)/dvc repro preprocess
 	$(BIN)/python -m autoencoders.benchmarks training
 
-triton: $(STAMP) ## Triton model repository from every export and scorer -> exports/triton/<v>-<role>/ (encoder, decoder, clusters, scorer)
-	$(BIN)/python -m autoencoders.services.triton
+MAX_BATCH ?=
+INSTANCES ?=
+KIND ?=
+triton: $(STAMP) ## Triton model repository from every export and scorer -> exports/triton/<v>-<role>/ [MAX_BATCH=1024] [INSTANCES=1] [KIND=auto|cpu|gpu]
+	$(BIN)/python -m autoencoders.services.triton $(if $(MAX_BATCH),--max-batch-size $(MAX_BATCH)) \
+		$(if $(INSTANCES),--instances $(INSTANCES)) $(if $(KIND),--kind $(KIND))
 
 MODEL ?= exports/conv
 batch-encode: $(STAMP) ## Encode a folder of .npy image shards with Ray Data: make batch-encode INPUT=dir OUTPUT=dir [MODEL=exports/conv]

@@ -2,7 +2,7 @@
 
 The exports and scorers are tiny ONNX graphs built here with ``onnx.helper`` (encoder, decoder
 and clusters in exports/<v>, scorer in scorers/<v>, each folder with a model card holding the
-parity batch sizes as the export and anomaly stages write it), so
+parity batch sizes as the export and anomaly stages write it, which Triton's configs ignore), so
 these tests need neither TensorFlow nor a trained model. Triton's configs are parsed with
 Triton's own ModelConfig protobuf (``tritonclient``) and checked against ONNX Runtime's view of
 each graph; the Ray tests run on a local two-CPU cluster.
@@ -115,7 +115,7 @@ def _write_export(directory: Path, models: dict[str, onnx.ModelProto], batch_siz
     for role, model in models.items():
         onnx.save(model, directory / triton.ROLE_FILES[role])
     card = {"variant": directory.name, "parity": {"batch_sizes": list(batch_sizes)}}
-    (directory / triton.CARD_FILE).write_text(json.dumps(card))
+    (directory / "model_card.json").write_text(json.dumps(card))
     return directory
 
 
@@ -163,24 +163,32 @@ def _parse(path: Path):
 
 
 def test_triton_configs_parse_with_tritons_proto_and_match_the_graphs(exports, tmp_path):
+    from tritonclient.grpc import model_config_pb2
+
     out, scorers = tmp_path / "triton", tmp_path / "scorers"
     assert (
         triton.main(["--exports", str(exports), "--scorers", str(scorers), "--out", str(out)]) == 0
     )
-    # The scorer comes from scorers/<v> with its own card's batch size, the rest from exports/.
-    expected = {f"{variant}-{role}": (folder / variant / triton.ROLE_FILES[role], batch)
-                for folder, variant, roles, batch in (
-                    (exports, "idec", ("encoder", "decoder", "clusters"), 257),
-                    (exports, "tiny", ("encoder", "decoder"), 7),
-                    (scorers, "tiny", ("scorer",), 5))
+    # The scorer comes from scorers/<v>, the rest from exports/; the cards' parity batch sizes
+    # (257 for idec) play no part.
+    expected = {f"{variant}-{role}": folder / variant / triton.ROLE_FILES[role]
+                for folder, variant, roles in (
+                    (exports, "idec", ("encoder", "decoder", "clusters")),
+                    (exports, "tiny", ("encoder", "decoder")),
+                    (scorers, "tiny", ("scorer",)))
                 for role in roles}  # fmt: skip
     assert sorted(path.name for path in out.iterdir()) == sorted(expected)
     data_types = set()
-    for name, (source, max_batch_size) in expected.items():
+    for name, source in expected.items():
         assert sorted(p.name for p in (out / name).iterdir()) == ["1", "config.pbtxt"]
         config = _parse(out / name / "config.pbtxt")
         assert (config.name, config.platform) == (name, "onnxruntime_onnx")
-        assert config.max_batch_size == max_batch_size
+        assert config.max_batch_size == triton.DEFAULT_MAX_BATCH_SIZE == 1024
+        assert 512 <= config.max_batch_size  # a client's 512-image batch is one request
+        # One instance, its kind left to Triton (KIND_AUTO: every GPU, else the CPU).
+        assert [(group.count, group.kind) for group in config.instance_group] == [
+            (1, model_config_pb2.ModelInstanceGroup.Kind.KIND_AUTO)
+        ]
         assert config.HasField("dynamic_batching")
         served = out / name / "1" / "model.onnx"
         assert served.read_bytes() == source.read_bytes()
@@ -191,22 +199,66 @@ def test_triton_configs_parse_with_tritons_proto_and_match_the_graphs(exports, t
             data_types |= {_check_tensor(c, g) for c, g in zip(configured, graph, strict=True)}
         # Triton batches up to max_batch_size along the first axis: the graph must run there.
         feed = {
-            tensor.name: np.zeros((max_batch_size, *tensor.shape[1:]),
+            tensor.name: np.zeros((config.max_batch_size, *tensor.shape[1:]),
                                   np.uint8 if tensor.type == "tensor(uint8)" else np.float32)
             for tensor in session.get_inputs()
         }  # fmt: skip
-        assert all(len(result) == max_batch_size for result in session.run(None, feed))
+        assert all(len(result) == config.max_batch_size for result in session.run(None, feed))
     assert data_types == {"TYPE_FP32", "TYPE_UINT8", "TYPE_INT64"}
 
     # Rewriting replaces each model whole and leaves other models of the repository alone.
     (out / "someone-else").mkdir()
-    arguments = ["--exports", str(exports), "--scorers", str(scorers), "--out", str(out),
-                 "--max-batch-size", "64"]  # fmt: skip
-    assert triton.main(arguments) == 0
-    for name in ("tiny-encoder", "tiny-scorer"):
-        assert _parse(out / name / "config.pbtxt").max_batch_size == 64
+    kinds = model_config_pb2.ModelInstanceGroup.Kind
+    for options, kind in ((["--instances", "3", "--kind", "cpu"], kinds.KIND_CPU),
+                          (["--instances", "2", "--kind", "gpu"], kinds.KIND_GPU),
+                          (["--instances", "4", "--kind", "auto"], kinds.KIND_AUTO)):  # fmt: skip
+        arguments = ["--exports", str(exports), "--scorers", str(scorers), "--out", str(out),
+                     "--max-batch-size", "64", *options]  # fmt: skip
+        assert triton.main(arguments) == 0
+        for name in ("tiny-encoder", "tiny-scorer", "idec-clusters"):
+            config = _parse(out / name / "config.pbtxt")
+            assert config.max_batch_size == 64
+            assert [(group.count, group.kind) for group in config.instance_group] == [
+                (int(options[1]), kind)
+            ]
+    assert "kind:" not in (out / "tiny-encoder" / "config.pbtxt").read_text()  # auto: none
     assert (out / "someone-else").is_dir()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-batch-size", "0"], "--max-batch-size must be a positive integer, got 0."),
+        (["--max-batch-size", "-512"], "--max-batch-size must be a positive integer, got -512."),
+        (["--instances", "0"], "--instances must be a positive integer, got 0."),
+    ],
+)
+def test_triton_bad_serving_options_fail_in_one_line(exports, tmp_path, options, message):
+    out = tmp_path / "triton"
+    command = [sys.executable, "-m", "autoencoders.services.triton", "--exports", str(exports),
+               "--scorers", str(tmp_path / "scorers"), "--out", str(out), *options]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True)
+    assert completed.returncode == errors.EXIT_CODE
+    assert completed.stderr.strip().splitlines() == [f"{triton.PROGRAM}: error: {message}"]
+    assert not out.exists()  # checked before anything was written
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"max_batch_size": 2.5}, "--max-batch-size must be a positive integer, got 2.5"),
+        ({"max_batch_size": True}, "--max-batch-size must be a positive integer, got True"),
+        ({"instances": -1}, "--instances must be a positive integer, got -1"),
+        ({"kind": "tpu"}, "--kind must be one of auto, cpu, gpu, got 'tpu'"),
+    ],
+)
+def test_triton_serving_options_are_checked_by_the_library_too(
+    exports, tmp_path, keywords, message
+):
+    with pytest.raises(triton.TritonRepositoryError, match=message):
+        triton.write_repository(exports, tmp_path / "triton", **keywords)
+    assert not (tmp_path / "triton").exists()
 
 
 def test_triton_without_a_scorers_folder_writes_the_exports_and_says_so(exports, tmp_path, capsys):
@@ -240,6 +292,10 @@ def test_triton_defaults_are_the_pipelines_folders():
         Path("scorers"),
         Path("exports/triton"),
     )  # dvc.yaml's outs of export@V and anomaly@V, and make triton's repository
+    assert (defaults.max_batch_size, defaults.instances, defaults.kind) == (1024, 1, "auto")
+    # argparse refuses a kind it does not know (its usage line, then the choices).
+    with pytest.raises(SystemExit):
+        triton.build_parser().parse_args(["--kind", "tpu"])
 
 
 def test_triton_rejects_a_fixed_batch_dimension_in_one_line(tmp_path):
@@ -259,15 +315,16 @@ def test_triton_rejects_a_fixed_batch_dimension_in_one_line(tmp_path):
     assert "dynamic" in lines[0] and "re-export" in lines[0]
     assert not out.exists()  # checked before anything was written
 
-    (fixed / triton.CARD_FILE).unlink()
+    # No model card is read: without one the decoder is served with the default batch limit.
+    (fixed / "model_card.json").unlink()
     (fixed / "encoder.onnx").unlink()
-    with pytest.raises(FileNotFoundError, match=str(fixed / triton.CARD_FILE)):
-        triton.write_repository(root, out)
-    assert triton.write_repository(root, out, max_batch_size=3) == ["fixed-decoder"]
+    assert triton.write_repository(root, out) == ["fixed-decoder"]
+    assert _parse(out / "fixed-decoder" / "config.pbtxt").max_batch_size == 1024
     # A scorer folder's fix names the stage that writes it.
-    (fixed / triton.CARD_FILE).write_text(json.dumps({"parity": {"batch_sizes": [1]}}))
-    scorers = _write_export(tmp_path / "scorers" / "fixed", {"scorer": _scorer()}, [0])
-    with pytest.raises(triton.TritonRepositoryError, match=r"anomaly@fixed\) or pass"):
+    scorers = _write_export(tmp_path / "scorers" / "fixed", {"scorer": _encoder(batch_dim=1)}, [0])
+    with pytest.raises(
+        triton.TritonRepositoryError, match=r"re-run its anomaly stage .*anomaly@fixed\)"
+    ):
         triton.write_repository(root, out, scorers=scorers.parent)
 
 

@@ -1,6 +1,7 @@
 """A Triton Inference Server model repository from the ONNX exports and anomaly scorers.
 
     python -m autoencoders.services.triton --exports exports --scorers scorers --out exports/triton
+        [--max-batch-size 1024] [--instances 1] [--kind auto|cpu|gpu]
 
 For every export directory ``exports/<variant>/`` this writes one Triton model per ONNX file it
 holds (``encoder.onnx``, ``decoder.onnx`` and, for IDEC, ``clusters.onnx``), and for every
@@ -12,18 +13,18 @@ scorer directory ``scorers/<variant>/`` (the ``anomaly@V`` stage's) one for its
 
 Each ``config.pbtxt`` names the ``onnxruntime_onnx`` platform, turns on ``dynamic_batching`` and
 takes every input's and output's name, data type and per-example dims from the ONNX graph itself,
-so the config cannot drift from the model it describes. ``max_batch_size`` is the largest batch
-size at which the stage's parity gate checked ONNX Runtime against Keras (``parity.batch_sizes``
-in the folder's ``model_card.json``), unless ``--max-batch-size`` says otherwise. A graph whose
-first axis is a fixed number cannot be batched by Triton and is rejected, naming the file and
-the stage that rewrites it. Without a scorers folder (the anomaly stage has not run) the
+so the config cannot drift from the model it describes. ``max_batch_size`` is
+``--max-batch-size`` (default ``DEFAULT_MAX_BATCH_SIZE``) and ``instance_group`` runs
+``--instances`` copies of each model on ``--kind`` (``auto``: where Triton places it). A graph
+whose first axis is a fixed number cannot be batched by Triton and is rejected, naming the file
+and the stage that rewrites it. Without a scorers folder (the anomaly stage has not run) the
 repository holds no scorer models.
 
 Every graph is read and checked before anything is written; then each model directory is swapped
 in whole (``fileio.atomic_directory``), so Triton polling the repository never sees a model
 without its config or a half-copied ``model.onnx``. Models of other names already in ``--out``
 are left as they are. Start a server on it with
-``tritonserver --model-repository=exports/triton``.
+``tritonserver --model-repository=exports/triton`` (docs/triton.md).
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ PLATFORM = "onnxruntime_onnx"
 CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 VERSION = "1"
-CARD_FILE = "model_card.json"
+# The graphs' batch axis is dynamic, so this bounds one request's memory on the server, not the
+# model; a client with a larger batch splits it into requests of at most this many.
+DEFAULT_MAX_BATCH_SIZE = 1024
+# --kind -> Triton's ModelInstanceGroup.Kind; auto writes no kind, so Triton places the instances
+# (on every GPU it sees, else on the CPU).
+INSTANCE_KINDS = {"auto": None, "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 # role -> the file that holds it; the Triton model is named <variant>-<role>.
 ROLE_FILES = {
     "encoder": "encoder.onnx",
@@ -169,23 +175,6 @@ def read_signature(path: str | Path) -> Signature:
     return Signature(inputs=inputs, outputs=outputs)
 
 
-def max_batch_size_from_card(export_dir: str | Path) -> int:
-    """The largest batch size the export's parity gate was run at (``parity.batch_sizes``)."""
-    path = Path(export_dir) / CARD_FILE
-    card = fileio.read_json(path, fix=_rewrite(Path(export_dir)))
-    sizes = card.get("parity", {}).get("batch_sizes") if isinstance(card, dict) else None
-    if (
-        not isinstance(sizes, list)
-        or not sizes
-        or not all(isinstance(size, int) and size >= 1 for size in sizes)
-    ):
-        raise TritonRepositoryError(
-            f"{path}: parity.batch_sizes is {sizes!r}, not a list of positive integers; "
-            f"{_rewrite(Path(export_dir))} or pass --max-batch-size."
-        )
-    return max(sizes)
-
-
 def _quoted(text: str) -> str:
     """A protobuf text-format string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -205,12 +194,28 @@ def _tensor_text(tensor: Tensor) -> str:
     return "\n".join([*lines, "  }"])
 
 
-def config_text(name: str, signature: Signature, max_batch_size: int, source: str = "") -> str:
-    """The ``config.pbtxt`` of one model (Triton's ModelConfig in protobuf text format)."""
-    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+def check_serving(max_batch_size: int, instances: int, kind: str) -> None:
+    """Raise a one-line TritonRepositoryError unless the serving options are usable."""
+    for option, value in (("--max-batch-size", max_batch_size), ("--instances", instances)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TritonRepositoryError(f"{option} must be a positive integer, got {value!r}.")
+    if kind not in INSTANCE_KINDS:
         raise TritonRepositoryError(
-            f"max_batch_size must be a positive integer, got {max_batch_size!r}."
+            f"--kind must be one of {', '.join(INSTANCE_KINDS)}, got {kind!r}."
         )
+
+
+def config_text(
+    name: str,
+    signature: Signature,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    source: str = "",
+    *,
+    instances: int = 1,
+    kind: str = "auto",
+) -> str:
+    """The ``config.pbtxt`` of one model (Triton's ModelConfig in protobuf text format)."""
+    check_serving(max_batch_size, instances, kind)
     lines = [f"# written by {PROGRAM} from {source}"] if source else []
     lines += [
         f"name: {_quoted(name)}",
@@ -219,6 +224,8 @@ def config_text(name: str, signature: Signature, max_batch_size: int, source: st
     ]
     for field, tensors in (("input", signature.inputs), ("output", signature.outputs)):
         lines += [f"{field} [", ",\n".join(_tensor_text(tensor) for tensor in tensors), "]"]
+    placement = f" kind: {INSTANCE_KINDS[kind]}" if INSTANCE_KINDS[kind] else ""
+    lines.append(f"instance_group [ {{ count: {instances}{placement} }} ]")
     lines.append("dynamic_batching { }")
     return "\n".join(lines) + "\n"
 
@@ -243,11 +250,9 @@ def export_dirs(exports: str | Path) -> list[Path]:
     return model_dirs(exports, EXPORT_ROLES)
 
 
-def _plan_folder(
-    directory: Path, roles: Sequence[str], max_batch_size: int | None
-) -> list[RepositoryModel]:
-    """The models of one variant's export or scorer folder."""
-    batch = max_batch_size if max_batch_size is not None else max_batch_size_from_card(directory)
+def _plan_folder(directory: Path, roles: Sequence[str], **serving: Any) -> list[RepositoryModel]:
+    """The models of one variant's export or scorer folder (``serving``: config_text's
+    max_batch_size, instances and kind)."""
     models = []
     for role in roles:
         source = directory / ROLE_FILES[role]
@@ -255,7 +260,7 @@ def _plan_folder(
             continue
         name = f"{directory.name}-{role}"
         provenance = f"{source} (sha256 {fileio.sha256_file(source)})"
-        config = config_text(name, read_signature(source), batch, source=provenance)
+        config = config_text(name, read_signature(source), source=provenance, **serving)
         models.append(RepositoryModel(name=name, source=source, config=config))
     return models
 
@@ -264,14 +269,18 @@ def plan_repository(
     exports: str | Path,
     *,
     scorers: str | Path | None = None,
-    max_batch_size: int | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    instances: int = 1,
+    kind: str = "auto",
 ) -> list[RepositoryModel]:
     """Every model to write, from the export folders under ``exports`` and the scorer folders
     under ``scorers`` (None, or a folder that does not exist: no scorer models), each graph
     read and checked; raises before anything is written."""
+    check_serving(max_batch_size, instances, kind)
+    serving = {"max_batch_size": max_batch_size, "instances": instances, "kind": kind}
     models = []
     for export_dir in export_dirs(exports):
-        models += _plan_folder(export_dir, EXPORT_ROLES, max_batch_size)
+        models += _plan_folder(export_dir, EXPORT_ROLES, **serving)
     if not models:
         files = " or ".join(ROLE_FILES[role] for role in EXPORT_ROLES)
         raise TritonRepositoryError(
@@ -280,7 +289,7 @@ def plan_repository(
         )
     if scorers is not None and Path(scorers).is_dir():
         for scorer_dir in model_dirs(scorers, SCORER_ROLES):
-            models += _plan_folder(scorer_dir, SCORER_ROLES, max_batch_size)
+            models += _plan_folder(scorer_dir, SCORER_ROLES, **serving)
     return models
 
 
@@ -289,11 +298,15 @@ def write_repository(
     out: str | Path,
     *,
     scorers: str | Path | None = None,
-    max_batch_size: int | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    instances: int = 1,
+    kind: str = "auto",
 ) -> list[str]:
     """Write the Triton model repository ``out`` for every export under ``exports`` and every
     scorer under ``scorers``; return the model names written."""
-    models = plan_repository(exports, scorers=scorers, max_batch_size=max_batch_size)
+    models = plan_repository(
+        exports, scorers=scorers, max_batch_size=max_batch_size, instances=instances, kind=kind
+    )
     out = Path(out)
     for model in models:
         with fileio.atomic_directory(out / model.name) as staging:
@@ -315,8 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-size",
         type=int,
-        default=None,
-        help="override the largest parity batch size of each folder's model_card.json",
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="largest batch one request may carry (default %(default)s; clients split larger)",
+    )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="copies of each model Triton runs (default 1)"
+    )
+    parser.add_argument(
+        "--kind",
+        choices=tuple(INSTANCE_KINDS),
+        default="auto",
+        help="where the instances run (default auto: Triton's choice, every GPU else the CPU)",
     )
     return parser
 
@@ -324,7 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = write_repository(
-        args.exports, args.out, scorers=args.scorers, max_batch_size=args.max_batch_size
+        args.exports,
+        args.out,
+        scorers=args.scorers,
+        max_batch_size=args.max_batch_size,
+        instances=args.instances,
+        kind=args.kind,
     )
     print(f"triton: {len(names)} models in {args.out}: {', '.join(names)}")
     if not args.scorers.is_dir():

@@ -102,9 +102,9 @@ serve: $(STAMP) ## MLflow's model server: make serve VARIANT=conv [VERSION=n|ALI
 	@$(BIN)/python -m autoencoders.services.serving serve --variant $(or $(VARIANT),conv) --role $(ROLE) \
 		$(if $(VERSION),--version $(VERSION)) $(if $(ALIAS),--alias $(ALIAS)) --host $(HOST) --port $(SERVE_PORT)
 
-promote: $(STAMP) ## Move the alias champion to the candidate (or VERSION=n): make promote VARIANT=conv [VERSION=n]
+promote: $(STAMP) ## Move the alias champion to the candidate (or VERSION=n) if it matches the champion's contract, data and val loss (FORCE=1: anyway): make promote VARIANT=conv [VERSION=n] [FORCE=1]
 	@$(BIN)/python -m autoencoders.services.serving promote --variant $(or $(VARIANT),conv) \
-		$(if $(VERSION),--version $(VERSION))
+		$(if $(VERSION),--version $(VERSION)) $(if $(filter 1,$(FORCE)),--force)
 
 DASHBOARD_PORT ?= 8080
 dashboard: $(STAMP) ## optuna-dashboard on http://127.0.0.1:8080 (DASHBOARD_PORT=) for the study storage

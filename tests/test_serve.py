@@ -12,6 +12,8 @@ exports/conv and scorers/conv (``inference.Encoder`` / ``Scorer``), and the regi
 from __future__ import annotations
 
 import contextlib
+import datetime
+import getpass
 import hashlib
 import json
 import os
@@ -272,6 +274,10 @@ def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
         "conv-encoder: champion unset -> version 1",
         "conv-scorer: champion unset -> version 1",
     ]
+    printed = capsys.readouterr().out
+    assert "conv-encoder has no champion yet: version 1 is promoted without comparison" in printed
+    for name in ("conv-encoder", "conv-scorer"):
+        _check_promotion_tags(client, name, "1", promoted_from="none", forced="false")
     # A second export and anomaly stage of the same run: version 2 is the candidate, the
     # champion stays at 1.
     root = registry["root"]
@@ -292,8 +298,23 @@ def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
     assert [
         _alias(n, a) for n in ("conv-encoder", "conv-scorer") for a in ("candidate", "champion")
     ] == ["2", "1", "2", "1"]
+    capsys.readouterr()  # the stages' own lines
     assert serving.promote("conv")[0] == "conv-encoder: champion version 1 -> version 2"
     assert _alias("conv-scorer", "champion") == "2"
+    # Two versions of one run: the same contract and data; its val loss (none was logged to
+    # this run) is not compared.
+    contract = f"images[-1, 28, 28, 1] ({inference.SCALING})"
+    assert capsys.readouterr().out.splitlines() == [
+        "[promote] conv-encoder champion version 1 vs version 2:",
+        f"[promote]   input contract: champion {contract} | candidate {contract}: ok",
+        "[promote]   data checksum: champion not recorded | candidate not recorded: ok",
+        "[promote]   best_val_loss: champion not recorded | candidate not recorded (not "
+        "compared): ok",
+        "[promote] conv-encoder: champion version 1 -> version 2",
+        "[promote] conv-scorer: champion version 1 -> version 2",
+    ]
+    for name in ("conv-encoder", "conv-scorer"):
+        _check_promotion_tags(client, name, "2", promoted_from="1", forced="false")
     # Back to version 1: the scorer follows the encoder it was exported with.
     assert serving.promote("conv", version="1") == [
         "conv-encoder: champion version 2 -> version 1",
@@ -344,6 +365,105 @@ def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
         (line,) = finished.stderr.strip().splitlines()
         assert line.startswith(program) and message in line
     assert not missing.exists()  # not created empty by asking
+
+
+def _check_promotion_tags(
+    client, name: str, version: str, *, promoted_from: str, forced: str
+) -> None:
+    tags = client.get_model_version(name, version).tags
+    assert tags["promoted_from"] == promoted_from and tags["promotion_forced"] == forced
+    assert tags["promoted_by"] == getpass.getuser()
+    promoted_at = datetime.datetime.fromisoformat(tags["promoted_at"])
+    assert promoted_at.utcoffset() == datetime.timedelta(0)
+    age = datetime.datetime.now(datetime.timezone.utc) - promoted_at
+    assert datetime.timedelta(seconds=-1) <= age < datetime.timedelta(minutes=10)
+
+
+def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, capsys):
+    """Versions registered from runs of their own (the export's model, another data_checksum
+    or best_val_loss): a candidate trained on other data or whose val loss rises by more than
+    the tolerance is refused with the comparison printed; --force promotes it and says so."""
+    client = _client()
+    name = "conv-encoder"
+    held = {model: serving.aliases(client, model) for model in (name, "conv-scorer")}
+    source = client.get_model_version(name, "1").source
+    experiment_id = client.get_run(registry["run_id"]).info.experiment_id
+
+    def register(checksum: str, val_loss: float) -> str:
+        run = client.create_run(experiment_id, tags={"data_checksum": checksum})
+        client.log_metric(run.info.run_id, "best_val_loss", val_loss)
+        client.set_terminated(run.info.run_id)
+        return str(client.create_model_version(name, source, run_id=run.info.run_id).version)
+
+    tolerance = serving.VAL_LOSS_TOLERANCE
+    contract = f"images[-1, 28, 28, 1] ({inference.SCALING})"
+    try:
+        champion = register("a" * 64, 0.02)
+        client.set_registered_model_alias(name, "champion", champion)
+        other_data = register("b" * 64, 0.02)
+        client.set_registered_model_alias(name, "candidate", other_data)
+        capsys.readouterr()
+        with pytest.raises(serving.RegistryError) as refused:
+            serving.promote("conv")
+        assert str(refused.value) == (
+            f"conv-encoder version {other_data} not promoted over version {champion}: data "
+            "checksum differs (comparison above); to promote it anyway: make promote "
+            "VARIANT=conv FORCE=1 (--force)."
+        )
+        assert capsys.readouterr().out.splitlines() == [
+            f"[promote] conv-encoder champion version {champion} vs version {other_data}:",
+            f"[promote]   input contract: champion {contract} | candidate {contract}: ok",
+            "[promote]   data checksum: champion aaaaaaaaaaaa | candidate bbbbbbbbbbbb: refused",
+            "[promote]   best_val_loss: champion 0.02 | candidate 0.02 (+0.0%, at most "
+            f"{tolerance:.0%} above): ok",
+        ]
+        assert _alias(name, "champion") == champion  # refused: nothing moved
+        assert serving.promote("conv", force=True)[0] == (
+            f"conv-encoder: champion version {champion} -> version {other_data}"
+        )
+        assert "[promote] --force overrides: data checksum differs" in capsys.readouterr().out
+        _check_promotion_tags(client, name, other_data, promoted_from=champion, forced="true")
+        # The same data: a val loss up by twice the tolerance is refused, by half of it passes.
+        worse_loss = 0.02 * (1 + 2 * tolerance)
+        worse = register("b" * 64, worse_loss)
+        with pytest.raises(serving.RegistryError) as refused:
+            serving.promote("conv", version=worse)
+        assert (
+            f"not promoted over version {other_data}: best_val_loss {2 * tolerance:+.1%} "
+            f"(tolerance {tolerance:.0%}) (comparison above); to promote it anyway: make promote "
+            f"VARIANT=conv VERSION={worse} FORCE=1 (--force)."
+        ) in str(refused.value)
+        assert capsys.readouterr().out.splitlines()[2:] == [
+            "[promote]   data checksum: champion bbbbbbbbbbbb | candidate bbbbbbbbbbbb: ok",
+            f"[promote]   best_val_loss: champion 0.02 | candidate {worse_loss:.6g} "
+            f"({2 * tolerance:+.1%}, at most {tolerance:.0%} above): refused",
+        ]
+        assert _alias(name, "champion") == other_data
+        within = register("b" * 64, 0.02 * (1 + tolerance / 2))
+        assert serving.promote("conv", version=within)[0].endswith(f"-> version {within}")
+        _check_promotion_tags(client, name, within, promoted_from=other_data, forced="false")
+        # The input contract: another shape is refused; an ONNX-flavour version, whose
+        # signature states a dtype and no scaling, matches a pyfunc of the same name and shape.
+        record = serving.version_record(client, name, within)
+        assert record["contract"] == {
+            "name": "images",
+            "shape": [-1, 28, 28, 1],
+            "dtype": None,
+            "scaling": inference.SCALING,
+        }
+        assert record["data_checksum"] == "b" * 64
+        assert record["best_val_loss"] == pytest.approx(0.02 * (1 + tolerance / 2), rel=1e-12)
+        smaller = {**record, "contract": {**record["contract"], "shape": [-1, 8, 8, 1]}}
+        checks = serving.compare(record, smaller)
+        assert [check.ok for check in checks] == [False, True, True]
+        assert checks[0].failure == "input contract differs"
+        onnx = {**record, "contract": {**record["contract"], "dtype": "float32", "scaling": None}}
+        assert all(check.ok for check in serving.compare(onnx, record))
+        assert not serving.compare(record, {**record, "best_val_loss": None})[2].ok
+    finally:
+        for model, named in held.items():
+            for alias, number in named.items():
+                client.set_registered_model_alias(model, alias, number)
 
 
 def _codes(answer: dict) -> np.ndarray:

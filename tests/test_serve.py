@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from autoencoders import fileio, inference, models, tracking
-from autoencoders.services import serving
+from autoencoders.services import promotion, registered, serving
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +177,7 @@ def test_export_registers_candidates_requiring_the_gpu_wheel_alone(registry):
 
     client = _client()
     for name in ("conv-encoder", "conv-scorer"):
-        assert serving.aliases(client, name) == {"candidate": "1"}
+        assert registered.aliases(client, name) == {"candidate": "1"}
     scorer = client.get_model_version("conv-scorer", "1")
     assert scorer.tags["encoder_version"] == "1" and scorer.run_id == registry["run_id"]
     for name in ("conv-encoder", "conv-scorer"):
@@ -322,20 +322,20 @@ def test_promote_moves_champion_and_fails_in_one_line(registry, capsys):
     ]
     # make serve's default is what was promoted, not the newest version (2, the candidate).
     assert serving.resolve(client, "conv-encoder") == ("models:/conv-encoder@champion", "1")
-    with pytest.raises(serving.RegistryError, match="no registered model 'nope-encoder'"):
+    with pytest.raises(registered.RegistryError, match="no registered model 'nope-encoder'"):
         serving.promote("nope")
     with pytest.raises(
-        serving.RegistryError, match=r"conv-encoder has no version 7 \(versions: 1, 2\)"
+        registered.RegistryError, match=r"conv-encoder has no version 7 \(versions: 1, 2\)"
     ):
         serving.promote("conv", version="7")
     # A model registered by hand, without the export's alias.
     first = client.get_model_version("conv-encoder", "1")
     client.create_registered_model("bare-encoder")
     client.create_model_version("bare-encoder", first.source, run_id=first.run_id)
-    with pytest.raises(serving.RegistryError, match="bare-encoder has no 'candidate' version"):
+    with pytest.raises(registered.RegistryError, match="bare-encoder has no 'candidate' version"):
         serving.promote("bare")
     with pytest.raises(
-        serving.RegistryError, match="bare-encoder has neither 'champion' nor 'candidate'"
+        registered.RegistryError, match="bare-encoder has neither 'champion' nor 'candidate'"
     ):
         serving.resolve(client, "bare-encoder")  # nothing promoted: no default to serve
     client.set_registered_model_alias("bare-encoder", "candidate", "1")
@@ -385,7 +385,7 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
     the tolerance is refused with the comparison printed; --force promotes it and says so."""
     client = _client()
     name = "conv-encoder"
-    held = {model: serving.aliases(client, model) for model in (name, "conv-scorer")}
+    held = {model: registered.aliases(client, model) for model in (name, "conv-scorer")}
     source = client.get_model_version(name, "1").source
     experiment_id = client.get_run(registry["run_id"]).info.experiment_id
 
@@ -395,7 +395,7 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
         client.set_terminated(run.info.run_id)
         return str(client.create_model_version(name, source, run_id=run.info.run_id).version)
 
-    tolerance = serving.VAL_LOSS_TOLERANCE
+    tolerance = promotion.VAL_LOSS_TOLERANCE
     contract = f"images[-1, 28, 28, 1] ({inference.SCALING})"
     try:
         champion = register("a" * 64, 0.02)
@@ -403,7 +403,7 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
         other_data = register("b" * 64, 0.02)
         client.set_registered_model_alias(name, "candidate", other_data)
         capsys.readouterr()
-        with pytest.raises(serving.RegistryError) as refused:
+        with pytest.raises(registered.RegistryError) as refused:
             serving.promote("conv")
         assert str(refused.value) == (
             f"conv-encoder version {other_data} not promoted over version {champion}: data "
@@ -426,7 +426,7 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
         # The same data: a val loss up by twice the tolerance is refused, by half of it passes.
         worse_loss = 0.02 * (1 + 2 * tolerance)
         worse = register("b" * 64, worse_loss)
-        with pytest.raises(serving.RegistryError) as refused:
+        with pytest.raises(registered.RegistryError) as refused:
             serving.promote("conv", version=worse)
         assert (
             f"not promoted over version {other_data}: best_val_loss {2 * tolerance:+.1%} "
@@ -444,7 +444,7 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
         _check_promotion_tags(client, name, within, promoted_from=other_data, forced="false")
         # The input contract: another shape is refused; an ONNX-flavour version, whose
         # signature states a dtype and no scaling, matches a pyfunc of the same name and shape.
-        record = serving.version_record(client, name, within)
+        record = promotion.version_record(client, name, within)
         assert record["contract"] == {
             "name": "images",
             "shape": [-1, 28, 28, 1],
@@ -454,12 +454,12 @@ def test_promote_refuses_other_data_or_a_worse_val_loss_unless_forced(registry, 
         assert record["data_checksum"] == "b" * 64
         assert record["best_val_loss"] == pytest.approx(0.02 * (1 + tolerance / 2), rel=1e-12)
         smaller = {**record, "contract": {**record["contract"], "shape": [-1, 8, 8, 1]}}
-        checks = serving.compare(record, smaller)
+        checks = promotion.compare(record, smaller)
         assert [check.ok for check in checks] == [False, True, True]
         assert checks[0].failure == "input contract differs"
         onnx = {**record, "contract": {**record["contract"], "dtype": "float32", "scaling": None}}
-        assert all(check.ok for check in serving.compare(onnx, record))
-        assert not serving.compare(record, {**record, "best_val_loss": None})[2].ok
+        assert all(check.ok for check in promotion.compare(onnx, record))
+        assert not promotion.compare(record, {**record, "best_val_loss": None})[2].ok
     finally:
         for model, named in held.items():
             for alias, number in named.items():

@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     copy_into(scratch, [dep for dep in deps if not (scratch / dep).exists()] + list(STORES))
     for out in outs:  # the stage must make its outputs itself
         target = scratch / out
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
     environment = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{scratch / 'mlflow.db'}")
     print(f"verify-unchanged: {args.stage} in {scratch.relative_to(REPO)}: {cmd}", flush=True)
     if subprocess.run(cmd, shell=True, cwd=scratch, env=environment).returncode != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, paths, timing
 from autoencoders.training import backend
 

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, data, errors, fileio, paths
 
 

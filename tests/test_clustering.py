@@ -270,7 +270,8 @@ def test_mixtures_give_the_same_bytes_whatever_the_blas_threads(tmp_path):
 def test_openblas_runs_the_avx2_kernels_on_every_avx2_cpu():
     """``autoencoders.runtime``, imported before numpy, pins OpenBLAS's kernels to Haswell's
     (AVX2 + FMA) on a CPU that has them: an AVX-512 CPU's own kernels round the mixtures'
-    products otherwise. OpenBLAS itself reports which kernels it loaded (threadpoolctl's ``architecture``)."""
+    products otherwise. OpenBLAS itself reports which kernels it loaded (threadpoolctl's
+    ``architecture``)."""
     import os
     import subprocess
     import sys
@@ -303,7 +304,8 @@ print(np.array_equal(np.exp(x), [math.exp(v) for v in x]),
 def test_numpy_exp_and_log_round_as_the_c_library_on_every_cpu():
     """``autoencoders.runtime``, imported before numpy, turns off numpy's AVX-512 loops: its
     float64 exp and log (the mixtures' E-step) then agree bit for bit with the C library's
-    ``math.exp`` and ``math.log``, as on any AVX2 CPU; without it an AVX-512 CPU's differ (docs/determinism.md)."""
+    ``math.exp`` and ``math.log``, as on any AVX2 CPU; without it an AVX-512 CPU's differ
+    (docs/determinism.md)."""
     import os
     import subprocess
     import sys

@@ -433,8 +433,19 @@ def test_bad_values_and_an_unusable_gpu_fail_in_one_line(ray_cluster, encoder_ex
         batch.encode_directory(encoder_export, folder, output, batch_size=100, progress=False)
     message = str(raised.value)
     assert "\n" not in message and str(folder / "nan.npy") in message
-    assert "rows 200-250" in message and "NaN or infinite" in message
+    assert "rows 230 (1 of rows 200-250)" in message and "NaN or infinite" in message
     assert not output.exists() or not list(output.iterdir())  # no partial file
+
+    # The command line on a cluster of its own: the project's line, no Ray traceback or notice.
+    run = subprocess.run(
+        [sys.executable, "-m", "autoencoders.services.batch", "--model", str(encoder_export),
+         "--input", str(folder), "--output", str(output), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    printed = run.stdout + run.stderr
+    assert run.returncode != 0 and "error: " in printed and "rows 230 (1 of" in printed
+    for noise in ("Traceback", "open an issue", "Token authentication", "ERROR"):
+        assert noise not in printed, printed
 
     with pytest.raises(batch.BatchEncodingError, match="the cluster has 0 GPUs"):
         batch.encode_directory(encoder_export, folder, output, num_gpus_per_actor=1)

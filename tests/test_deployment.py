@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from onnx import TensorProto, helper
 from autoencoders import errors, inference
 from autoencoders.services import batch, shards, triton
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (8, 8, 1)
 PIXELS = int(np.prod(IMAGE_SHAPE))
 CODE_SHAPE = (2, 3)
@@ -505,3 +507,54 @@ def test_code_writer_keeps_rows_in_place_and_refuses_duplicates_and_gaps(tmp_pat
             writer.close()
         writer.abort()
         assert not list((tmp_path / "out").iterdir())  # neither a target nor a temporary file
+
+
+LIGHT_IMPORTS = """
+import importlib.util, sys
+import autoencoders.inference, autoencoders.served, autoencoders.services.batch
+import autoencoders.services.serving
+heavy = ("tensorflow", "keras", "jax", "dvc", "umap", "sklearn", "optuna", "PIL", "onnx")
+print(sorted(name for name in heavy if importlib.util.find_spec(name) is not None))
+"""
+
+
+@pytest.mark.slow
+def test_the_light_install_encodes_serves_and_runs_ray_without_the_pipeline(
+    encoder_export, image_shards, tmp_path
+):
+    """``pip install autoencoders[serving,batch]`` in a clean virtual environment: no TensorFlow,
+    JAX, DVC, UMAP or scikit-learn installed, and its command line and Ray job give the same
+    codes as this environment's ``inference.Encoder``."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", f"{source}[serving,batch]"],
+        check=True, timeout=900,
+    )  # fmt: skip
+    light = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    found = subprocess.run(
+        [python, "-c", LIGHT_IMPORTS], env=light, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.split("\n")[-2] == "[]", found.stdout
+    output = tmp_path / "codes"
+    subprocess.run(
+        [python, "-m", "autoencoders.services.batch", "--model", str(encoder_export),
+         "--input", str(image_shards), "--output", str(output), "--concurrency", "1",
+         "--no-progress"],
+        env=light, check=True, timeout=600, capture_output=True,
+    )  # fmt: skip
+    _check_codes(image_shards, output, encoder_export)
+    images = image_shards / "a.npy"
+    subprocess.run(
+        [python, "-m", "autoencoders", "encode", "--model", str(encoder_export),
+         "--input", str(images), "--output", str(tmp_path / "a.codes.npy")],
+        env=light, check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    reference = inference.Encoder(encoder_export).encode(np.load(images))
+    assert np.array_equal(np.load(tmp_path / "a.codes.npy"), reference)

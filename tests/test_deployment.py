@@ -513,7 +513,7 @@ LIGHT_IMPORTS = """
 import importlib.util, sys
 import autoencoders.inference, autoencoders.served, autoencoders.services.batch
 import autoencoders.services.serving
-heavy = ("tensorflow", "keras", "jax", "dvc", "umap", "sklearn", "optuna", "PIL", "onnx")
+heavy = ("tensorflow", "keras", "jax", "dvc", "umap", "sklearn", "optuna", "onnx")
 print(sorted(name for name in heavy if importlib.util.find_spec(name) is not None))
 """
 
@@ -551,3 +551,34 @@ def test_the_light_install_imports_serving_and_ray_and_encodes_without_the_pipel
     )  # fmt: skip
     reference = inference.Encoder(encoder_export).encode(np.load(images))
     assert np.array_equal(np.load(tmp_path / "a.codes.npy"), reference)
+
+
+def test_the_command_line_encodes_image_files_as_fetch_decodes_them(encoder_export, tmp_path):
+    """A folder of PNG and JPEG files of other sizes, encoded by ``python -m autoencoders
+    encode --input FOLDER``: the codes of the pixels fetch gives the same folder (its own
+    8x8 grey contract: size and channels from the model, bilinear)."""
+    from PIL import Image
+
+    from autoencoders import config
+    from autoencoders.__main__ import main
+    from autoencoders.data import folders, images
+    from autoencoders.data import shards as data_shards
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for index, (height, width) in enumerate([(20, 30), (8, 8), (33, 17)]):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{index}.png")
+        Image.fromarray(pixels).save(folder / "more" / f"j{index}.jpg", quality=90)
+    assert main(["encode", "--model", str(encoder_export), "--input", str(folder),
+                 "--output", str(tmp_path / "codes.npy")]) == 0  # fmt: skip
+    settings = {"path": str(folder), "labels": None, "image_size": [8, 8],
+                "color_mode": "grayscale"}  # fmt: skip
+    params = config.from_mapping(folders.FolderParams, settings, "data")
+    images.fetch_images(params, tmp_path / "raw", workers=1)
+    fetched = data_shards.ShardedSplit(tmp_path / "raw", "train")
+    expected = inference.Encoder(encoder_export).encode(fetched.take(np.arange(len(fetched))))
+    assert np.array_equal(np.load(tmp_path / "codes.npy"), expected)
+    assert main(["encode", "--model", str(encoder_export), "--input", str(tmp_path / "no.txt"),
+                 "--output", str(tmp_path / "x.npy")]) == 2  # fmt: skip

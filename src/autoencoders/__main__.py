@@ -5,7 +5,10 @@
     python -m autoencoders cluster --model exports/idec --input images.npy --output clusters.npz
     python -m autoencoders score --model scorers/conv --input images.npy --output scores.npz
 
-``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``).
+``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``);
+for encode, score and cluster also an image file (PNG, JPEG, ...) or a folder of them, walked
+in sorted order and decoded as fetch decodes a folder, under the export's input contract
+(``inference.Encoder(...).contract``: size, colour mode, interpolation, crop or pad).
 Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically. ``cluster``
 (an export with ``clusters.onnx``) writes an ``.npz`` holding ``assignments`` (N,) and
 ``probabilities`` (N, n_clusters); ``score`` (a scorer folder, ``scorers/<v>`` with
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoencoders import errors, fileio, inference
+from autoencoders import errors, fileio, imagefiles, inference
 
 PROGRAM = "python -m autoencoders"
 
@@ -70,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
             required=True,
             help="model directory (exports/<variant>; score: scorers/<variant>) or .onnx file",
         )
-        command.add_argument("--input", required=True, type=Path, help=".npy or .npz file")
+        command.add_argument(
+            "--input",
+            required=True,
+            type=Path,
+            help=".npy or .npz file; encode, score, cluster: also an image file or a folder of "
+            "them, decoded as the export's input contract records",
+        )
         command.add_argument(
             "--output", required=True, type=Path, help="file to write (.npy; cluster: .npz)"
         )
@@ -98,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         model = model_class(args.model, require_gpu=args.require_gpu, batch_size=args.batch_size)
-        array = _load_array(args.input, args.key)
+        if args.command != "decode" and (
+            args.input.is_dir() or imagefiles.is_image_file(args.input)
+        ):
+            array = model.read_images([args.input])
+        else:
+            array = _load_array(args.input, args.key)
         if args.command == "cluster":
             assignments, probabilities = model.cluster(array)
         elif args.command == "score":

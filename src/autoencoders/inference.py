@@ -32,6 +32,7 @@ runs repeated batches through one ONNX Runtime I/O binding.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from autoencoders import errors
+from autoencoders import errors, imagefiles
 from autoencoders.providers import CPU, CUDA, cuda_usable, session_providers
 
 DEFAULT_BATCH_SIZE = 256
@@ -157,6 +158,24 @@ class OnnxModel:
         self.input_shape = _static_shape(inputs[0].shape, self.path, "input")
         self.output_shape = _static_shape(outputs[0].shape, self.path, "output")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def contract(self) -> imagefiles.Contract:
+        """How image files become this model's input: as its export recorded (the data's
+        folder settings), else the input's size and channels, bilinear, no crop or pad."""
+        recorded = self.metadata.get("input_contract")
+        if recorded:
+            return imagefiles.Contract.from_record(json.loads(recorded))
+        if len(self.input_shape) != 3:
+            raise InferenceInputError(
+                f"{self.path} takes {list(self.input_shape)} arrays, not images"
+            )
+        return imagefiles.Contract.for_shape(self.input_shape)
+
+    def read_images(self, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        """uint8 (N, H, W, C) input of the image files and folders ``paths`` (folders walked in
+        sorted order), decoded under ``contract`` by the code fetch decodes a folder with."""
+        return imagefiles.read_images(imagefiles.image_paths(paths), self.contract)
 
     def __repr__(self) -> str:
         return (

@@ -221,7 +221,8 @@ def _as_exported(
             f"{variant}: the export's card describes other shapes than the model; re-run "
             f"its export (dvc repro export@{variant})."
         )
-    return config, card.interface(variant, config.opset, input_dims, code_dims)
+    contract = export_card["input"].get("contract")
+    return config, card.interface(variant, config.opset, input_dims, code_dims, contract)
 
 
 def card_section(

@@ -139,7 +139,9 @@ def pca_curve(splits: Splits, code_sizes: list[int]) -> dict[int, dict[str, floa
 def pca_reconstruction(splits: Splits, size: int, x: np.ndarray) -> np.ndarray:
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=size, svd_solver="full").fit(splits.train.reshape(len(splits.train), -1))
+    pca = PCA(n_components=size, svd_solver="full").fit(
+        splits.train.reshape(len(splits.train), -1)
+    )
     flat = pca.inverse_transform(pca.transform(x.reshape(len(x), -1)))
     return np.clip(flat, 0.0, 1.0).reshape(x.shape).astype(np.float32)
 

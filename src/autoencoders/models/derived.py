@@ -93,7 +93,7 @@ def statistics(x: Any, seed: int = 0) -> DataStats:
     """DataStats of ``x`` (N, H, W, C) floats in [0, 1], on a seeded sample of 10,000 images."""
     count = len(x)
     rows = np.sort(np.random.default_rng(seed).choice(count, min(count, _STATS_SAMPLE), False))
-    sample = np.asarray(x[rows] if isinstance(x, np.ndarray) else x.take(rows), np.float64)
+    sample = np.asarray(x[rows] if isinstance(x, np.ndarray) else x.images(rows), np.float64)
     mean = np.clip(sample.mean(axis=0), 1e-7, 1 - 1e-7)
     bce = -(sample * np.log(mean) + (1 - sample) * np.log(1 - mean)).mean()
     height, width, channels = (int(size) for size in sample.shape[1:])

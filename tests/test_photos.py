@@ -70,3 +70,22 @@ def test_targets_compare_with_pca_and_the_plain_variant():
     assert checks["conv"]["met"] and not checks["denoising"]["met"]  # 1.4 > 1.3
     assert checks["denoising / conv"]["measured"] == pytest.approx(1.3)
     assert not checks["denoising / conv"]["met"]
+
+
+def test_the_summary_says_what_to_try_where_a_variant_loses_to_pca():
+    from autoencoders.reporting import summary
+
+    pca = {16: {"mse": 0.004}, 32: {"mse": 0.002}}
+    rows = [
+        summary.summary_row("conv", {"mse": 0.0054, "latent_dim": 16}, pca=pca),  # 1.35x
+        summary.summary_row("dense", {"mse": 0.0012, "latent_dim": 32}, pca=pca),  # 0.6x
+    ]
+    quality = summary.quality_check(rows)
+    assert list(quality["advice"]) == ["conv"]
+    assert quality["advice"]["conv"].startswith("1.35x PCA's MSE: PCA with the same 16 numbers")
+    assert "architecture.latent_dim" in quality["advice"]["conv"]
+    assert "objective.loss" in quality["advice"]["conv"]
+    lines = summary._quality_lines(quality)
+    assert any(line.startswith("- `conv`: 1.35x") for line in lines)
+    # every variant under the bar: no advice key, so MNIST's summary is unchanged
+    assert "advice" not in summary.quality_check(rows[1:])

@@ -222,12 +222,25 @@ def train_one(
     return record
 
 
+def _isolated(name: str, block: Mapping, train_section: Mapping, settings: PhotosConfig) -> dict:
+    """train_one in a spawned process of its own (its own backend; a crash is this variant's
+    failure, recorded, not the benchmark's)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(train_one, name, block, train_section, settings).result()
+    except Exception as error:  # noqa: BLE001 - a variant's failure is reported, others go on
+        return {"name": name, "error": f"{type(error).__name__}: {error}"}
+
+
 def run_benchmark(
     params: Mapping[str, Any], settings: PhotosConfig, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Every variant and the reference trained side by side; PCA; records and examples."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from autoencoders import threads
 
@@ -241,15 +254,18 @@ def run_benchmark(
     )
     train_section = dict(params.get("train") or {})
     workers = settings.workers or threads.usable_cores()
-    context = multiprocessing.get_context("spawn")
-    records = {}
-    with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {
-            pool.submit(train_one, name, entry["block"], train_section, settings): name
+    records, failures = {}, {}
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(_isolated, name, entry["block"], train_section, settings)
             for name, entry in blocks.items()
-        }
+        ]
         for future in as_completed(futures):
             record = future.result()
+            if "error" in record:
+                failures[record["name"]] = record["error"]
+                log(f"[photos] {record['name']} failed: {record['error']}")
+                continue
             record["derived"] = blocks[record["name"]]["derived"]
             records[record["name"]] = record
             log(
@@ -268,4 +284,5 @@ def run_benchmark(
         "pca_examples": pca_reconstruction(splits, 16, splits.test[: settings.figure_examples]),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "workers": workers,
+        "failures": failures,
     }

@@ -54,6 +54,7 @@ def summarise(result: Mapping[str, Any], machine: Mapping[str, Any]) -> dict[str
         "targets": targets(rows),
         "wall_seconds": result["wall_seconds"],
         "workers": result["workers"],
+        "failures": result["failures"],
         "machine": dict(machine),
     }
 
@@ -110,6 +111,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{row['test_ssim']:.3f} | {row['test_psnr']:.2f} | {row['best_epoch']}/"
             f"{row['epochs_run']} | {row['train_seconds']:.0f} | {row['wall_seconds']:.0f} |"
         )
+    for name, error in sorted(report["failures"].items()):
+        lines.append(f"| {name} | failed: {error} | | | | | | | | | |")
     lines += ["", "## Targets (issue 43)", "", "| target | measured | bar | met |"]
     lines.append("| --- | ---: | ---: | --- |")
     for check in report["targets"]:

@@ -1,4 +1,4 @@
-"""Defaults that read the data: a variant's data-dependent settings derived from its training split.
+"""Defaults that read the data: the variants' data-dependent settings, derived from the data.
 
 The variants' params were chosen on MNIST (the ``REFERENCE`` statistics below). ``derive_block``
 re-expresses them for other data, so that one setting means the same thing on any input:
@@ -244,11 +244,33 @@ def derive_block(
     return derived, changes
 
 
+def derive_from_split(
+    params: Mapping[str, Any], names: list[str], processed_dir: Any
+) -> dict[str, dict[str, Any]]:
+    """name -> params.yaml ``variants.<name>`` derived from the statistics of the processed
+    training split (what train@V and tune@V use); each change printed. Identity on MNIST."""
+    from autoencoders import data
+
+    stats = statistics(data.open_split(processed_dir, "train"))
+    settings = derive_params(params.get("derive"))
+    variants = params["variants"]
+    blocks = {}
+    for name in names:
+        blocks[name], changes = derive_block(
+            name, variants[name], stats, params.get("train"), settings
+        )
+        if changes:
+            shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changes.items())
+            print(f"[derive {name}] from the training split's statistics: {shown}", flush=True)
+    return blocks
+
+
 __all__ = [
     "REFERENCE",
     "DataStats",
     "DeriveParams",
     "derive_block",
+    "derive_from_split",
     "derive_params",
     "statistics",
 ]

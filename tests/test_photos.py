@@ -46,6 +46,7 @@ def test_pca_curve_matches_numpys_svd():
     x = np.clip(base + 0.1 * rng.standard_normal((300, 4, 4, 3)), 0, 1).astype(np.float32)
     splits = photos.Splits(train=x[:200], val=x[200:250], test=x[250:])
     curve = photos.pca_curve(splits, [3, 5])
+    assert photos.pca_curve(splits, [3], photos.fit_pca(splits, 5))[3] == curve[3]
     flat = splits.train.reshape(200, -1).astype(np.float64)
     mean = flat.mean(0)
     _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)

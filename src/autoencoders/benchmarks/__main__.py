@@ -163,11 +163,17 @@ def photos(args: argparse.Namespace, params: dict) -> None:
         section["variants"] = args.variants
     settings = config.from_mapping(bench.PhotosConfig, section, "photos_bench")
     before = _machine()
-    result = bench.run_benchmark(params, settings, log=_print)
-    machine = {**before, "load_average_after": _machine()["load_average_before"]}
-    report = photos_report.summarise(result, machine)
-    photos_report.plot_examples(result, f"{args.output_dir}/photos_bench.png")
-    _write(args.output_dir, "photos_bench", report, photos_report.render_markdown(report))
+
+    def write(result: dict) -> None:  # after every variant, then once complete
+        machine = {**before, "load_average_after": _machine()["load_average_before"]}
+        report = photos_report.summarise(result, machine)
+        markdown = photos_report.render_markdown(report)
+        photos_report.plot_examples(result, f"{args.output_dir}/photos_bench.png")
+        fileio.write_report(args.output_dir, "photos_bench", report, markdown)
+        if result["complete"]:
+            _write(args.output_dir, "photos_bench", report, markdown)
+
+    write(bench.run_benchmark(params, settings, log=_print, on_progress=write))
 
 
 def _print(line: str) -> None:

@@ -118,12 +118,17 @@ def make_splits(settings: PhotosConfig) -> Splits:
     return Splits(train=train[order[n_val:]], val=train[order[:n_val]], test=test)
 
 
-def pca_curve(splits: Splits, code_sizes: list[int]) -> dict[int, dict[str, float]]:
-    """PCA fitted on the training patches: validation and test MSE at each code size."""
+def fit_pca(splits: Splits, components: int = 64) -> Any:
+    """PCA fitted on the training patches (its first k components are PCA with k)."""
     from sklearn.decomposition import PCA
 
     train = splits.train.reshape(len(splits.train), -1)
-    pca = PCA(n_components=max(code_sizes), svd_solver="full").fit(train)
+    return PCA(n_components=min(components, *train.shape), svd_solver="full").fit(train)
+
+
+def pca_curve(splits: Splits, code_sizes: list[int], pca: Any = None) -> dict[int, dict]:
+    """PCA fitted on the training patches: validation and test MSE at each code size."""
+    pca = pca if pca is not None else fit_pca(splits, max(code_sizes))
     curve = {}
     for size in sorted(set(code_sizes)):
         row = {}
@@ -136,14 +141,12 @@ def pca_curve(splits: Splits, code_sizes: list[int]) -> dict[int, dict[str, floa
     return curve
 
 
-def pca_reconstruction(splits: Splits, size: int, x: np.ndarray) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=size, svd_solver="full").fit(
-        splits.train.reshape(len(splits.train), -1)
-    )
-    flat = pca.inverse_transform(pca.transform(x.reshape(len(x), -1)))
-    return np.clip(flat, 0.0, 1.0).reshape(x.shape).astype(np.float32)
+def pca_reconstruction(pca: Any, size: int, x: np.ndarray) -> np.ndarray:
+    """``x`` rebuilt from its first ``size`` principal components, clipped to [0, 1]."""
+    flat = x.reshape(len(x), -1) - pca.mean_
+    components = pca.components_[:size]
+    rebuilt = flat @ components.T @ components + pca.mean_
+    return np.clip(rebuilt, 0.0, 1.0).reshape(x.shape).astype(np.float32)
 
 
 def derived_blocks(
@@ -237,9 +240,13 @@ def _isolated(name: str, block: Mapping, train_section: Mapping, settings: Photo
 
 
 def run_benchmark(
-    params: Mapping[str, Any], settings: PhotosConfig, log: Callable[[str], None] = print
+    params: Mapping[str, Any],
+    settings: PhotosConfig,
+    log: Callable[[str], None] = print,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every variant and the reference trained side by side; PCA; records and examples."""
+    """Every variant and the reference trained side by side; PCA; records and examples.
+    ``on_progress`` gets the result so far after each variant (``complete`` False)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from autoencoders import threads
@@ -255,6 +262,25 @@ def run_benchmark(
     train_section = dict(params.get("train") or {})
     workers = settings.workers or threads.usable_cores()
     records, failures = {}, {}
+    pca = fit_pca(splits)
+    examples = splits.test[: settings.figure_examples]
+
+    def result(complete: bool) -> dict[str, Any]:
+        sizes = [record["code_size"] for record in records.values()] or [16]
+        return {
+            "settings": dataclasses.asdict(settings),
+            "stats": stats,
+            "splits": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
+            "pca": pca_curve(splits, sizes, pca),
+            "records": records,
+            "examples": examples,
+            "pca_examples": pca_reconstruction(pca, 16, examples),
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "workers": workers,
+            "failures": failures,
+            "complete": complete,
+        }
+
     with ThreadPoolExecutor(workers) as pool:
         futures = [
             pool.submit(_isolated, name, entry["block"], train_section, settings)
@@ -273,16 +299,6 @@ def run_benchmark(
                 f"(code {record['code_size']}), {record['epochs_run']} epochs, "
                 f"{record['wall_seconds']:.0f} s"
             )
-    curve = pca_curve(splits, [record["code_size"] for record in records.values()])
-    return {
-        "settings": dataclasses.asdict(settings),
-        "stats": stats,
-        "splits": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        "pca": curve,
-        "records": records,
-        "examples": splits.test[: settings.figure_examples],
-        "pca_examples": pca_reconstruction(splits, 16, splits.test[: settings.figure_examples]),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "workers": workers,
-        "failures": failures,
-    }
+            if on_progress is not None:
+                on_progress(result(False))
+    return result(True)

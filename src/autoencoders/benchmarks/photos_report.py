@@ -55,6 +55,7 @@ def summarise(result: Mapping[str, Any], machine: Mapping[str, Any]) -> dict[str
         "wall_seconds": result["wall_seconds"],
         "workers": result["workers"],
         "failures": result["failures"],
+        "complete": result["complete"],
         "machine": dict(machine),
     }
 
@@ -87,6 +88,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# Photographs benchmark (make bench-photos)",
         "",
+        *([] if report["complete"] else ["**Partial: written while the benchmark ran.**", ""]),
         f"Train: {', '.join(settings['train_photos'])} ({report['splits']['train']} patches, "
         f"{report['splits']['val']} more held out for validation); test: "
         f"{', '.join(settings['test_photos'])} ({report['splits']['test']} patches), "

@@ -51,12 +51,13 @@ class PhotosConfig:
     )
     test_photos: tuple[str, ...] = ("chelsea", "coffee")
     patch_size: int = 32
-    train_patches_per_photo: int = 1000
-    test_patches_per_photo: int = 1000
+    train_patches_per_photo: int = 500
+    test_patches_per_photo: int = 500
     val_fraction: float = 0.1
-    max_epochs: int = 10  # derived epochs are capped here (the benchmark's time budget)
+    max_epochs: int = 5  # derived epochs are capped here (the benchmark's time budget)
     max_patience: int = 3
     max_cluster_iterations: int = 280  # idec's clustering phase, in batches
+    batch_size: int = 32  # every variant's (0: each its own); chosen on the validation split
     variants: tuple[str, ...] = ()  # () : every params.yaml variant
     workers: int = 0  # processes side by side, one thread each; 0: one per usable core
     seed: int = 0
@@ -177,6 +178,8 @@ def _capped(block: Mapping[str, Any], train_section: Mapping, settings: PhotosCo
     patience = train.get("early_stopping_patience", train_section.get("early_stopping_patience"))
     train["epochs"] = min(int(epochs), settings.max_epochs)
     train["early_stopping_patience"] = min(int(patience), settings.max_patience)
+    if settings.batch_size:
+        train["batch_size"] = settings.batch_size
     objective = dict(block["objective"])
     if objective["name"] == "clustering":
         limit = objective.get("max_iterations", settings.max_cluster_iterations)

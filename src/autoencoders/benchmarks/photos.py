@@ -242,6 +242,14 @@ def _isolated(name: str, block: Mapping, train_section: Mapping, settings: Photo
         return {"name": name, "error": f"{type(error).__name__}: {error}"}
 
 
+def _line(record: Mapping[str, Any]) -> str:
+    return (
+        f"[photos] {record['name']}: test mse {record['test']['mse']:.5f} "
+        f"(code {record['code_size']}), {record['epochs_run']} epochs, "
+        f"{record['wall_seconds']:.0f} s"
+    )
+
+
 def run_benchmark(
     params: Mapping[str, Any],
     settings: PhotosConfig,
@@ -297,11 +305,7 @@ def run_benchmark(
                 continue
             record["derived"] = blocks[record["name"]]["derived"]
             records[record["name"]] = record
-            log(
-                f"[photos] {record['name']}: test mse {record['test']['mse']:.5f} "
-                f"(code {record['code_size']}), {record['epochs_run']} epochs, "
-                f"{record['wall_seconds']:.0f} s"
-            )
+            log(_line(record))
             if on_progress is not None:
                 on_progress(result(False))
     return result(True)

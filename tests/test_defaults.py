@@ -47,6 +47,10 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("autoencoders.benchmarks.onnx_latency", "BenchConfig"): "bench",
     # make bench-train (benchmarks training): from_mapping(TrainBenchConfig, bench_train)
     ("autoencoders.benchmarks.training_speed", "TrainBenchConfig"): "bench_train",
+    # models/derived.derive_params: from_mapping(DeriveParams, derive)
+    ("autoencoders.models.derived", "DeriveParams"): "derive",
+    # make bench-photos (benchmarks photos): from_mapping(PhotosConfig, photos_bench)
+    ("autoencoders.benchmarks.photos", "PhotosConfig"): "photos_bench",
 }
 
 # Module-level defaults that stand for one params.yaml key.

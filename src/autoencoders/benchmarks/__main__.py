@@ -6,6 +6,7 @@ python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # m
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
 python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
 python -m autoencoders.benchmarks one-class                                  # make bench-anomaly
+python -m autoencoders.benchmarks photos                                     # make bench-photos
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
@@ -154,6 +155,28 @@ def one_class(args: argparse.Namespace, params: dict) -> None:
     )
 
 
+def photos(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import photos as bench
+    from autoencoders.benchmarks import photos_report
+
+    section = dict(params.get("photos_bench") or {})
+    if args.variants:
+        section["variants"] = args.variants
+    settings = config.from_mapping(bench.PhotosConfig, section, "photos_bench")
+    before = _machine()
+
+    def write(result: dict) -> None:  # after every variant, then once complete
+        machine = {**before, "load_average_after": _machine()["load_average_before"]}
+        report = photos_report.summarise(result, machine)
+        markdown = photos_report.render_markdown(report)
+        photos_report.plot_examples(result, f"{args.output_dir}/photos_bench.png")
+        fileio.write_report(args.output_dir, "photos_bench", report, markdown)
+        if result["complete"]:
+            _write(args.output_dir, "photos_bench", report, markdown)
+
+    write(bench.run_benchmark(params, settings, log=_print, on_progress=write))
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -188,6 +211,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "cluster-seeds": cluster_seeds,
     "data": data_bench,
     "one-class": one_class,
+    "photos": photos,
 }
 
 
@@ -195,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autoencoders.benchmarks")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--params", default=paths.PARAMS)
-    parser.add_argument("--variants", nargs="+", help="latency: default every variant")
+    parser.add_argument("--variants", nargs="+", help="latency, photos: default every variant")
     parser.add_argument("--variant", help="train-seeds / cluster-seeds: a params.yaml variant")
     parser.add_argument("--best", action="store_true", help="cluster-seeds: the best head so far")
     parser.add_argument("--seeds", help="comma-separated integers (default 0,1,2)")

@@ -404,7 +404,7 @@ def test_scorer_scores_flags_and_maps_every_layout(scored, images):
 def test_scorer_needs_a_scorer_file(exported, scored):
     with pytest.raises(inference.ModelLoadError, match=str(exported["dir"] / "scorer.onnx")):
         inference.Scorer(exported["dir"])  # encoder and decoder only
-    with pytest.raises(inference.ModelLoadError, match="expected one input and 2 output"):
+    with pytest.raises(inference.ModelLoadError, match="expected one input and 3 output"):
         inference.Scorer(scored["export_dir"] / "encoder.onnx")
 
 
@@ -428,7 +428,7 @@ def test_cli_score_writes_scores_labels_and_maps(scored, images, tmp_path):
     assert _cli("score", "--model", model, "--input", tmp_path / "images.npz", "--output",
                 tmp_path / "maps.npz", "--maps") == 0  # fmt: skip
     with np.load(tmp_path / "maps.npz") as result:
-        assert sorted(result.files) == ["labels", "maps", "scores"]
+        assert sorted(result.files) == ["labels", "local_maps", "maps", "scores"]
         assert result["maps"].shape == (40, *IMAGE_SHAPE)
 
 

@@ -4,7 +4,8 @@ rejecting unknown keys and wrong types with the key named).
 
 Every score here is computed by ``scorers/<v>/scorer.onnx`` itself (``anomaly.scorer``):
 ``reconstruction``, ``density``, ``mahalanobis``, ``ssim`` and ``local_error`` for every
-variant, ``elbo`` for a variational one (its scorer runs the posterior; other variants skip the scorer).
+variant, ``elbo`` for a variational one (its scorer runs the posterior; other variants skip
+the scorer).
 ``score_config(loss, beta, seed)`` gives the library's ``ScoreConfig`` for one variant.
 """
 

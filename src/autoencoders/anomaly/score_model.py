@@ -37,7 +37,7 @@ from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError, c
 
 FORMAT_VERSION = 1
 # params.yaml's anomaly.scores; AnomalyParams takes its default from here.
-DEFAULT_SCORES = ("reconstruction", "density")
+DEFAULT_SCORES = ("reconstruction", "density", "local_error")
 # ScoreConfig's numeric fields: their type, whether 0 is valid, and how the error says so.
 _NUMBERS: dict[str, tuple[type, bool, str]] = {
     "n_components": (numbers.Integral, False, "an integer >= 1"),

@@ -44,9 +44,9 @@ class DefectsConfig:
 
     surfaces: tuple[str, ...] = defects_data.SURFACES
     size: int = 64  # crop side, pixels of the full-resolution photograph
-    train_images: int = 1000
-    validation_images: int = 60  # normal ones; as many again per validation defect kind
-    test_images: int = 100  # normal ones; as many again per test defect kind
+    train_images: int = 600
+    validation_images: int = 40  # normal ones; as many again per validation defect kind
+    test_images: int = 60  # normal ones; as many again per test defect kind
     architecture: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: {
             "name": "spatial_conv",
@@ -57,15 +57,15 @@ class DefectsConfig:
     objective: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: {"name": "plain", "loss": "mse"}
     )
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     learning_rate: float = 0.001
     defect_share: float = 0.5  # training images given a perlin_patch each epoch
     sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)  # local_sigma candidates, chosen on validation
     baseline_variant: str = "conv"
-    baseline_epochs: int = 6
+    baseline_epochs: int = 4
     figure_images: int = 2  # test images per defect kind in the figure
-    workers: int = 0  # processes, one thread each; 0: one per usable core
+    workers: int = 3  # processes, one thread each (one per surface); 0: one per usable core
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -61,7 +61,7 @@ class DefectsConfig:
     batch_size: int = 32
     learning_rate: float = 0.001
     defect_share: float = 0.5  # training images given a perlin_patch each epoch
-    sigmas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # local_sigma candidates, chosen on validation
+    sigmas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # local_sigma candidates (validation)
     baseline_variant: str = "conv"
     baseline_epochs: int = 4
     figure_images: int = 2  # test images per defect kind in the figure

@@ -27,7 +27,8 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data serve promote bench-anomaly bench-photos deps verify-unchanged
+	sample-images bench-data serve promote bench-anomaly bench-photos bench-defects deps \
+	verify-unchanged
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -155,6 +156,9 @@ bench-anomaly: $(STAMP) ## One-class MNIST anomaly benchmark (10 digits x 3 seed
 
 bench-photos: $(STAMP) ## Every variant with data-derived defaults on photograph patches vs PCA (offline; VARIANTS="conv vae") -> reports/photos_bench.md, .png
 	$(BIN)/python -m autoencoders.benchmarks photos $(if $(VARIANTS),--variants $(VARIANTS))
+
+bench-defects: $(STAMP) ## Surface-defect benchmark (3 textures, synthetic scratches/holes/stains; no data needed) -> reports/defects_bench.md, .png
+	$(BIN)/python -m autoencoders.benchmarks defects
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

@@ -43,6 +43,8 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("autoencoders.anomaly.score_model", "ScoreConfig"): "anomaly",
     # make bench-anomaly (benchmarks one-class): from_mapping(OneClassConfig, anomaly_bench)
     ("autoencoders.benchmarks.one_class", "OneClassConfig"): "anomaly_bench",
+    # make bench-defects (benchmarks defects): from_mapping(DefectsConfig, defects_bench)
+    ("autoencoders.benchmarks.defects", "DefectsConfig"): "defects_bench",
     # make bench (benchmarks latency): from_mapping(BenchConfig, bench)
     ("autoencoders.benchmarks.onnx_latency", "BenchConfig"): "bench",
     # make bench-train (benchmarks training): from_mapping(TrainBenchConfig, bench_train)

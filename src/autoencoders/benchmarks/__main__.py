@@ -7,6 +7,7 @@ python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # m
 python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
 python -m autoencoders.benchmarks one-class                                  # make bench-anomaly
 python -m autoencoders.benchmarks photos                                     # make bench-photos
+python -m autoencoders.benchmarks defects                                    # make bench-defects
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
@@ -16,6 +17,8 @@ write nothing. ``data``: a folder's fetch and the shards' epoch against keras's
 ``data.image_size`` and ``data.color_mode`` (reports/data_bench.{json,md}).
 ``one-class``: the one-class MNIST anomaly benchmark, params.yaml ``anomaly_bench`` (needs
 data/processed of full MNIST; reports/anomaly_bench.{json,md} and reports/anomaly_maps.png).
+``defects``: the surface-defect benchmark, params.yaml ``defects_bench`` (no data needed;
+reports/defects_bench.{json,md,png}; docs/defects.md).
 """
 
 from __future__ import annotations
@@ -177,6 +180,20 @@ def photos(args: argparse.Namespace, params: dict) -> None:
     write(bench.run_benchmark(params, settings, log=_print, on_progress=write))
 
 
+def defects_bench(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import defects, defects_run
+
+    section = params.get("defects_bench") or {}
+    settings = config.from_mapping(defects.DefectsConfig, section, "defects_bench")
+    baseline = config.variant_block(params, settings.baseline_variant, stage="train")
+    before = _machine()
+    result = defects_run.run_benchmark(settings, config.section(params, "export"), baseline)
+    defects_run.plot(result.pop("figures"), f"{args.output_dir}/defects_bench.png")
+    machine = {**before, "load_average_after": _machine()["load_average_before"]}
+    report = defects_run.summarise(result, settings, machine)
+    _write(args.output_dir, "defects_bench", report, defects_run.render(report))
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -212,6 +229,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "data": data_bench,
     "one-class": one_class,
     "photos": photos,
+    "defects": defects_bench,
 }
 
 

@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> None:
     from autoencoders.models import derived  # imports Keras: after its backend is chosen
     from autoencoders.training import loop
 
-    # The data-dependent values derived from the training split (identity on MNIST).
     variant_block = derived.derive_from_split(params, [args.variant], paths.PROCESSED)[
         args.variant
     ]

@@ -1,33 +1,21 @@
 """ONNX Runtime encoder, decoder, clusterer and scorer for downstream use; no TensorFlow.
 
-Load an export directory written by ``pipeline/export.py`` (or one ``.onnx`` file) and encode
-images or decode codes with nothing but numpy and onnxruntime::
+Load an export directory written by ``pipeline/export.py`` (or one ``.onnx`` file)::
 
-    from autoencoders.inference import Decoder, Encoder
+    from autoencoders.inference import Clusterer, Decoder, Encoder, Scorer
 
-    encoder = Encoder("exports/conv")          # exports/conv/encoder.onnx
-    codes = encoder.encode(images)             # images: (N, H, W, C) or (N, H, W) when C == 1
-    decoder = Decoder("exports/conv")
-    reconstructions = decoder.decode(codes)    # (N, H, W, C) float32 in [0, 1]
+    codes = Encoder("exports/conv").encode(images)   # (N, H, W, C), or (N, H, W) when C == 1
+    reconstructions = Decoder("exports/conv").decode(codes)     # (N, H, W, C) in [0, 1]
+    assignments, probabilities = Clusterer("clusterers/conv").cluster(images)
+    scores = Scorer("scorers/conv").score(images)    # .flag(images): above its threshold
+    images = Encoder("exports/conv").read_images(["photos/"])   # image files, as fetch reads
 
-An IDEC export (objective ``clustering``) also holds ``clusters.onnx``; ``Clusterer`` gives each
-image's cluster and the probabilities behind it, with the same input checks as ``Encoder``::
-
-    assignments, probabilities = Clusterer("exports/idec").cluster(images)
-
-``Scorer`` runs the anomaly scorer that ``pipeline/anomaly.py`` writes (docs/anomaly.md)::
-
-    scorer = Scorer("scorers/conv")            # scorers/conv/scorer.onnx
-    scores = scorer.score(images)              # (N,); .flag(images) (N,) bool at its threshold,
-    maps = scorer.maps(images)                 # (N, H, W, C)
-
-Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training).
-The CUDA execution provider is used only when a profiled run shows it really runs the model
-(``providers.cuda_usable``: the onnxruntime-gpu wheel lists it even on machines without a GPU);
-otherwise the CPU provider, and the choice is logged once with its reason. ``require_gpu=True``
-raises instead of falling back. On CUDA, cuDNN picks convolution algorithms by heuristics (no
-re-benchmark per new batch size) and TF32 is off unless ``allow_tf32=True``; ``io_binding=True``
-runs repeated batches through one ONNX Runtime I/O binding.
+Images are float32/float64 in [0, 1], or uint8 in 0-255 (divided by 255, as in training);
+image files are decoded under the export's input contract (``autoencoders.imagefiles``).
+The CUDA provider is used only where a profiled run shows it really runs the model
+(``providers.cuda_usable``), else the CPU, the choice logged once with its reason;
+``require_gpu=True`` raises instead. On CUDA, cuDNN picks convolution algorithms by heuristics
+and TF32 is off unless ``allow_tf32=True``; ``io_binding=True`` reuses one I/O binding.
 """
 
 from __future__ import annotations
@@ -161,20 +149,16 @@ class OnnxModel:
 
     @property
     def contract(self) -> imagefiles.Contract:
-        """How image files become this model's input: as its export recorded (the data's
-        folder settings), else the input's size and channels, bilinear, no crop or pad."""
+        """How image files become input: as the export recorded, else its size, bilinear."""
         recorded = self.metadata.get("input_contract")
         if recorded:
             return imagefiles.Contract.from_record(json.loads(recorded))
         if len(self.input_shape) != 3:
-            raise InferenceInputError(
-                f"{self.path} takes {list(self.input_shape)} arrays, not images"
-            )
+            raise InferenceInputError(f"{self.path} takes {self.input_shape} arrays, no images")
         return imagefiles.Contract.for_shape(self.input_shape)
 
     def read_images(self, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
-        """uint8 (N, H, W, C) input of the image files and folders ``paths`` (folders walked in
-        sorted order), decoded under ``contract`` by the code fetch decodes a folder with."""
+        """uint8 (N, H, W, C) of image files and folders ``paths``, decoded as fetch does."""
         return imagefiles.read_images(imagefiles.image_paths(paths), self.contract)
 
     def __repr__(self) -> str:

@@ -9,17 +9,20 @@ every core. Then the chains, ``--workers`` at a time (default one per usable cor
 first by the seconds recorded in timings/: a variant's chain is all its ``kind@V`` stages
 (tune, train, evaluate, export, anomaly, cluster), and a stage that needs only the first step's
 outputs (cluster_pixels) is a chain of its own. Each chain is one ``dvc --wait-for-lock repro
-<its stages>`` process whose stages run with ``--threads`` threads in every pool
-(``autoencoders.threads.thread_environment``); its output goes to timings/logs/<chain>.log and
-each stage it starts is printed. Last, plain `dvc repro` with every core: the report, and any
-stage the chains did not cover. `dvc repro` alone still runs the whole pipeline in turn.
+--single-item <its stages, dependencies first>`` process whose stages run with ``--threads``
+threads in every pool (``autoencoders.threads.thread_environment``); its output goes to
+timings/logs/<chain>.log and each stage it starts is printed. Last, plain `dvc repro` with
+every core: the report, and any stage the chains did not cover. `dvc repro` alone still runs
+the whole pipeline in turn.
 
 A chain that fails stops the run: the running chains are interrupted (their finished stages
 stay recorded in dvc.lock, each `dvc repro` writes a stage's entry when it ends), no chain is
 started, and the failed stage's one-line error is printed; ``--keep-going`` lets the other
-chains finish instead. Concurrent `dvc repro` processes are safe here: each holds DVC's repo
+chains finish instead. Concurrent `dvc repro` processes are safe so: each holds DVC's repo
 lock whenever it reads or writes dvc.lock and releases it only while a stage's command runs,
-and ``--wait-for-lock`` makes them wait for it rather than fail (docs/performance.md).
+and ``--wait-for-lock`` makes them wait for it rather than fail; ``--single-item`` keeps a
+chain from checking preprocess, which takes a write lock on data/processed that fails at once
+while another chain's stage reads it (docs/performance.md).
 
 The wall seconds of the run go beside the stages' sum in reports/timings.json.
 """
@@ -68,6 +71,7 @@ def plan(variants: list[str] | None) -> tuple[list[str], list[Chain], list[str]]
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
     names = {stage: stage.addressing for stage in graph}
     by_variant: dict[str, list[str]] = {}
+    depth = {names[stage]: len(networkx.descendants(graph, stage)) for stage in graph}
     first: list[str] = []
     alone: list[str] = []
     last: list[str] = []
@@ -89,7 +93,8 @@ def plan(variants: list[str] | None) -> tuple[list[str], list[Chain], list[str]]
     unknown = sorted(set(wanted) - set(by_variant))
     if unknown:
         raise SystemExit(f"repro_chains: no stages for {unknown}; variants: {sorted(by_variant)}")
-    chains = [Chain(variant, sorted(by_variant[variant])) for variant in wanted]
+    # --single-item runs the targets in the order given: dependencies first (fewer upstream).
+    chains = [Chain(variant, sorted(by_variant[variant], key=depth.get)) for variant in wanted]
     chains += [Chain(name, [name]) for name in alone if name not in first]
     return sorted(first), _longest_first(chains), sorted(last)
 
@@ -121,7 +126,7 @@ def start(chain: Chain, environment: dict[str, str]) -> None:
     chain.log = open(LOGS / f"{chain.name}.log", "wb")  # noqa: SIM115 (closed in finish)
     chain.started = time.time()
     chain.process = subprocess.Popen(
-        [*DVC, "repro", *chain.targets],
+        [*DVC, "repro", "--single-item", *chain.targets],
         stdout=chain.log,
         stderr=subprocess.STDOUT,
         env=environment,

@@ -36,6 +36,8 @@ def _environment() -> dict[str, str]:
     environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     environment["PYTHONPATH"] = str(REPO / "src")
+    # Not SQLite: the runner creates no tracking store here (these stages log nothing).
+    environment["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
     return environment
 
 

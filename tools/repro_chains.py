@@ -114,6 +114,24 @@ def _longest_first(chains: list[Chain]) -> list[Chain]:
     return sorted(chains, key=recorded, reverse=True)
 
 
+def create_stores() -> None:
+    """Create the SQLite tracking store and study storage once, here, when they do not exist:
+    two chains' first stages creating one at the same moment race on its tables."""
+    from autoencoders import config, tracking
+
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        print(f"[repro] creating the MLflow store {uri}", flush=True)
+        tracking.setup()
+    storage = str((config.load_params(paths.PARAMS).get("tune") or {}).get("storage") or "")
+    if storage and "://" not in storage and not Path(storage).exists():
+        import optuna
+
+        print(f"[repro] creating the Optuna storage {storage}", flush=True)
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        optuna.storages.RDBStorage(f"sqlite:///{Path(storage).resolve()}")
+
+
 def run_in_turn(targets: list[str], what: str) -> None:
     """`dvc repro targets` in this terminal, every core; a failure ends the run."""
     print(f"[repro] {what}: dvc repro {' '.join(targets)}", flush=True)
@@ -226,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     record_wall(started, workers, args.threads, finished=False)
     first, chains, last = plan(args.variants.split(",") if args.variants else None)
     run_in_turn(first, "first")
+    create_stores()
     print(
         f"[repro] {len(chains)} chains, {workers} at a time, {args.threads} thread(s) each; "
         f"logs in {LOGS}/",

@@ -12,8 +12,9 @@ outputs (cluster_pixels) is a chain of its own. Each chain is one ``dvc --wait-f
 --single-item <its stages, dependencies first>`` process whose stages run with ``--threads``
 threads in every pool (``autoencoders.threads.thread_environment``); its output goes to
 timings/logs/<chain>.log and each stage it starts is printed. Last, plain `dvc repro` with
-every core: the report, and any stage the chains did not cover. `dvc repro` alone still runs
-the whole pipeline in turn.
+every core: ``dvc repro --single-item`` of the stages that need every chain (the report), which
+checks none of the others again (DVC spends seconds on each stage's check). `dvc repro` alone
+still runs the whole pipeline in turn.
 
 A chain that fails stops the run: the running chains are interrupted (their finished stages
 stay recorded in dvc.lock, each `dvc repro` writes a stage's entry when it ends), no chain is
@@ -96,7 +97,7 @@ def plan(variants: list[str] | None) -> tuple[list[str], list[Chain], list[str]]
     # --single-item runs the targets in the order given: dependencies first (fewer upstream).
     chains = [Chain(variant, sorted(by_variant[variant], key=depth.get)) for variant in wanted]
     chains += [Chain(name, [name]) for name in alone if name not in first]
-    return sorted(first), _longest_first(chains), sorted(last)
+    return sorted(first, key=depth.get), _longest_first(chains), sorted(last, key=depth.get)
 
 
 def _longest_first(chains: list[Chain]) -> list[Chain]:
@@ -133,7 +134,8 @@ def create_stores() -> None:
 
 
 def run_in_turn(targets: list[str], what: str) -> None:
-    """`dvc repro targets` in this terminal, every core; a failure ends the run."""
+    """`dvc repro targets` (options allowed) in this terminal, every core; a failure ends the
+    run."""
     print(f"[repro] {what}: dvc repro {' '.join(targets)}", flush=True)
     if subprocess.run([*DVC, "repro", *targets]).returncode != 0:
         raise SystemExit(f"repro_chains: {what} failed (its error is above)")
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     record_wall(started, workers, args.threads, finished=False)
     first, chains, last = plan(args.variants.split(",") if args.variants else None)
-    run_in_turn(first, "first")
+    if first:
+        run_in_turn(first, "first")
     create_stores()
     print(
         f"[repro] {len(chains)} chains, {workers} at a time, {args.threads} thread(s) each; "
@@ -255,8 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"repro_chains: {failures} chain(s) failed; finished stages are kept")
     if args.variants:
         print(f"[repro] --variants: {', '.join(last)} left out (they need every variant)")
-    else:
-        run_in_turn([], "last")  # plain `dvc repro`: the report, and anything not yet run
+    elif last:  # every other stage is up to date now: check none of them again (seconds each)
+        run_in_turn(["--single-item", *last], "last")
     wall = record_wall(started, workers, args.threads, finished=True)
     summary = timing.add_wall(paths.REPORTS / "timings.json", wall)
     print(f"[repro] wall {wall:.0f} s; {summary}", flush=True)

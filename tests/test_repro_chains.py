@@ -7,9 +7,11 @@ entry, or one recording another process's bytes, fails the test."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,29 @@ def test_usable_cores_honours_the_variable(monkeypatch):
     monkeypatch.setenv("AUTOENCODERS_THREADS", "two")
     with pytest.raises(ValueError, match="AUTOENCODERS_THREADS"):
         threads.usable_cores()
+
+
+def test_wall_seconds_span_the_stages_or_the_running_runner(tmp_path):
+    from autoencoders import timing
+
+    now = time.time()
+    # Two stages side by side and one after: wall 100 - 0 = 100 s, their sum 40 + 30 + 20 = 90.
+    records = {"a": (now - 60, 40), "b": (now - 70, 30), "c": (now, 20)}
+    for name, (finished, seconds) in records.items():
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"seconds": seconds, "finished": finished})
+        )
+    collected = timing.collect(["a", "b", "c", "missing"], tmp_path)
+    assert collected["pipeline_seconds"] == 90
+    assert collected["wall_seconds"] == pytest.approx(100, abs=1)
+    assert collected["missing"] == ["missing"]
+    # A runner that started 500 s ago and has not finished: its start counts.
+    (tmp_path / "run.json").write_text(json.dumps({"started": now - 500}))
+    assert timing.collect(["a"], tmp_path)["wall_seconds"] == pytest.approx(500, abs=1)
+    # Once it has finished, its marker is stale: the stages' span again.
+    (tmp_path / "run.json").write_text(json.dumps({"started": now - 500, "finished": now}))
+    assert timing.collect(["a", "c"], tmp_path)["wall_seconds"] == pytest.approx(100, abs=1)
+    report = tmp_path / "timings.json"
+    report.write_text(json.dumps({"pipeline_seconds": 90, "wall_seconds": 70}))
+    assert "1.50x the wall" in timing.add_wall(report, 60)
+    assert json.loads(report.read_text())["wall_seconds"] == 60

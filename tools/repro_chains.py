@@ -215,6 +215,7 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
                 continue
             failed.append(chain)
             say(chain, f"FAILED at {chain.stage or 'its start'}: {failure_line(chain)}")
+            say(chain, f"its whole output: {LOGS / chain.name}.log")
             if not keep_going:
                 waiting.clear()
                 interrupt(running)

@@ -153,52 +153,52 @@ def test_runner_keeps_finished_chains_and_names_the_failed_stage(tmp_path):
     assert run["workers"] == 2 and run["threads"] == 1 and run["wall_seconds"] > 0
 
 
-@pytest.mark.parametrize("count", [1, 3])
-def test_thread_environment_sets_every_pool(count):
-    from autoencoders import threads
+def _runner_module():
+    import importlib.util
 
-    environment = threads.thread_environment(count, {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"})
-    for name in ("AUTOENCODERS_THREADS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+    spec = importlib.util.spec_from_file_location("repro_chains", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_thread_environment_sets_every_pool(count, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    environment = _runner_module().thread_environment(count)
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         assert environment[name] == str(count)
     assert ("xla_cpu_multi_thread_eigen=false" in environment["XLA_FLAGS"]) == (count == 1)
     assert environment["XLA_FLAGS"].startswith("--xla_cpu_max_isa=AVX2")
 
 
-def test_usable_cores_honours_the_variable(monkeypatch):
-    from autoencoders import threads
-
-    monkeypatch.delenv("AUTOENCODERS_THREADS", raising=False)
-    cores = threads.usable_cores()
-    monkeypatch.setenv("AUTOENCODERS_THREADS", "1")
-    assert threads.usable_cores() == 1
-    monkeypatch.setenv("AUTOENCODERS_THREADS", str(cores + 5))
-    assert threads.usable_cores() == cores
-    monkeypatch.setenv("AUTOENCODERS_THREADS", "two")
-    with pytest.raises(ValueError, match="AUTOENCODERS_THREADS"):
-        threads.usable_cores()
+def test_worker_slots_get_their_own_cores():
+    runner = _runner_module()
+    usable = sorted(os.sched_getaffinity(0))
+    assert runner.cores_for(0, len(usable)) is None  # no narrower set to give
+    if len(usable) > 1:
+        slots = [runner.cores_for(slot, 1) for slot in range(len(usable))]
+        assert sorted(core for cores in slots for core in cores) == usable  # one core each
+        assert runner.cores_for(len(usable), 1) == slots[0]  # more workers than cores: in turn
 
 
 def test_wall_seconds_span_the_stages_or_the_running_runner(tmp_path):
-    from autoencoders import timing
+    from autoencoders.reporting import timings
 
     now = time.time()
-    # Two stages side by side and one after: wall 100 - 0 = 100 s, their sum 40 + 30 + 20 = 90.
+    # Two stages side by side, then one after: wall 100 s (their seconds add up to 90).
     records = {"a": (now - 60, 40), "b": (now - 70, 30), "c": (now, 20)}
     for name, (finished, seconds) in records.items():
-        (tmp_path / f"{name}.json").write_text(
-            json.dumps({"seconds": seconds, "finished": finished})
-        )
-    collected = timing.collect(["a", "b", "c", "missing"], tmp_path)
-    assert collected["pipeline_seconds"] == 90
-    assert collected["wall_seconds"] == pytest.approx(100, abs=1)
-    assert collected["missing"] == ["missing"]
+        record = {"seconds": seconds, "finished": finished}
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    assert timings.wall_seconds(["a", "b", "c", "missing"], tmp_path) == pytest.approx(100, abs=1)
     # A runner that started 500 s ago and has not finished: its start counts.
     (tmp_path / "run.json").write_text(json.dumps({"started": now - 500}))
-    assert timing.collect(["a"], tmp_path)["wall_seconds"] == pytest.approx(500, abs=1)
-    # Once it has finished, its marker is stale: the stages' span again.
+    assert timings.wall_seconds(["a"], tmp_path) == pytest.approx(500, abs=1)
+    # Once it has finished, its file is an old run's: the stages' span again.
     (tmp_path / "run.json").write_text(json.dumps({"started": now - 500, "finished": now}))
-    assert timing.collect(["a", "c"], tmp_path)["wall_seconds"] == pytest.approx(100, abs=1)
+    assert timings.wall_seconds(["a", "c"], tmp_path) == pytest.approx(100, abs=1)
     report = tmp_path / "timings.json"
     report.write_text(json.dumps({"pipeline_seconds": 90, "wall_seconds": 70}))
-    assert "1.50x the wall" in timing.add_wall(report, 60)
+    assert "1.50x the wall" in timings.add_wall(report, 60)
     assert json.loads(report.read_text())["wall_seconds"] == 60

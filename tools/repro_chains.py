@@ -10,7 +10,8 @@ first by the seconds recorded in timings/: a variant's chain is all its ``kind@V
 (tune, train, evaluate, export, anomaly, cluster), and a stage that needs only the first step's
 outputs (cluster_pixels) is a chain of its own. Each chain is one ``dvc --wait-for-lock repro
 --single-item <its stages, dependencies first>`` process whose stages run with ``--threads``
-threads in every pool (``autoencoders.threads.thread_environment``); its output goes to
+threads in every pool (``thread_environment``), pinned to as many cores of its own
+(``cores_for``); its output goes to
 timings/logs/<chain>.log and each stage it starts is printed. Last, plain `dvc repro` with
 every core: ``dvc repro --single-item`` of the stages that need every chain (the report), which
 checks none of the others again (DVC spends seconds on each stage's check). `dvc repro` alone
@@ -40,14 +41,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from autoencoders import fileio, paths, threads, timing
+from autoencoders import fileio, paths, threads
+from autoencoders.reporting import timings
 
 DVC = [shutil.which("dvc", path=Path(sys.executable).parent) or "dvc", "--wait-for-lock"]
 LOGS = paths.TIMINGS / "logs"
 STARTED = re.compile(r"Running stage '([^']+)'")
 STAGE_ERROR = re.compile(r"^[\w@.-]+: error: ")  # autoencoders.errors.cli's one line
+THREAD_VARIABLES = (
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
 
 
 @dataclass
@@ -61,6 +71,8 @@ class Chain:
     started: float = 0.0
     stage: str = ""
     ran: list[str] = field(default_factory=list)
+    cores: set[int] | None = None
+    slot: int = 0
 
 
 def plan(variants: list[str] | None) -> tuple[list[str], list[Chain], list[str]]:
@@ -115,6 +127,31 @@ def _longest_first(chains: list[Chain]) -> list[Chain]:
     return sorted(chains, key=recorded, reverse=True)
 
 
+def thread_environment(count: int) -> dict[str, str]:
+    """This environment with every pool a stage process uses at ``count`` threads: TensorFlow's
+    op pools (variables it reads itself), OpenMP, OpenBLAS, MKL, numba, and XLA's CPU pool (JAX)
+    when ``count`` is 1. Read when each library loads, so it is set before the process starts."""
+    environment = dict(os.environ)
+    for name in THREAD_VARIABLES:
+        environment[name] = str(count)
+    flags = environment.get("XLA_FLAGS", "")
+    if count == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        environment["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    return environment
+
+
+def cores_for(slot: int, count: int) -> set[int] | None:
+    """The cores worker ``slot`` is pinned to (``count`` of the usable ones, in turn), so that
+    ``threads.usable_cores()`` in its stages (the head's processes, decode pools) and
+    TensorFlow's own count see them; None where affinity cannot be set or cores are too few."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if count >= len(usable):
+        return None
+    return {usable[(slot * count + index) % len(usable)] for index in range(count)}
+
+
 def create_stores() -> None:
     """Create the SQLite tracking store and study storage once, here, when they do not exist:
     two chains' first stages creating one at the same moment race on its tables."""
@@ -141,16 +178,18 @@ def run_in_turn(targets: list[str], what: str) -> None:
         raise SystemExit(f"repro_chains: {what} failed (its error is above)")
 
 
-def start(chain: Chain, environment: dict[str, str]) -> None:
+def start(chain: Chain, environment: dict[str, str], cores: set[int] | None) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
-    chain.log = open(LOGS / f"{chain.name}.log", "wb")  # noqa: SIM115 (closed in finish)
+    chain.log = open(LOGS / f"{chain.name}.log", "wb")  # noqa: SIM115 (closed in run_chains)
     chain.started = time.time()
+    chain.cores = cores
     chain.process = subprocess.Popen(
         [*DVC, "repro", "--single-item", *chain.targets],
         stdout=chain.log,
         stderr=subprocess.STDOUT,
         env=environment,
         start_new_session=True,  # its own process group: interrupted as one
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )
 
 
@@ -187,8 +226,9 @@ def interrupt(chains: list[Chain]) -> None:
 
 def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going: bool) -> int:
     """Run ``chains``, ``workers`` at a time; the number of chains that failed."""
-    environment = threads.thread_environment(thread_count)
+    environment = thread_environment(thread_count)
     waiting, running, failed, done = list(chains), [], [], 0
+    slots = list(range(workers))  # free worker slots; each has its cores
     began = time.time()
 
     def say(chain: Chain, text: str) -> None:
@@ -197,7 +237,8 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
     while waiting or running:
         while waiting and len(running) < workers and not (failed and not keep_going):
             chain = waiting.pop(0)
-            start(chain, environment)
+            chain.slot = slots.pop(0)
+            start(chain, environment, cores_for(chain.slot, thread_count))
             running.append(chain)
         time.sleep(0.5)
         for chain in list(running):
@@ -206,6 +247,7 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
             if chain.process is None or chain.process.poll() is None:
                 continue
             running.remove(chain)
+            slots.append(chain.slot)
             assert chain.log is not None
             chain.log.close()
             if chain.process.returncode == 0:
@@ -225,16 +267,6 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
     return len(failed)
 
 
-def record_wall(started: float, workers: int, thread_count: int, finished: bool) -> float:
-    """Write the run's marker in timings/ (the report reads it); the seconds so far."""
-    wall = round(time.time() - started, 1)
-    run: dict[str, Any] = {"started": started, "workers": workers, "threads": thread_count}
-    if finished:
-        run.update(finished=time.time(), wall_seconds=wall)
-    fileio.write_json(timing.RUN_FILE, run)
-    return wall
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=0, help="chains at once; 0: one a core")
@@ -244,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workers = args.workers or threads.usable_cores()
     started = time.time()
-    record_wall(started, workers, args.threads, finished=False)
+    facts = {"workers": workers, "threads": args.threads}
+    timings.record_run(started, finished=False, **facts)
     first, chains, last = plan(args.variants.split(",") if args.variants else None)
     if first:
         run_in_turn(first, "first")
@@ -261,8 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[repro] --variants: {', '.join(last)} left out (they need every variant)")
     elif last:  # every other stage is up to date now: check none of them again (seconds each)
         run_in_turn(["--single-item", *last], "last")
-    wall = record_wall(started, workers, args.threads, finished=True)
-    summary = timing.add_wall(paths.REPORTS / "timings.json", wall)
+    wall = timings.record_run(started, finished=True, **facts)
+    summary = timings.add_wall(paths.REPORTS / "timings.json", wall)
     print(f"[repro] wall {wall:.0f} s; {summary}", flush=True)
 
 

@@ -11,11 +11,6 @@ counts give the same mixture bytes.
 this process and spawned ones, one per usable core: each task's result is what it would be alone.
 ``one_thread_everywhere`` gives a spawned worker one thread in every pool when the work is spread
 over processes (the one-class benchmark's tasks).
-
-``AUTOENCODERS_THREADS=n`` in the environment caps ``usable_cores()`` at ``n``: the runner of
-``make repro`` (tools/repro_chains.py) starts each stage process with it and with
-``thread_environment(n)``'s variables, so ``n`` worker chains side by side do not oversubscribe
-the cores. Unset, a stage uses every usable core, as before.
 """
 
 from __future__ import annotations
@@ -55,49 +50,12 @@ def one_thread_everywhere() -> None:
     threadpool_limits(limits=1)
 
 
-THREADS_VARIABLE = "AUTOENCODERS_THREADS"
-
-
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers narrow), at most
-    ``AUTOENCODERS_THREADS`` where that is set."""
+    """The cores this process may run on (its CPU affinity, which containers narrow)."""
     try:
-        cores = max(1, len(os.sched_getaffinity(0)))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
-        cores = max(1, os.cpu_count() or 1)
-    limit = os.environ.get(THREADS_VARIABLE, "")
-    if not limit:
-        return cores
-    if not limit.isdigit() or int(limit) < 1:
-        raise ValueError(f"{THREADS_VARIABLE}={limit!r}: give a whole number >= 1, or unset it")
-    return min(cores, int(limit))
-
-
-def thread_environment(count: int, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default ``os.environ``) with every pool a stage process uses set to ``count``
-    threads, for a child process: read when the libraries load, so it must be in place before.
-
-    TensorFlow's op pools (its own variables), OpenMP, OpenBLAS and MKL, numba, XLA's CPU Eigen
-    pool (JAX) when ``count`` is 1, and ``AUTOENCODERS_THREADS`` (``usable_cores``: the decode
-    pools and the clustering head's processes).
-    """
-    if count < 1:
-        raise ValueError(f"threads: {count}; give a whole number >= 1")
-    child = dict(os.environ if environ is None else environ)
-    for name in (
-        THREADS_VARIABLE,
-        "TF_NUM_INTRAOP_THREADS",
-        "TF_NUM_INTEROP_THREADS",
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMBA_NUM_THREADS",
-    ):
-        child[name] = str(count)
-    if count == 1 and "xla_cpu_multi_thread_eigen" not in child.get("XLA_FLAGS", ""):
-        child["XLA_FLAGS"] = f"{child.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false"
-        child["XLA_FLAGS"] = child["XLA_FLAGS"].strip()
-    return child
+        return max(1, os.cpu_count() or 1)
 
 
 def spread_over_processes(

@@ -3,12 +3,8 @@
 Each stage script ends with ``timing.run_stage("train", main)``: it runs ``main`` and, when it
 succeeds, writes ``timings/<stage>.json`` (``train@conv`` for ``--variant conv``) with the
 seconds since the process started, imports included. The report stage gathers them into
-``reports/timings.json``: per-stage seconds, ``pipeline_seconds`` (their sum) and
-``wall_seconds``, the run's wall time: from the start of ``make repro``'s runner
-(tools/repro_chains.py, which runs chains side by side and records its start in
-``timings/run.json``) or, without it, from the earliest recorded stage's start, to the report.
-Both paths are git-ignored and not DVC outputs, so a re-run on another machine changes neither
-git nor dvc.lock.
+``reports/timings.json``: per-stage seconds and ``pipeline_seconds``, their sum. Both paths are
+git-ignored and not DVC outputs, so a re-run on another machine changes neither git nor dvc.lock.
 An expected failure (``errors.UserError``, I/O) ends the stage in one line (``errors.cli``).
 """
 
@@ -24,7 +20,6 @@ from typing import Any
 from autoencoders import errors, fileio, paths
 
 TIMINGS_DIR = paths.TIMINGS
-RUN_FILE = TIMINGS_DIR / "run.json"  # the runner's start; its wall seconds once it ends
 _IMPORTED_AT = time.time()
 
 
@@ -66,46 +61,15 @@ def run_stage(kind: str, main: Callable[[], Any], directory: str | Path = TIMING
 def collect(stages: Iterable[str], directory: str | Path = TIMINGS_DIR) -> dict[str, Any]:
     """Seconds of each of ``stages`` recorded in ``directory`` and their sum."""
     recorded: dict[str, float] = {}
-    starts = []
     missing = []
     for stage in stages:
         path = Path(directory) / f"{stage}.json"
         if path.exists():
-            record = fileio.read_json(path)
-            recorded[stage] = float(record["seconds"])
-            starts.append(float(record.get("finished", time.time())) - recorded[stage])
+            recorded[stage] = float(fileio.read_json(path)["seconds"])
         else:
             missing.append(stage)
     return {
         "stages": recorded,
         "missing": missing,
         "pipeline_seconds": round(sum(recorded.values()), 1),
-        "wall_seconds": round(time.time() - run_started(directory, starts), 1),
     }
-
-
-def run_started(directory: str | Path, starts: Sequence[float]) -> float:
-    """When this run began: the runner's start while it runs (its ``run.json`` has no
-    ``finished`` yet), else the earliest of ``starts`` (now if none)."""
-    run_file = Path(directory) / RUN_FILE.name
-    if run_file.exists():
-        run = fileio.read_json(run_file)
-        if "finished" not in run:
-            return float(run["started"])
-    return min(starts, default=time.time())
-
-
-def add_wall(timings_file: str | Path, wall_seconds: float) -> str:
-    """Put the finished run's ``wall_seconds`` into the report's timings file (when there is
-    one) and return a line with both figures."""
-    path = Path(timings_file)
-    if not path.exists():
-        return f"no {path} (the report did not run)"
-    timings = fileio.read_json(path)
-    timings["wall_seconds"] = wall_seconds
-    fileio.write_json(path, timings)
-    total = float(timings["pipeline_seconds"])
-    return (
-        f"sum of stage seconds {total:.0f} s ({total / max(wall_seconds, 1e-9):.2f}x the wall) "
-        f"in {path}"
-    )

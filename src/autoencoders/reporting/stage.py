@@ -21,6 +21,7 @@ from typing import Any
 from autoencoders import data, fileio, paths, plots, timing
 from autoencoders.clustering import report as clustering_report
 from autoencoders.evaluation.baselines import pixel_baselines
+from autoencoders.reporting import timings as run_timings
 from autoencoders.reporting.summary import (
     build_summary,
     metric_row,
@@ -189,14 +190,15 @@ def _write_summary(
 
 def _write_timings(names: list[str], timings_dir: Path, report_dir: Path) -> dict[str, Any]:
     """timings.json in ``report_dir``: every stage's wall seconds from ``timings_dir`` (this
-    one so far), their sum and the run's wall seconds so far (``timing.collect``)."""
+    one so far), their sum and the run's wall seconds so far (``timings.wall_seconds``)."""
     stages = ["fetch", "preprocess", "cluster_pixels"] + [
         f"{kind}@{name}" for name in names for kind in VARIANT_STAGE_KINDS
     ]
     timings = timing.collect(stages, timings_dir)
     timings["stages"]["report"] = round(time.time() - timing.process_started_at(), 2)
     timings["pipeline_seconds"] = round(sum(timings["stages"].values()), 1)
-    timings["wall_seconds"] = max(timings["wall_seconds"], timings["stages"]["report"])
+    wall = run_timings.wall_seconds(stages, timings_dir)
+    timings["wall_seconds"] = max(wall, timings["stages"]["report"])
     fileio.write_json(report_dir / "timings.json", timings)
     return timings
 

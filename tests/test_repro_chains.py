@@ -158,6 +158,7 @@ def _runner_module():
 
     spec = importlib.util.spec_from_file_location("repro_chains", RUNNER)
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("repro_chains", module)  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 

@@ -173,16 +173,6 @@ def test_thread_environment_sets_every_pool(count, monkeypatch):
     assert environment["XLA_FLAGS"].startswith("--xla_cpu_max_isa=AVX2")
 
 
-def test_worker_slots_get_their_own_cores():
-    runner = _runner_module()
-    usable = sorted(os.sched_getaffinity(0))
-    assert runner.cores_for(0, len(usable)) is None  # no narrower set to give
-    if len(usable) > 1:
-        slots = [runner.cores_for(slot, 1) for slot in range(len(usable))]
-        assert sorted(core for cores in slots for core in cores) == usable  # one core each
-        assert runner.cores_for(len(usable), 1) == slots[0]  # more workers than cores: in turn
-
-
 def test_wall_seconds_span_the_stages_or_the_running_runner(tmp_path):
     from autoencoders.reporting import timings
 

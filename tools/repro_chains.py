@@ -10,8 +10,9 @@ first by the seconds recorded in timings/: a variant's chain is all its ``kind@V
 (tune, train, evaluate, export, anomaly, cluster), and a stage that needs only the first step's
 outputs (cluster_pixels) is a chain of its own. Each chain is one ``dvc --wait-for-lock repro
 --single-item <its stages, dependencies first>`` process whose stages run with ``--threads``
-threads in every pool (``thread_environment``), pinned to as many cores of its own
-(``cores_for``); its output goes to
+threads in every pool (``thread_environment``; not pinned to cores: XLA and TensorFlow's
+graph optimiser size their own pools by the cores they see, and pinned runs gave other bytes
+for JAX training and a converted decoder); its output goes to
 timings/logs/<chain>.log and each stage it starts is printed. Last, plain `dvc repro` with
 every core: ``dvc repro --single-item`` of the stages that need every chain (the report), which
 checks none of the others again (DVC spends seconds on each stage's check). `dvc repro` alone
@@ -71,8 +72,6 @@ class Chain:
     started: float = 0.0
     stage: str = ""
     ran: list[str] = field(default_factory=list)
-    cores: set[int] | None = None
-    slot: int = 0
 
 
 def plan(variants: list[str] | None) -> tuple[list[str], list[Chain], list[str]]:
@@ -140,18 +139,6 @@ def thread_environment(count: int) -> dict[str, str]:
     return environment
 
 
-def cores_for(slot: int, count: int) -> set[int] | None:
-    """The cores worker ``slot`` is pinned to (``count`` of the usable ones, in turn), so that
-    ``threads.usable_cores()`` in its stages (the head's processes, decode pools) and
-    TensorFlow's own count see them; None where affinity cannot be set or cores are too few."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    usable = sorted(os.sched_getaffinity(0))
-    if count >= len(usable):
-        return None
-    return {usable[(slot * count + index) % len(usable)] for index in range(count)}
-
-
 def create_stores() -> None:
     """Create the SQLite tracking store and study storage once, here, when they do not exist:
     two chains' first stages creating one at the same moment race on its tables."""
@@ -178,18 +165,16 @@ def run_in_turn(targets: list[str], what: str) -> None:
         raise SystemExit(f"repro_chains: {what} failed (its error is above)")
 
 
-def start(chain: Chain, environment: dict[str, str], cores: set[int] | None) -> None:
+def start(chain: Chain, environment: dict[str, str]) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     chain.log = open(LOGS / f"{chain.name}.log", "wb")  # noqa: SIM115 (closed in run_chains)
     chain.started = time.time()
-    chain.cores = cores
     chain.process = subprocess.Popen(
         [*DVC, "repro", "--single-item", *chain.targets],
         stdout=chain.log,
         stderr=subprocess.STDOUT,
         env=environment,
         start_new_session=True,  # its own process group: interrupted as one
-        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )
 
 
@@ -228,7 +213,6 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
     """Run ``chains``, ``workers`` at a time; the number of chains that failed."""
     environment = thread_environment(thread_count)
     waiting, running, failed, done = list(chains), [], [], 0
-    slots = list(range(workers))  # free worker slots; each has its cores
     began = time.time()
 
     def say(chain: Chain, text: str) -> None:
@@ -237,8 +221,7 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
     while waiting or running:
         while waiting and len(running) < workers and not (failed and not keep_going):
             chain = waiting.pop(0)
-            chain.slot = slots.pop(0)
-            start(chain, environment, cores_for(chain.slot, thread_count))
+            start(chain, environment)
             running.append(chain)
         time.sleep(0.5)
         for chain in list(running):
@@ -247,7 +230,6 @@ def run_chains(chains: list[Chain], workers: int, thread_count: int, keep_going:
             if chain.process is None or chain.process.poll() is None:
                 continue
             running.remove(chain)
-            slots.append(chain.slot)
             assert chain.log is not None
             chain.log.close()
             if chain.process.returncode == 0:

@@ -27,7 +27,8 @@ DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
 	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data serve promote bench-anomaly deps verify-unchanged
+	sample-images bench-data serve promote bench-anomaly bench-photos bench-defects deps \
+	verify-unchanged
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -35,7 +36,7 @@ help: ## List every target
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[pipeline,serving,batch,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## Create .venv and install the project (re-runs when pyproject.toml changes)
@@ -155,6 +156,12 @@ bench-data: $(STAMP) ## fetch + the shards' epoch vs keras image_dataset_from_di
 
 bench-anomaly: $(STAMP) ## One-class MNIST anomaly benchmark (10 digits x 3 seeds, after dvc repro preprocess) -> reports/anomaly_bench.md, anomaly_maps.png
 	$(BIN)/python -m autoencoders.benchmarks one-class
+
+bench-photos: $(STAMP) ## Every variant with data-derived defaults on photograph patches vs PCA (offline; VARIANTS="conv vae") -> reports/photos_bench.md, .png
+	$(BIN)/python -m autoencoders.benchmarks photos $(if $(VARIANTS),--variants $(VARIANTS))
+
+bench-defects: $(STAMP) ## Surface-defect benchmark (3 textures, synthetic scratches/holes/stains; no data needed) -> reports/defects_bench.md, .png
+	$(BIN)/python -m autoencoders.benchmarks defects
 
 BACKEND ?= postgresql
 kill-sweep: $(STAMP) ## kill -9 a tiny search before each of its storage writes, check the resume (BACKEND=sqlite|postgresql)

@@ -9,6 +9,7 @@ error. Copy this file into any project: it does not import the autoencoders pack
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ import onnxruntime as ort
 CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
 
 
+def nvidia_driver() -> bool:
+    """Whether the NVIDIA driver library loads: without it the CUDA provider cannot run, and
+    asking for it only prints ONNX Runtime's red load error before falling back to the CPU."""
+    name = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}.get(sys.platform)
+    try:
+        ctypes.CDLL(name) if name else None
+    except OSError:
+        return False
+    return name is not None
+
+
 def open_session(path: Path, providers: list | None = None) -> ort.InferenceSession:
     """A session on the GPU when one really works, else on the CPU.
 
@@ -29,7 +41,7 @@ def open_session(path: Path, providers: list | None = None) -> ort.InferenceSess
     """
     if providers is None:
         providers = ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in ort.get_available_providers():
+        if "CUDAExecutionProvider" in ort.get_available_providers() and nvidia_driver():
             providers.insert(0, ("CUDAExecutionProvider", CUDA_OPTIONS))
     session = ort.InferenceSession(str(path), providers=providers)
     print(f"{path.name}: running on {session.get_providers()[0]}")

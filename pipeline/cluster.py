@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import clustering, config, paths, timing
 from autoencoders.clustering import stage
 

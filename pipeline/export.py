@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, export, paths, timing
 from autoencoders.export import stage
 

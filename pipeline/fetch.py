@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, data, paths, timing
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, paths, timing
 from autoencoders.training import backend
 
@@ -22,7 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     params = config.load_params(args.params)
     variant_block = config.variant_block(params, args.variant, stage="train")
     backend.activate(backend.variant_backend(params, args.variant))
-    from autoencoders.training import loop  # imports Keras: after its backend is chosen
+    from autoencoders.models import derived  # imports Keras: after its backend is chosen
+    from autoencoders.training import loop
+
+    # The data-dependent values derived from the training split (identity on MNIST).
+    variant_block = derived.derive_from_split(params, [args.variant], paths.PROCESSED)[
+        args.variant
+    ]
 
     loop.train_and_save(
         variant=args.variant,

@@ -3,13 +3,13 @@
 python pipeline/tune.py --variant conv          # what `dvc repro tune@conv` runs
 python pipeline/tune.py --variants conv,vae --trials 50 --workers 2 [--timeout S] [--storage URL]
 
-Tops each study up to n_trials, rewrites tuning/<variant>/best.json; with --variants (or
-`all`) also `dvc commit -f tune@<variant>`. The work is ``autoencoders.tuning.command``."""
+Tops each study up to n_trials, writes best.json (--variants: and `dvc commit`): tuning.command"""
 
 from __future__ import annotations
 
 import argparse
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, paths, timing
 from autoencoders.tuning import command
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Before numpy loads: `import autoencoders` pins numpy's and OpenBLAS's CPU dispatch (read once,
+# Before numpy loads: `autoencoders.runtime` pins numpy's and OpenBLAS's CPU dispatch (read once,
 # at numpy's first import), so this process computes as the stages and their subprocesses do.
-import autoencoders  # noqa: E402, F401, I001
+import autoencoders.runtime  # noqa: E402, F401, I001
 
 import numpy as np
 import pytest

@@ -337,7 +337,9 @@ def test_bad_input_is_a_one_line_user_error(case):
 def test_params_anomaly_section_builds_the_score_config():
     params = config.load_params(REPO / "params.yaml")
     settings = config.from_mapping(anomaly.AnomalyParams, params["anomaly"], "anomaly")
-    assert settings.scores == ("reconstruction", "density") == anomaly.params.DEFAULT_SCORES
+    expected = ("reconstruction", "density", "local_error")
+    assert settings.scores == expected == anomaly.params.DEFAULT_SCORES
+    assert (settings.local_sigma, settings.pixel_target_fpr) == (2.0, 0.001)
     assert (settings.threshold, settings.target_fpr, settings.value) == ("target_fpr", 0.01, None)
     score_config = settings.score_config("mse", 0.5, seed=7)
     assert (score_config.loss, score_config.beta, score_config.seed) == ("mse", 0.5, 7)

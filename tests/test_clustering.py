@@ -268,19 +268,20 @@ def test_mixtures_give_the_same_bytes_whatever_the_blas_threads(tmp_path):
 
 
 def test_openblas_runs_the_avx2_kernels_on_every_avx2_cpu():
-    """``import autoencoders`` before numpy pins OpenBLAS's kernels to Haswell's (AVX2 + FMA) on
-    a CPU that has them: an AVX-512 CPU's own kernels round the mixtures' products otherwise.
-    OpenBLAS itself reports which kernels it loaded (threadpoolctl's ``architecture``)."""
+    """``autoencoders.runtime``, imported before numpy, pins OpenBLAS's kernels to Haswell's
+    (AVX2 + FMA) on a CPU that has them: an AVX-512 CPU's own kernels round the mixtures'
+    products otherwise. OpenBLAS itself reports which kernels it loaded (threadpoolctl's
+    ``architecture``)."""
     import os
     import subprocess
     import sys
 
-    import autoencoders
+    from autoencoders import runtime
 
-    if not {"avx2", "fma"} <= autoencoders._cpu_flags():
+    if not {"avx2", "fma"} <= runtime._cpu_flags():
         pytest.skip("this CPU has no AVX2 + FMA: OpenBLAS keeps its own choice")
     script = (
-        "import autoencoders, numpy, scipy.linalg, threadpoolctl, os; "
+        "import autoencoders.runtime, numpy, scipy.linalg, threadpoolctl, os; "
         "print(os.environ['OPENBLAS_CORETYPE'], "
         "*sorted({i['architecture'] for i in threadpoolctl.threadpool_info() "
         "if i['internal_api'] == 'openblas'}))"
@@ -293,7 +294,7 @@ def test_openblas_runs_the_avx2_kernels_on_every_avx2_cpu():
 
 
 NUMPY_AGAINST_LIBM = """
-import autoencoders, math, numpy as np
+import autoencoders.runtime, math, numpy as np
 x = np.random.default_rng(0).normal(size=20000) * 5
 print(np.array_equal(np.exp(x), [math.exp(v) for v in x]),
       np.array_equal(np.log(np.abs(x) + 1e-3), [math.log(abs(v) + 1e-3) for v in x]))
@@ -301,9 +302,10 @@ print(np.array_equal(np.exp(x), [math.exp(v) for v in x]),
 
 
 def test_numpy_exp_and_log_round_as_the_c_library_on_every_cpu():
-    """``import autoencoders`` before numpy turns off numpy's AVX-512 loops: its float64 exp and
-    log (the mixtures' E-step) then agree bit for bit with the C library's ``math.exp`` and
-    ``math.log``, as on any AVX2 CPU; without it an AVX-512 CPU's differ (docs/determinism.md)."""
+    """``autoencoders.runtime``, imported before numpy, turns off numpy's AVX-512 loops: its
+    float64 exp and log (the mixtures' E-step) then agree bit for bit with the C library's
+    ``math.exp`` and ``math.log``, as on any AVX2 CPU; without it an AVX-512 CPU's differ
+    (docs/determinism.md)."""
     import os
     import subprocess
     import sys

@@ -1,5 +1,5 @@
 """PNG variants through the one-pass check and decode, against Pillow's public path on the same
-files: plain PNGs take the direct decoder (``folders.PngFrame``, libspng; into their row when
+files: plain PNGs take the direct decoder (``imagefiles.PngFrame``, libspng; into their row when
 size and mode already match), the others ``Image.open``; both give Pillow's pixels, and a
 damaged stream with valid CRCs is still caught."""
 
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autoencoders.data import decoding, folders
+from autoencoders import imagefiles
+from autoencoders.data import decoding
 
 SIZE = (10, 14)  # (height, width)
 NATIVE = (13, 17)  # the images' own size: nothing to resize
@@ -51,10 +52,10 @@ def test_every_png_kind_decodes_to_pillows_pixels(
     path = tmp_path / "x.png"
     image = _image(kind)
     image.save(path, transparency=image.info.get("transparency"), **options)
-    reason, opened = folders.inspect(path.read_bytes(), "x.png", size, crop=False)
+    reason, opened = imagefiles.inspect(path.read_bytes(), "x.png", size, crop=False)
     assert reason is None
-    assert isinstance(opened, folders.PngFrame) == direct
-    channels = folders.COLOR_MODES[color_mode][1]
+    assert isinstance(opened, imagefiles.PngFrame) == direct
+    channels = imagefiles.COLOR_MODES[color_mode][1]
     out = np.zeros((2, *size, channels), np.uint8)  # row 1: a row that is not the block's first
     settings = {"image_size": size, "color_mode": color_mode, "interpolation": "bilinear",
                 "crop_to_aspect_ratio": False, "pad_to_aspect_ratio": False}  # fmt: skip
@@ -62,7 +63,7 @@ def test_every_png_kind_decodes_to_pillows_pixels(
                                    threading.Event(), fail_fast=True)  # fmt: skip
     assert reasons == [None]
     with Image.open(path) as reference:
-        mode = folders.COLOR_MODES[color_mode][0]
+        mode = imagefiles.COLOR_MODES[color_mode][0]
         expected = np.asarray(reference.convert(mode).resize((size[1], size[0]), BILINEAR))
     np.testing.assert_array_equal(out[1], expected.reshape(*size, channels))
     assert not out[0].any()  # nothing written outside the file's row
@@ -85,8 +86,8 @@ def test_an_interlaced_png_goes_to_image_open(tmp_path):
     data = bytearray(path.read_bytes())
     data[8 + 8 + 12] = 1  # IHDR's interlace byte
     data[8 + 8 + 13 : 8 + 8 + 17] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    reason, opened = folders.inspect(bytes(data), "x.png", SIZE, crop=False)
-    assert reason is None and not isinstance(opened, folders.PngFrame)
+    reason, opened = imagefiles.inspect(bytes(data), "x.png", SIZE, crop=False)
+    assert reason is None and not isinstance(opened, imagefiles.PngFrame)
     assert opened.format == "PNG" and opened.info.get("interlace") == 1
     opened.close()
 
@@ -96,11 +97,11 @@ def test_a_cut_stream_with_valid_crcs_passes_the_check_and_fails_the_decode(tmp_
     rows[:, 0] = 0  # filter byte: none
     stream = zlib.compress(rows.tobytes())
     header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
-    cut = folders.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream[:40])
+    cut = imagefiles.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream[:40])
     (tmp_path / "cut.png").write_bytes(cut + _chunk(b"IEND", b""))
-    whole = folders.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream)
+    whole = imagefiles.PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream)
     (tmp_path / "whole.png").write_bytes(whole + _chunk(b"IEND", b""))
-    assert folders.check_file(tmp_path, "cut.png", (8, 8), crop=False) is None  # CRCs fine
+    assert imagefiles.check_file(tmp_path, "cut.png", (8, 8), crop=False) is None  # CRCs fine
     out = np.zeros((2, 8, 8, 3), np.uint8)
     settings = {"image_size": (8, 8), "color_mode": "rgb", "interpolation": "bilinear",
                 "crop_to_aspect_ratio": False, "pad_to_aspect_ratio": False}  # fmt: skip

@@ -43,10 +43,16 @@ MIRRORS: dict[tuple[str, str], str] = {
     ("autoencoders.anomaly.score_model", "ScoreConfig"): "anomaly",
     # make bench-anomaly (benchmarks one-class): from_mapping(OneClassConfig, anomaly_bench)
     ("autoencoders.benchmarks.one_class", "OneClassConfig"): "anomaly_bench",
+    # make bench-defects (benchmarks defects): from_mapping(DefectsConfig, defects_bench)
+    ("autoencoders.benchmarks.defects", "DefectsConfig"): "defects_bench",
     # make bench (benchmarks latency): from_mapping(BenchConfig, bench)
     ("autoencoders.benchmarks.onnx_latency", "BenchConfig"): "bench",
     # make bench-train (benchmarks training): from_mapping(TrainBenchConfig, bench_train)
     ("autoencoders.benchmarks.training_speed", "TrainBenchConfig"): "bench_train",
+    # models/derived.derive_params: from_mapping(DeriveParams, derive)
+    ("autoencoders.models.derived", "DeriveParams"): "derive",
+    # make bench-photos (benchmarks photos): from_mapping(PhotosConfig, photos_bench)
+    ("autoencoders.benchmarks.photos", "PhotosConfig"): "photos_bench",
 }
 
 # Module-level defaults that stand for one params.yaml key.

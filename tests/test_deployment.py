@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from onnx import TensorProto, helper
 from autoencoders import errors, inference
 from autoencoders.services import batch, shards, triton
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (8, 8, 1)
 PIXELS = int(np.prod(IMAGE_SHAPE))
 CODE_SHAPE = (2, 3)
@@ -433,8 +435,19 @@ def test_bad_values_and_an_unusable_gpu_fail_in_one_line(ray_cluster, encoder_ex
         batch.encode_directory(encoder_export, folder, output, batch_size=100, progress=False)
     message = str(raised.value)
     assert "\n" not in message and str(folder / "nan.npy") in message
-    assert "rows 200-250" in message and "NaN or infinite" in message
+    assert "rows 230 (1 of rows 200-250)" in message and "NaN or infinite" in message
     assert not output.exists() or not list(output.iterdir())  # no partial file
+
+    # The command line on a cluster of its own: the project's line, no Ray traceback or notice.
+    run = subprocess.run(
+        [sys.executable, "-m", "autoencoders.services.batch", "--model", str(encoder_export),
+         "--input", str(folder), "--output", str(output), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    printed = run.stdout + run.stderr
+    assert run.returncode != 0 and "error: " in printed and "rows 230 (1 of" in printed
+    for noise in ("Traceback", "open an issue", "Token authentication", "ERROR"):
+        assert noise not in printed, printed
 
     with pytest.raises(batch.BatchEncodingError, match="the cluster has 0 GPUs"):
         batch.encode_directory(encoder_export, folder, output, num_gpus_per_actor=1)
@@ -494,3 +507,78 @@ def test_code_writer_keeps_rows_in_place_and_refuses_duplicates_and_gaps(tmp_pat
             writer.close()
         writer.abort()
         assert not list((tmp_path / "out").iterdir())  # neither a target nor a temporary file
+
+
+LIGHT_IMPORTS = """
+import importlib.util, sys
+import autoencoders.inference, autoencoders.served, autoencoders.services.batch
+import autoencoders.services.serving
+heavy = ("tensorflow", "keras", "jax", "dvc", "umap", "sklearn", "optuna", "onnx")
+print(sorted(name for name in heavy if importlib.util.find_spec(name) is not None))
+"""
+
+
+@pytest.mark.slow
+def test_the_light_install_imports_serving_and_ray_and_encodes_without_the_pipeline(
+    encoder_export, image_shards, tmp_path
+):
+    """``pip install autoencoders[serving,batch]`` in a clean virtual environment: no TensorFlow,
+    JAX, DVC, UMAP or scikit-learn installed, the served pyfunc, the registry commands and the
+    Ray job import, and its command line gives this environment's codes bit for bit (the Ray
+    job's codes equal the command line's: test_ray_codes_equal_the_single_process_encoder)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", f"{source}[serving,batch]"],
+        check=True, timeout=900,
+    )  # fmt: skip
+    light = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    found = subprocess.run(
+        [python, "-c", LIGHT_IMPORTS], env=light, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.split("\n")[-2] == "[]", found.stdout
+    images = image_shards / "a.npy"
+    subprocess.run(
+        [python, "-m", "autoencoders", "encode", "--model", str(encoder_export),
+         "--input", str(images), "--output", str(tmp_path / "a.codes.npy")],
+        env=light, check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    reference = inference.Encoder(encoder_export).encode(np.load(images))
+    assert np.array_equal(np.load(tmp_path / "a.codes.npy"), reference)
+
+
+def test_the_command_line_encodes_image_files_as_fetch_decodes_them(encoder_export, tmp_path):
+    """A folder of PNG and JPEG files of other sizes, encoded by ``python -m autoencoders
+    encode --input FOLDER``: the codes of the pixels fetch gives the same folder (its own
+    8x8 grey contract: size and channels from the model, bilinear)."""
+    from PIL import Image
+
+    from autoencoders import config
+    from autoencoders.__main__ import main
+    from autoencoders.data import folders, images
+    from autoencoders.data import shards as data_shards
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for index, (height, width) in enumerate([(20, 30), (8, 8), (33, 17)]):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{index}.png")
+        Image.fromarray(pixels).save(folder / "more" / f"j{index}.jpg", quality=90)
+    assert main(["encode", "--model", str(encoder_export), "--input", str(folder),
+                 "--output", str(tmp_path / "codes.npy")]) == 0  # fmt: skip
+    settings = {"path": str(folder), "labels": None, "image_size": [8, 8],
+                "color_mode": "grayscale"}  # fmt: skip
+    params = config.from_mapping(folders.FolderParams, settings, "data")
+    images.fetch_images(params, tmp_path / "raw", workers=1)
+    fetched = data_shards.ShardedSplit(tmp_path / "raw", "train")
+    expected = inference.Encoder(encoder_export).encode(fetched.take(np.arange(len(fetched))))
+    assert np.array_equal(np.load(tmp_path / "codes.npy"), expected)
+    assert main(["encode", "--model", str(encoder_export), "--input", str(tmp_path / "no.txt"),
+                 "--output", str(tmp_path / "x.npy")]) == 2  # fmt: skip

@@ -487,7 +487,7 @@ def test_parity_scales_large_outputs_and_reports_both_figures(tmp_path):
 # ------------------------------------------------------------------------- anomaly scorer
 
 NORMAL = (0, 1, 2, 3, 4)  # digits_small: the other five classes are the anomalies
-ALL_SCORES = ("reconstruction", "ssim", "density", "mahalanobis")
+ALL_SCORES = ("reconstruction", "ssim", "density", "mahalanobis", "local_error")
 
 
 def _tiny_autoencoder(objective: dict, images: np.ndarray) -> models.Autoencoder:
@@ -590,10 +590,12 @@ def test_scorer_card_and_metadata_carry_the_threshold_and_rule(scorer_export):
     assert section["normal_classes"] == list(NORMAL)
     assert section["score_model"]["sha256"] == fileio.sha256_file(directory / "score_model.json")
     assert card["files"]["scorer"]["sha256"] == fileio.sha256_file(directory / "scorer.onnx")
-    assert [o["name"] for o in card["files"]["scorer"]["outputs"]] == ["score", "anomaly_map"]
+    outputs = [o["name"] for o in card["files"]["scorer"]["outputs"]]
+    assert outputs == ["score", "anomaly_map", "local_map"]
+    assert section["pixel_threshold"]["rule"] == "target_fpr"
     proto = onnx.load(str(directory / "scorer.onnx"))
     onnx.checker.check_model(proto, full_check=True)
-    assert sorted(value.name for value in proto.graph.output) == ["anomaly_map", "score"]
+    assert sorted(value.name for value in proto.graph.output) == sorted(outputs)
     for value in (*proto.graph.input, *proto.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
     metadata = {entry.key: entry.value for entry in proto.metadata_props}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autoencoders import config, data
+from autoencoders import config, data, imagefiles
 from autoencoders.data import folders, images, samples, shards
 from autoencoders.errors import CorruptFileError
 
@@ -137,7 +137,7 @@ def test_every_listed_format_passes_the_pre_scan_and_decodes_as_pillow_does(
     path = _save(
         tmp_path / "tree" / "c" / name, _pixels(np.random.default_rng(6), 20, 26, 3), **options
     )
-    assert folders.check_file(tmp_path / "tree", f"c/{name}", SIZE, crop=False) is None
+    assert imagefiles.check_file(tmp_path / "tree", f"c/{name}", SIZE, crop=False) is None
     fetch(tmp_path / "tree", tmp_path / "raw")
     decoded = shards.ShardedSplit(tmp_path / "raw", "train").take([0])[0]
     np.testing.assert_array_equal(decoded, _pillow(path, "RGB"))
@@ -442,3 +442,31 @@ def test_params_yaml_data_path_names_a_directory_for_dvc():
     settings = config.from_mapping(data.DataParams, section, "data")
     assert (REPO / settings.path).is_dir()
     assert "${data.path}" in (REPO / "dvc.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"color_mode": "rgb"},
+        {"color_mode": "grayscale", "interpolation": "lanczos", "crop_to_aspect_ratio": True},
+        {"color_mode": "rgba", "pad_to_aspect_ratio": True},
+    ],
+)
+def test_new_image_files_decode_to_the_pixels_fetch_gives_them(tmp_path, settings):
+    """The input contract a data card records, applied to the same files by
+    ``imagefiles.read_images`` (what the CLI, ``Encoder.read_images`` and co. call), gives
+    fetch's pixels bit for bit, folder order included."""
+    tree = make_tree(tmp_path / "tree")
+    if settings.get("crop_to_aspect_ratio"):
+        for small in ("deeper/nested.png", "plain.bmp"):  # smaller than the crop
+            (tree / "grapes" / small).unlink()
+    record = fetch(tree, tmp_path / "raw", **settings)
+    raw = shards.ShardedSplit(tmp_path / "raw", "train")
+    fetched = raw.take(np.arange(len(raw)))
+    contract = imagefiles.Contract.from_record(
+        imagefiles.Contract.for_source(record, record["image_shape"])
+    )
+    assert contract == imagefiles.Contract(SIZE, **settings)
+    paths = imagefiles.image_paths([tree / name for name in ("apples", "berries", "grapes")])
+    assert [path.relative_to(tree).as_posix() for path in paths] == list(raw.files())
+    np.testing.assert_array_equal(imagefiles.read_images(paths, contract), fetched)

@@ -404,7 +404,7 @@ def test_scorer_scores_flags_and_maps_every_layout(scored, images):
 def test_scorer_needs_a_scorer_file(exported, scored):
     with pytest.raises(inference.ModelLoadError, match=str(exported["dir"] / "scorer.onnx")):
         inference.Scorer(exported["dir"])  # encoder and decoder only
-    with pytest.raises(inference.ModelLoadError, match="expected one input and 2 output"):
+    with pytest.raises(inference.ModelLoadError, match="expected one input and 3 output"):
         inference.Scorer(scored["export_dir"] / "encoder.onnx")
 
 
@@ -428,7 +428,7 @@ def test_cli_score_writes_scores_labels_and_maps(scored, images, tmp_path):
     assert _cli("score", "--model", model, "--input", tmp_path / "images.npz", "--output",
                 tmp_path / "maps.npz", "--maps") == 0  # fmt: skip
     with np.load(tmp_path / "maps.npz") as result:
-        assert sorted(result.files) == ["labels", "maps", "scores"]
+        assert sorted(result.files) == ["labels", "local_maps", "maps", "scores"]
         assert result["maps"].shape == (40, *IMAGE_SHAPE)
 
 
@@ -456,3 +456,36 @@ def test_cli_score_runs_without_tensorflow(scored, images, tmp_path):
     )  # fmt: skip
     assert "above the threshold" in result.stdout
     assert np.load(tmp_path / "s.npz")["maps"].shape == (5, *IMAGE_SHAPE)
+
+
+def test_cli_score_maps_dir_writes_png_overlays_marking_the_pixels_above_threshold(
+    scored, images, tmp_path
+):
+    from PIL import Image
+
+    np.save(tmp_path / "images.npy", images[:3])
+    out = tmp_path / "overlays"
+    assert _cli("score", "--model", scored["dir"], "--input", tmp_path / "images.npy",
+                "--output", tmp_path / "s.npz", "--maps", out) == 0  # fmt: skip
+    scorer = inference.Scorer(scored["dir"])
+    card_threshold = scored["card"]["anomaly"]["pixel_threshold"]
+    assert scorer.pixel_threshold == card_threshold["value"]
+    local = np.load(tmp_path / "s.npz")["local_maps"]
+    np.testing.assert_allclose(local, scorer.local_maps(images[:3]), atol=1e-6)
+    # At most pixel_target_fpr of the calibration images' pixels lie above the threshold.
+    assert scorer.flag_pixels(images).mean() <= anomaly_params().pixel_target_fpr
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == ["00000.png", "00001.png", "00002.png"]
+    height, width = IMAGE_SHAPE[:2]
+    scale = max(1, 256 // height)
+    picture = np.asarray(Image.open(files[0]))
+    assert picture.shape == (height * scale, 2 * width * scale, 3)
+    # The left half is the image itself, in grey.
+    left = picture[::scale, : width * scale : scale, 0] / 255.0
+    np.testing.assert_allclose(left, images[0, ..., 0], atol=1 / 255)
+
+
+def anomaly_params():
+    from autoencoders import anomaly
+
+    return anomaly.AnomalyParams()

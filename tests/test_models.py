@@ -385,14 +385,15 @@ def test_vae_loss_combines_reconstruction_and_scaled_kl(mnist_small):
 
 
 # The layer that carries each architecture's name: what its encoder must contain.
-FAMILY = {"dense": "Dense", "conv": "Conv2D", "seq2seq": "LSTM"}
+FAMILY = {"dense": "Dense", "conv": "Conv2D", "seq2seq": "LSTM", "spatial_conv": "Conv2D"}
 
 
 def test_registries_hold_what_params_yaml_uses_each_built_as_named():
     """Every registered architecture and objective is used by a params.yaml variant (none dead,
     none missing); each config class is registered under one name only; and each architecture
     builds the layers its name says (no Conv2D in a dense encoder, an LSTM in seq2seq)."""
-    blocks = PARAMS["variants"].values()
+    # The surface-defect benchmark's design (make bench-defects) is a use as well.
+    blocks = [*PARAMS["variants"].values(), PARAMS["defects_bench"]]
     assert {block["architecture"]["name"] for block in blocks} == set(models.ARCHITECTURES)
     assert {block["objective"]["name"] for block in blocks} == set(models.OBJECTIVES)
     registries = {"architecture": models.ARCHITECTURES, "objective": models.OBJECTIVES}

@@ -578,3 +578,30 @@ def _check_bad_requests(url: str, images: np.ndarray, export_dir: Path) -> None:
     assert status == 400 and answer["message"].startswith("expected one input named 'images'")
     status, answer = _post(url, {"images": images[:1].tolist()})
     assert status == 400 and "'inputs'" in answer["message"] and "'instances'" in answer["message"]
+
+
+def test_a_copied_workspace_serves_alone_after_the_original_is_gone(registry, tmp_path):
+    """MLflow records absolute artifact locations; the copy's first MLflow command points its
+    store at its own mlartifacts/, and its server answers with the original removed."""
+    import sqlite3
+
+    original, copy = tmp_path / "original", tmp_path / "nested" / "copy"
+    shutil.copytree(registry["root"], original)  # a trained workspace of its own
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    old_uri = (original / "mlartifacts").as_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(copy)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+        with _servers(copy, ["--version", "1"]) as [(url, log)]:
+            assert f"now in {copy / 'mlartifacts'}" in log.read_text()
+            status, answer = _post(url, {"inputs": registry["images"].tolist()})
+        assert status == 200, answer
+        expected = inference.Encoder(copy / "exports" / "conv").encode(registry["images"])
+        np.testing.assert_allclose(_codes(answer), expected, rtol=0, atol=1e-6)
+        with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as store:
+            for table, column in tracking._text_columns(store):
+                query = f'SELECT count(*) FROM "{table}" WHERE instr("{column}", ?) > 0'
+                assert store.execute(query, (old_uri,)).fetchone() == (0,), (table, column)
+        # Nothing moved since: the next command rewrites nothing.
+        assert tracking.relocate_artifacts(copy / "mlflow.db") == 0

@@ -32,6 +32,7 @@ runs repeated batches through one ONNX Runtime I/O binding.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from autoencoders import errors
+from autoencoders import errors, imagefiles
 from autoencoders.providers import CPU, CUDA, cuda_usable, session_providers
 
 DEFAULT_BATCH_SIZE = 256
@@ -157,6 +158,24 @@ class OnnxModel:
         self.input_shape = _static_shape(inputs[0].shape, self.path, "input")
         self.output_shape = _static_shape(outputs[0].shape, self.path, "output")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def contract(self) -> imagefiles.Contract:
+        """How image files become this model's input: as its export recorded (the data's
+        folder settings), else the input's size and channels, bilinear, no crop or pad."""
+        recorded = self.metadata.get("input_contract")
+        if recorded:
+            return imagefiles.Contract.from_record(json.loads(recorded))
+        if len(self.input_shape) != 3:
+            raise InferenceInputError(
+                f"{self.path} takes {list(self.input_shape)} arrays, not images"
+            )
+        return imagefiles.Contract.for_shape(self.input_shape)
+
+    def read_images(self, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        """uint8 (N, H, W, C) input of the image files and folders ``paths`` (folders walked in
+        sorted order), decoded under ``contract`` by the code fetch decodes a folder with."""
+        return imagefiles.read_images(imagefiles.image_paths(paths), self.contract)
 
     def __repr__(self) -> str:
         return (
@@ -331,22 +350,27 @@ class Clusterer(OnnxModel):
 
 class Scorer(OnnxModel):
     """Images -> anomaly scores with a ``scorer.onnx`` (``scorers/<variant>/``, the anomaly
-    stage's): "score" (N,), higher is more anomalous, and "anomaly_map" (N, H, W, C), the
-    per-pixel reconstruction loss; ``flag`` cuts at the scorer's ``threshold`` (its metadata, as
-    in its model_card.json). Images are checked as ``Encoder.encode`` checks them."""
+    stage's): "score" (N,), higher is more anomalous, "anomaly_map" (N, H, W, C), the
+    per-pixel reconstruction loss, and "local_map" (N, H, W, 1), the smoothed squared error the
+    ``local_error`` score takes its maximum of; ``flag`` cuts scores at the scorer's
+    ``threshold``, ``flag_pixels`` local maps at its ``pixel_threshold`` (its metadata, as in
+    its model_card.json). Images are checked as ``Encoder.encode`` checks them."""
 
     default_name = "scorer.onnx"
-    n_outputs = 2
-    outputs = ("score", "anomaly_map")
+    n_outputs = 3
+    outputs = ("score", "anomaly_map")  # what the served scorer answers
+    local_output = "local_map"
 
     def __init__(self, model: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         names = {output.name for output in self.session.get_outputs()}
+        expected = {*self.outputs, self.local_output}
         try:
-            if names != set(self.outputs):
-                raise ValueError(f"outputs {sorted(names)}, expected {list(self.outputs)}")
+            if names != expected:
+                raise ValueError(f"outputs {sorted(names)}, expected {sorted(expected)}")
             self.threshold = float(self.metadata["threshold"])
             self.threshold_rule = self.metadata["threshold_rule"]
+            self.pixel_threshold = float(self.metadata["pixel_threshold"])
         except (KeyError, ValueError) as error:
             raise ModelLoadError(
                 f"{self.path} is not an anomaly scorer with a threshold ({error}): rewrite it "
@@ -356,10 +380,17 @@ class Scorer(OnnxModel):
     def score_and_maps(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """(scores (N,) float32, maps (N, H, W, C) float32); one image gives a scalar score
         and one map."""
+        scores, maps, _ = self.score_and_all_maps(images)
+        return scores, maps
+
+    def score_and_all_maps(self, images: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores (N,), maps (N, H, W, C), local maps (N, H, W, 1)), float32; one image gives
+        a scalar score and one map of each."""
         array = _as_float_images(images)
         batch, single = self._batched(array, "images")
-        scores, maps = self._run(np.ascontiguousarray(batch), self.outputs)
-        return (scores[0], maps[0]) if single else (scores, maps)
+        names = (*self.outputs, self.local_output)
+        scores, maps, local = self._run(np.ascontiguousarray(batch), names)
+        return (scores[0], maps[0], local[0]) if single else (scores, maps, local)
 
     def score(self, images: Any) -> np.ndarray:
         """Anomaly scores (N,) float32 of images laid out as ``Encoder.encode`` accepts them."""
@@ -369,8 +400,16 @@ class Scorer(OnnxModel):
         """The per-pixel reconstruction loss of each image: (N, H, W, C) float32."""
         return self.score_and_maps(images)[1]
 
+    def local_maps(self, images: Any) -> np.ndarray:
+        """The smoothed squared error of each image: (N, H, W, 1) float32."""
+        return self.score_and_all_maps(images)[2]
+
     def flag(self, images: Any) -> np.ndarray:
         """True where an image's score is above the export's threshold: (N,) bool."""
         return np.asarray(self.score(images) > self.threshold)
+
+    def flag_pixels(self, images: Any) -> np.ndarray:
+        """True where a pixel's local map is above the pixel threshold: (N, H, W, 1) bool."""
+        return np.asarray(self.local_maps(images) > self.pixel_threshold)
 
     __call__ = score

@@ -19,6 +19,7 @@ The team's server and the UI are ``autoencoders.services.tracking_server``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -150,6 +151,70 @@ def check_tracking(uri: str | None = None) -> None:
         )
     if "://" in uri and not uri.startswith(("sqlite", "file")):
         check_database(uri, "MLflow tracking store", setting)
+    if uri.startswith("sqlite:///"):
+        relocate_artifacts(Path(uri.removeprefix("sqlite:///")))
+
+
+def relocate_artifacts(database: Path) -> int:
+    """Point a moved SQLite store at the ``mlartifacts/`` beside it; return the rows rewritten.
+
+    MLflow records each artifact location as an absolute path (``file:///old/mlartifacts/...``
+    in experiments, runs, logged models and model versions), so a copied or moved workspace
+    would write its runs into, and serve its models from, the original's folder, and fail once
+    that is gone. When the store's locations under an ``mlartifacts/`` are not the one beside
+    it, every text column that names the old folder is rewritten, in one transaction."""
+    import sqlite3
+
+    if not database.is_file():
+        return 0
+    here = database.resolve().parent / paths.MLARTIFACTS
+    marker = f"/{paths.MLARTIFACTS}"
+    with contextlib.closing(sqlite3.connect(database, timeout=60)) as store:
+        try:
+            locations = store.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.OperationalError:  # not (yet) an MLflow store
+            return 0
+        olds = {
+            location[len("file://") : location.index(marker) + len(marker)]
+            for (location,) in locations
+            if (location or "").startswith("file:///") and marker in location
+        } - {here.as_posix()}
+        rewritten = 0
+        with store:  # one transaction: all of it or nothing
+            for old in sorted(olds):
+                forms = [(Path(old).as_uri(), here.as_uri()), (old, here.as_posix())]
+                store.create_function("relocated", 1, functools.partial(_relocated, forms=forms))
+                for table, column in _text_columns(store):
+                    rewritten += store.execute(
+                        f'UPDATE "{table}" SET "{column}" = relocated("{column}") '
+                        f'WHERE instr("{column}", ?) > 0 OR instr("{column}", ?) > 0',
+                        (forms[0][0], forms[1][0]),
+                    ).rowcount
+    if rewritten:
+        print(f"[tracking] {database} was moved: {rewritten} artifact locations now in {here}")
+    return rewritten
+
+
+def _relocated(value: str, forms: list[tuple[str, str]]) -> str:
+    """``value`` with each old form (URI, path) replaced by its new one, never twice."""
+    for index, (before, _) in enumerate(forms):
+        value = value.replace(before, f"\0{index}\0")
+    for index, (_, after) in enumerate(forms):
+        value = value.replace(f"\0{index}\0", after)
+    return value
+
+
+def _text_columns(store: Any) -> list[tuple[str, str]]:
+    """(table, column) for every text column of the SQLite database ``store``."""
+    tables = [
+        name for (name,) in store.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    ]
+    return [
+        (table, column[1])
+        for table in tables
+        for column in store.execute(f'PRAGMA table_info("{table}")')
+        if any(kind in (column[2] or "").upper() for kind in ("CHAR", "TEXT", "CLOB"))
+    ]
 
 
 def tracking_uri() -> str:

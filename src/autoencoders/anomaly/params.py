@@ -3,8 +3,9 @@ fitted and how its threshold is chosen, as one frozen config (``config.from_mapp
 rejecting unknown keys and wrong types with the key named).
 
 Every score here is computed by ``scorers/<v>/scorer.onnx`` itself (``anomaly.scorer``):
-``reconstruction``, ``density``, ``mahalanobis`` and ``ssim`` for every variant, ``elbo`` for a
-variational one (its scorer runs the posterior; other variants skip the scorer).
+``reconstruction``, ``density``, ``mahalanobis``, ``ssim`` and ``local_error`` for every
+variant, ``elbo`` for a variational one (its scorer runs the posterior; other variants skip
+the scorer).
 ``score_config(loss, beta, seed)`` gives the library's ``ScoreConfig`` for one variant.
 """
 
@@ -34,6 +35,10 @@ class AnomalyParams:
     n_init: int = 1
     covariance: str = "ledoit_wolf"  # mahalanobis
     standardise: str = "mean_std"
+    local_sigma: float = 2.0  # local_error and local_map: the Gaussian's sigma in pixels
+    # The map's pixel threshold: at most this share of the normal validation images' pixels
+    # of local_map above it.
+    pixel_target_fpr: float = 0.001
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", tuple(self.scores))
@@ -43,6 +48,7 @@ class AnomalyParams:
                 f"{sorted(thresholds.RULES)}."
             )
         thresholds.check_target_fpr(self.target_fpr)
+        thresholds.check_target_fpr(self.pixel_target_fpr)
         if self.fit_subsample < 0:
             raise AnomalyConfigError(
                 f"anomaly.fit_subsample must be >= 0 (0: every training code), got "
@@ -67,6 +73,7 @@ class AnomalyParams:
             n_init=self.n_init,
             covariance=self.covariance,
             standardise=self.standardise,
+            local_sigma=self.local_sigma,
             seed=seed,
         )
 

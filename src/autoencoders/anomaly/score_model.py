@@ -4,6 +4,8 @@ Scores (``SCORES``, names for ``ScoreConfig.scores``):
 
 - ``reconstruction``: the per-image reconstruction loss sum (``scores.reconstruction_error``);
 - ``ssim``: 1 - SSIM per image (``scores.ssim_error``);
+- ``local_error``: the maximum of the smoothed squared-error map (``scores.local_error``,
+  ``local_sigma`` pixels): local defects;
 - ``elbo``: a VAE's negative ELBO (``scores.negative_elbo``; needs the log-variance);
 - ``density``: -log p(code) under a Gaussian mixture of the training codes;
 - ``mahalanobis``: the squared Mahalanobis distance of the code from the training codes.
@@ -35,7 +37,7 @@ from autoencoders.anomaly.checks import AnomalyConfigError, AnomalyInputError, c
 
 FORMAT_VERSION = 1
 # params.yaml's anomaly.scores; AnomalyParams takes its default from here.
-DEFAULT_SCORES = ("reconstruction", "density")
+DEFAULT_SCORES = ("reconstruction", "density", "local_error")
 # ScoreConfig's numeric fields: their type, whether 0 is valid, and how the error says so.
 _NUMBERS: dict[str, tuple[type, bool, str]] = {
     "n_components": (numbers.Integral, False, "an integer >= 1"),
@@ -44,6 +46,7 @@ _NUMBERS: dict[str, tuple[type, bool, str]] = {
     "seed": (numbers.Integral, True, "an integer >= 0"),
     "reg_covar": (numbers.Real, False, "a number > 0"),
     "beta": (numbers.Real, True, "a number >= 0"),
+    "local_sigma": (numbers.Real, True, "a number >= 0 (pixels; 0: no smoothing)"),
 }
 
 
@@ -115,6 +118,7 @@ class ScoreConfig:
     n_init: int = 1
     covariance: str = "ledoit_wolf"  # for mahalanobis
     standardise: str = "mean_std"
+    local_sigma: float = 2.0  # local_error's Gaussian, in pixels
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -233,6 +237,9 @@ SCORES: dict[str, Callable[[ScoreModel, scores.ScoreInputs], np.ndarray]] = {
         inputs.images, inputs.reconstructions, model.config.loss
     ),
     "ssim": lambda model, inputs: scores.ssim_error(inputs.images, inputs.reconstructions),
+    "local_error": lambda model, inputs: scores.local_error(
+        inputs.images, inputs.reconstructions, model.config.local_sigma
+    ),
     "elbo": _elbo,
     "density": lambda model, inputs: _fitted(model.mixture, "density").negative_log_likelihood(
         inputs.codes

@@ -1,4 +1,5 @@
-"""scorer.onnx: images -> anomaly ``score`` (N,) and ``anomaly_map`` (N, H, W, C), one graph.
+"""scorer.onnx: images -> anomaly ``score`` (N,), ``anomaly_map`` (N, H, W, C) and ``local_map``
+(N, H, W, 1), one graph.
 
 ``ScorerGraph(autoencoder, score_model)`` is the fitted ``anomaly.ScoreModel`` written as a
 TensorFlow computation: the encoder (a VAE's posterior when the ELBO is scored), the decoder,
@@ -6,7 +7,9 @@ the variant's per-pixel loss, each score of ``score_model.config.scores`` from t
 parameters held as constants, their standardisation and the sum. After the model's float32
 outputs everything runs in float64, as the numpy library does, so the two differ only by what
 ONNX Runtime and Keras differ by. ``anomaly_map`` is the per-pixel loss (float32): its sum over an
-image is the ``reconstruction`` score before standardisation.
+image is the ``reconstruction`` score before standardisation. ``local_map`` is the smoothed
+squared error (``scores.local_map``) whose maximum is the ``local_error`` score; the stage
+thresholds its pixels on the normal validation images (the card's ``pixel_threshold``).
 
 ``scorer_parity`` is the gate: ONNX Runtime's scores against the same graph in TensorFlow and
 against ``ScoreModel.score`` on Keras' outputs, its maps against TensorFlow's. ``convert_scorer``
@@ -32,6 +35,7 @@ SCORER_FILE = "scorer.onnx"
 SCORE_MODEL_FILE = "score_model.json"
 SCORE_OUTPUT = "score"
 MAP_OUTPUT = "anomaly_map"
+LOCAL_MAP_OUTPUT = "local_map"
 
 
 def _pixel_loss(loss: str) -> Callable[[Any, Any], Any]:
@@ -73,6 +77,7 @@ class ScorerGraph:
         self.components: dict[str, Callable[[dict[str, Any]], Any]] = {
             "reconstruction": lambda parts: parts["reconstruction"],
             "ssim": self._ssim_error,
+            "local_error": lambda parts: tf_max_per_image(parts["local_map"]),
             "elbo": self._elbo,
             "density": self._density,
             "mahalanobis": self._mahalanobis,
@@ -95,6 +100,7 @@ class ScorerGraph:
             "reconstruction": tf.reduce_sum(per_pixel, axis=[1, 2, 3]),
             "codes": flat,
             "log_var": None if log_var is None else tf.cast(log_var, tf.float64),
+            "local_map": self._local_map(x, r),
         }
         score = None
         for name, standardisation in self.model.standardisation.items():
@@ -105,7 +111,20 @@ class ScorerGraph:
         return {
             SCORE_OUTPUT: tf.cast(score, tf.float32),
             MAP_OUTPUT: tf.cast(per_pixel, tf.float32),
+            LOCAL_MAP_OUTPUT: tf.cast(parts["local_map"], tf.float32),
         }
+
+    def _local_map(self, x: Any, r: Any) -> Any:
+        import tensorflow as tf
+
+        _, height, width, _ = x.shape
+        sigma = self.model.config.local_sigma
+        rows = tf.constant(anomaly.scores.smoothing_matrix(height, sigma))  # (H, H)
+        columns = tf.constant(anomaly.scores.smoothing_matrix(width, sigma))  # (W, W)
+        squared = tf.reduce_mean(tf.square(x - r), axis=3)  # (N, H, W)
+        # Broadcast products, as the SSIM's smoothing (tensordot converts wrongly, see there).
+        smoothed = tf.matmul(tf.matmul(rows, squared), columns, transpose_b=True)
+        return smoothed[..., None]  # (N, H, W, 1)
 
     def _ssim_error(self, parts: dict[str, Any]) -> Any:
         import tensorflow as tf
@@ -169,6 +188,13 @@ class ScorerGraph:
         return tf.reduce_sum((centred @ tf.constant(gaussian.precision)) * centred, axis=1)
 
 
+def tf_max_per_image(maps: Any) -> Any:
+    """(N, ...) -> (N,): each image's maximum."""
+    import tensorflow as tf
+
+    return tf.reduce_max(tf.reshape(maps, (tf.shape(maps)[0], -1)), axis=1)
+
+
 def score_tolerance(tolerance: float, terms: int) -> float:
     """The gate on scores: ``tolerance`` per summed term, grown as sqrt(terms) like the
     rounding of a sum of independent terms (a score sums every pixel's loss and the code)."""
@@ -200,12 +226,12 @@ def scorer_parity(
     session = ort.InferenceSession(str(onnx_path), providers=[convert.PARITY_PROVIDER])
     figures: dict[str, dict[str, Any]] = {
         key: {"max_abs_diff": 0.0, "scaled_diff": 0.0, "by_batch_size": {}}
-        for key in ("keras", "score_model", "anomaly_map")
+        for key in ("keras", "score_model", "anomaly_map", "local_map")
     }
     for size in batch_sizes:
         batch = convert.cycle(np.asarray(images, dtype=np.float32), size)
-        score, anomaly_map = session.run(
-            [SCORE_OUTPUT, MAP_OUTPUT], {convert.ENCODER_INPUT: batch}
+        score, anomaly_map, local = session.run(
+            [SCORE_OUTPUT, MAP_OUTPUT, LOCAL_MAP_OUTPUT], {convert.ENCODER_INPUT: batch}
         )
         expected = graph(tf.constant(batch))
         reference = graph.model.score(anomaly.keras_outputs(graph.autoencoder, batch))
@@ -213,6 +239,7 @@ def scorer_parity(
             ("keras", score, np.asarray(expected[SCORE_OUTPUT])),
             ("score_model", score, reference),
             ("anomaly_map", anomaly_map, np.asarray(expected[MAP_OUTPUT])),
+            ("local_map", local, np.asarray(expected[LOCAL_MAP_OUTPUT])),
         ):
             if np.shape(actual) != np.shape(wanted):
                 raise convert.ParityError(
@@ -256,6 +283,7 @@ def convert_scorer(
         "keras": "the score of the TensorFlow graph",
         "score_model": "ScoreModel.score on Keras' outputs",
         "anomaly_map": "the TensorFlow graph's map (per-image sums)",
+        "local_map": "the TensorFlow graph's local map (per-image sums)",
     }
     for key, what in against.items():
         if figures[key]["scaled_diff"] > allowed:
@@ -290,6 +318,7 @@ def save_scorer(proto: Any, path: Path, metadata: dict[str, Any]) -> dict[str, A
         "outputs": [
             {"name": SCORE_OUTPUT, "shape": [None], "dtype": "float32"},
             {"name": MAP_OUTPUT, "shape": [None, *dims], "dtype": "float32"},
+            {"name": LOCAL_MAP_OUTPUT, "shape": [None, *dims[:2], 1], "dtype": "float32"},
         ],
     }
 
@@ -304,8 +333,12 @@ def scorer_metadata(common: dict[str, Any], section: dict[str, Any]) -> dict[str
         "model": "scorer",
         "input_name": convert.ENCODER_INPUT,
         "input_shape": [convert.BATCH_AXIS, *dims],
-        "output_names": [SCORE_OUTPUT, MAP_OUTPUT],
-        "output_shapes": [[convert.BATCH_AXIS], [convert.BATCH_AXIS, *dims]],
+        "output_names": [SCORE_OUTPUT, MAP_OUTPUT, LOCAL_MAP_OUTPUT],
+        "output_shapes": [
+            [convert.BATCH_AXIS],
+            [convert.BATCH_AXIS, *dims],
+            [convert.BATCH_AXIS, *dims[:2], 1],
+        ],
         "threshold": threshold["value"],
         "threshold_rule": threshold["rule"],
         "validation_fpr": threshold["fpr"],
@@ -314,11 +347,21 @@ def scorer_metadata(common: dict[str, Any], section: dict[str, Any]) -> dict[str
         "score_components": section["scores"],
         "standardisation": section["standardisation"],
         "pixel_loss": section["pixel_loss"],
+        "pixel_threshold": section["pixel_threshold"]["value"],
+        "pixel_target_fpr": section["pixel_threshold"]["target_fpr"],
+        "local_sigma": section["local_sigma"],
     }
 
 
 def onnx_scores(path: str | Path, images: np.ndarray) -> np.ndarray:
     """The ``score`` output of a scorer.onnx for ``images`` (float32 NHWC), in batches: (N,)."""
+    return onnx_run(path, images, (SCORE_OUTPUT,))[0]
+
+
+def onnx_run(
+    path: str | Path, images: np.ndarray, outputs: Sequence[str] = (SCORE_OUTPUT,)
+) -> list[np.ndarray]:
+    """The named outputs of a scorer.onnx for ``images`` (float32 NHWC), run in batches."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=[convert.PARITY_PROVIDER])
@@ -326,24 +369,26 @@ def onnx_scores(path: str | Path, images: np.ndarray) -> np.ndarray:
     # Batches sized by their pixels: 1,024 MNIST digits, 170 images of 64x64x3 (the scorer's
     # activations of 1,024 of those held gigabytes).
     batch = data.splits.stream_batch(images.shape[1:])
-    return np.concatenate(
-        [
-            session.run([SCORE_OUTPUT], {convert.ENCODER_INPUT: images[i : i + batch]})[0]
-            for i in range(0, len(images), batch)
-        ]
-    )
+    runs = [
+        session.run(list(outputs), {convert.ENCODER_INPUT: images[i : i + batch]})
+        for i in range(0, len(images), batch)
+    ]
+    return [np.concatenate([run[k] for run in runs]) for k in range(len(outputs))]
 
 
 __all__ = [
+    "LOCAL_MAP_OUTPUT",
     "MAP_OUTPUT",
     "SCORER_FILE",
     "SCORE_MODEL_FILE",
     "SCORE_OUTPUT",
     "ScorerGraph",
     "convert_scorer",
+    "onnx_run",
     "onnx_scores",
     "save_scorer",
     "score_tolerance",
     "scorer_metadata",
     "scorer_parity",
+    "tf_max_per_image",
 ]

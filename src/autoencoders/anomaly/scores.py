@@ -9,6 +9,10 @@ imports TensorFlow. Labels are never used to fit anything.
   pixels of each image instead of averaged over the batch, so that one image's score does not
   depend on the others.
 - ``ssim_error``: 1 - SSIM of each image and its reconstruction (``evaluation.image_quality``).
+- ``local_map`` / ``local_error``: the squared error averaged over the channels and smoothed
+  by a Gaussian of ``sigma`` pixels (truncated at 3 sigma, each row of the filter renormalised
+  at the borders), and its maximum per image: a local defect that the sums over the whole
+  image hide under the texture's error everywhere else stands out in the maximum.
 - ``negative_elbo``: the VAE's reconstruction sum plus ``beta`` x KL(q(z|x) || N(0, I)), the
   per-image form of its training loss (which is this divided by the pixel count). The
   likelihood term is read at the mean code (the exported, deterministic path), not sampled.
@@ -23,6 +27,7 @@ The latent-density scores are in ``densities``, their combination in ``score_mod
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +137,34 @@ def ssim_error(images: Any, reconstructions: Any) -> np.ndarray:
     return 1.0 - image_quality.ssim_per_image(images, reconstructions)
 
 
+def smoothing_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size): row i holds a Gaussian of ``sigma`` centred at i, truncated at
+    ceil(3 sigma) and at the borders, renormalised to sum to 1; ``M @ x @ M'.T`` smooths the
+    rows and columns of x with "same" output and no dark border. sigma 0 is the identity."""
+    if sigma == 0:
+        return np.eye(size)
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = np.arange(size)[None, :] - np.arange(size)[:, None]
+    weights = np.where(np.abs(offsets) <= radius, np.exp(-0.5 * (offsets / sigma) ** 2), 0.0)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def local_map(images: Any, reconstructions: Any, sigma: float = 2.0) -> np.ndarray:
+    """The channel-mean squared error smoothed by a Gaussian of ``sigma`` pixels:
+    (N, H, W, 1) float64."""
+    images, reconstructions = check_pair(images, reconstructions)
+    squared = np.mean(np.square(images - reconstructions), axis=3)  # (N, H, W)
+    _, height, width = squared.shape
+    rows, columns = smoothing_matrix(height, sigma), smoothing_matrix(width, sigma)
+    return (rows @ squared @ columns.T)[..., None]
+
+
+def local_error(images: Any, reconstructions: Any, sigma: float = 2.0) -> np.ndarray:
+    """The maximum of each image's ``local_map``: (N,)."""
+    maps = local_map(images, reconstructions, sigma)
+    return maps.reshape(len(maps), -1).max(axis=1)
+
+
 def kl_divergence(mean: Any, log_var: Any) -> np.ndarray:
     """KL(N(mean, exp(log_var)) || N(0, I)) per row, summed over latent dims: (N,)."""
     mean, log_var = check_codes(mean, name="mean"), check_codes(log_var, name="log_var")
@@ -203,8 +236,11 @@ __all__ = [
     "check_pair",
     "keras_outputs",
     "kl_divergence",
+    "local_error",
+    "local_map",
     "negative_elbo",
     "onnx_outputs",
     "reconstruction_error",
+    "smoothing_matrix",
     "ssim_error",
 ]

@@ -145,7 +145,7 @@ def write_scorer(
         proto, figures = scorer.convert_scorer(
             graph, path, common, config, np.asarray(evaluation["x_test"])
         )
-        normal, anomalous = _validation_scores(path, x_val, evaluation["val_anomalies"])
+        normal, anomalous, pixel_threshold = _validation_scores(path, x_val, evaluation, settings)
         threshold = thresholds.choose_threshold(
             settings.threshold,
             normal,
@@ -154,6 +154,7 @@ def write_scorer(
             value=settings.value,
         )
         section = card_section(score_model, threshold, evaluation["normal_classes"])
+        section["pixel_threshold"] = pixel_threshold.to_dict()
         card_file = scorer.save_scorer(proto, path, scorer.scorer_metadata(common, section))
         fileio.write_json(staging / scorer.SCORE_MODEL_FILE, score_model.to_dict())
         section["score_model"] = {
@@ -191,14 +192,21 @@ def _parity_record(config: convert.ExportConfig, figures: Mapping[str, Any]) -> 
 
 
 def _validation_scores(
-    path: Path, x_val: np.ndarray, anomalies: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None]:
+    path: Path, x_val: np.ndarray, evaluation: Mapping[str, Any], settings: AnomalyParams
+) -> tuple[np.ndarray, np.ndarray | None, thresholds.Threshold]:
     """ONNX Runtime's scores of the normal validation images and of the labelled validation
-    anomalies (None without them)."""
-    normal = scorer.onnx_scores(path, x_val)
+    anomalies (None without them), and the pixel threshold of the normal images' local maps
+    (at most ``settings.pixel_target_fpr`` of their pixels above it)."""
+    anomalies = evaluation["val_anomalies"]
+    normal, local_maps = scorer.onnx_run(
+        path, x_val, (scorer.SCORE_OUTPUT, scorer.LOCAL_MAP_OUTPUT)
+    )
+    pixel_threshold = thresholds.target_fpr_threshold(
+        local_maps.ravel(), settings.pixel_target_fpr
+    )
     if anomalies is not None and len(anomalies) > 0:
-        return normal, scorer.onnx_scores(path, anomalies)
-    return normal, None
+        return normal, scorer.onnx_scores(path, anomalies), pixel_threshold
+    return normal, None, pixel_threshold
 
 
 def _as_exported(
@@ -221,13 +229,15 @@ def _as_exported(
             f"{variant}: the export's card describes other shapes than the model; re-run "
             f"its export (dvc repro export@{variant})."
         )
-    return config, card.interface(variant, config.opset, input_dims, code_dims)
+    contract = export_card["input"].get("contract")
+    return config, card.interface(variant, config.opset, input_dims, code_dims, contract)
 
 
 def card_section(
     score_model: ScoreModel, threshold: thresholds.Threshold, normal_classes: Any
 ) -> dict[str, Any]:
-    """The card's ``anomaly`` section: scores, pixel loss, standardisation, threshold, rule."""
+    """The card's ``anomaly`` section: scores, pixel loss, standardisation, threshold, rule
+    (``write_scorer`` adds the ``local_map``'s ``pixel_threshold``)."""
     config = score_model.config
     return {
         "scores": list(config.scores),
@@ -236,8 +246,12 @@ def card_section(
         "score": "sum over scores of (score - location) / scale; higher is more anomalous",
         "anomaly_map": f"per-pixel {config.loss} of the reconstruction (sums to the "
         "reconstruction score)",
+        "local_map": f"channel-mean squared error smoothed by a Gaussian of sigma "
+        f"{config.local_sigma} pixels (its maximum is the local_error score)",
+        "local_sigma": config.local_sigma,
         "threshold": threshold.to_dict(),
         "flag": FLAG_RULE,
+        "pixel_flag": "local_map > pixel_threshold",
         "normal_classes": normal_classes,
     }
 
@@ -254,7 +268,7 @@ def scorer_metrics(model_card: Mapping[str, Any]) -> dict[str, Any]:
             **{f"batch_{b}": d for b, d in figures["by_batch_size"].items()},
             **{
                 f"{key}_scaled_diff": figures[key]["scaled_diff"]
-                for key in ("score_model", "anomaly_map")
+                for key in ("score_model", "anomaly_map", "local_map")
             },
         },
     }

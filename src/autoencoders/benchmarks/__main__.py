@@ -6,6 +6,8 @@ python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # m
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
 python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
 python -m autoencoders.benchmarks one-class                                  # make bench-anomaly
+python -m autoencoders.benchmarks photos                                     # make bench-photos
+python -m autoencoders.benchmarks defects                                    # make bench-defects
 
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
@@ -15,6 +17,8 @@ write nothing. ``data``: a folder's fetch and the shards' epoch against keras's
 ``data.image_size`` and ``data.color_mode`` (reports/data_bench.{json,md}).
 ``one-class``: the one-class MNIST anomaly benchmark, params.yaml ``anomaly_bench`` (needs
 data/processed of full MNIST; reports/anomaly_bench.{json,md} and reports/anomaly_maps.png).
+``defects``: the surface-defect benchmark, params.yaml ``defects_bench`` (no data needed;
+reports/defects_bench.{json,md,png}; docs/defects.md).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import autoencoders.runtime  # noqa: F401  (first: pins CPU dispatch before numpy loads)
 from autoencoders import config, data, errors, fileio, paths
 
 
@@ -153,6 +158,42 @@ def one_class(args: argparse.Namespace, params: dict) -> None:
     )
 
 
+def photos(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import photos as bench
+    from autoencoders.benchmarks import photos_report
+
+    section = dict(params.get("photos_bench") or {})
+    if args.variants:
+        section["variants"] = args.variants
+    settings = config.from_mapping(bench.PhotosConfig, section, "photos_bench")
+    before = _machine()
+
+    def write(result: dict) -> None:  # after every variant, then once complete
+        machine = {**before, "load_average_after": _machine()["load_average_before"]}
+        report = photos_report.summarise(result, machine)
+        markdown = photos_report.render_markdown(report)
+        photos_report.plot_examples(result, f"{args.output_dir}/photos_bench.png")
+        fileio.write_report(args.output_dir, "photos_bench", report, markdown)
+        if result["complete"]:
+            _write(args.output_dir, "photos_bench", report, markdown)
+
+    write(bench.run_benchmark(params, settings, log=_print, on_progress=write))
+
+
+def defects_bench(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders.benchmarks import defects, defects_run
+
+    section = params.get("defects_bench") or {}
+    settings = config.from_mapping(defects.DefectsConfig, section, "defects_bench")
+    baseline = config.variant_block(params, settings.baseline_variant, stage="train")
+    before = _machine()
+    result = defects_run.run_benchmark(settings, config.section(params, "export"), baseline)
+    defects_run.plot(result.pop("figures"), f"{args.output_dir}/defects_bench.png")
+    machine = {**before, "load_average_after": _machine()["load_average_before"]}
+    report = defects_run.summarise(result, settings, machine)
+    _write(args.output_dir, "defects_bench", report, defects_run.render(report))
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -187,6 +228,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "cluster-seeds": cluster_seeds,
     "data": data_bench,
     "one-class": one_class,
+    "photos": photos,
+    "defects": defects_bench,
 }
 
 
@@ -194,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autoencoders.benchmarks")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--params", default=paths.PARAMS)
-    parser.add_argument("--variants", nargs="+", help="latency: default every variant")
+    parser.add_argument("--variants", nargs="+", help="latency, photos: default every variant")
     parser.add_argument("--variant", help="train-seeds / cluster-seeds: a params.yaml variant")
     parser.add_argument("--best", action="store_true", help="cluster-seeds: the best head so far")
     parser.add_argument("--seeds", help="comma-separated integers (default 0,1,2)")

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders import imagefiles
+
 
 def data_card(
     source: Mapping[str, Any],
@@ -40,6 +42,7 @@ def data_card(
         "split_sha256": checksums,
         "checksum": hashlib.sha256("".join(checksums.values()).encode()).hexdigest(),
     }
+    card["input_contract"] = imagefiles.Contract.for_source(source, card["input_shape"])
     if normal_classes is not None:  # absent otherwise: the card stays byte-identical
         card["normal_classes"] = list(normal_classes)
     return card

@@ -1,19 +1,12 @@
-"""Decode and resize image files with Pillow, in threads over every core, into uint8 blocks.
+"""Decode image files in threads over every core into uint8 blocks (fetch of a folder).
 
-``render`` is one opened image converted to the colour mode, centre-cropped or zero-padded to
-the target's aspect ratio when asked, resized with Pillow's filter. ``decode_block`` reads,
-checks (``folders.inspect``) and decodes a list of files into the rows of one preallocated uint8
-block, chunk by chunk in a thread pool: each file is read once, its pixels land in their row
-(the bytes never depend on the number of threads), and nothing is pickled between processes.
-Plain PNGs (the common case) are decoded by libspng (``decode_png``; a lossless format:
-Pillow's pixels), straight into their row when they already have the target's size and mode,
-else handed to ``render``.
-libspng and Pillow release the GIL while they decode, convert and resize, so the threads run
-those on every core at once.
-
-Pillow's resize filters antialias when they shrink (TensorFlow's ``tf.image.resize``, which
-keras's ``image_dataset_from_directory`` uses, does not by default): the pixels differ from
-keras's, by design. EXIF orientation is not applied (as keras and torchvision's ImageFolder).
+``decode_block`` reads, checks (``imagefiles.inspect``) and decodes (``imagefiles.decode_row``:
+plain PNGs by libspng, the rest by Pillow's ``render``) a list of files into the rows of one
+preallocated uint8 block, chunk by chunk in a thread pool: each file is read once, its pixels
+land in their row (the bytes never depend on the number of threads), and nothing is pickled
+between processes. libspng and Pillow release the GIL while they decode, convert and resize, so
+the threads run those on every core at once. The decoding itself is ``autoencoders.imagefiles``,
+which every downstream path applies to new image files.
 """
 
 from __future__ import annotations
@@ -27,114 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders.data import folders
+from autoencoders import imagefiles
 from autoencoders.threads import usable_cores
 
 # Files a thread takes at once: enough that handing out work costs little, few enough that
 # the last chunks of a block keep every core busy.
 CHUNK_FILES = 64
-
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
-
-
-def _resample(name: str) -> int:
-    from PIL import Image
-
-    filters = {
-        "nearest": Image.Resampling.NEAREST,
-        "bilinear": Image.Resampling.BILINEAR,
-        "bicubic": Image.Resampling.BICUBIC,
-        "lanczos": Image.Resampling.LANCZOS,
-        "box": Image.Resampling.BOX,
-        "area": Image.Resampling.BOX,
-        "hamming": Image.Resampling.HAMMING,
-    }
-    return filters[name]
-
-
-def to_mode(image: Any, color_mode: str) -> Any:
-    """``image`` in the colour mode's Pillow mode (L, RGB, RGBA). 16-bit images are scaled to
-    8 bits (Pillow's own conversion clips them at 255)."""
-    from PIL import Image
-
-    mode = folders.COLOR_MODES[color_mode][0]
-    if image.mode.startswith("I"):  # I;16, I;16B, I: 16-bit grey (PNG, TIFF)
-        values = np.asarray(image).astype(np.float64)
-        image = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
-    return image if image.mode == mode else image.convert(mode)
-
-
-def _padded(image: Any, image_size: tuple[int, int]) -> Any:
-    """``image`` centred on a zero canvas of the target's aspect ratio."""
-    from PIL import Image
-
-    width, height = image.size
-    target_height, target_width = image_size
-    if width * target_height > height * target_width:  # too wide: pad top and bottom
-        canvas_size = (width, width * target_height // target_width)
-    else:
-        canvas_size = (height * target_width // target_height, height)
-    if canvas_size == image.size:
-        return image
-    canvas = Image.new(image.mode, canvas_size, 0)
-    canvas.paste(image, ((canvas_size[0] - width) // 2, (canvas_size[1] - height) // 2))
-    return canvas
-
-
-def render(
-    image: Any,
-    image_size: tuple[int, int],
-    color_mode: str,
-    interpolation: str = "bilinear",
-    crop_to_aspect_ratio: bool = False,
-    pad_to_aspect_ratio: bool = False,
-) -> Any:
-    """The opened Pillow ``image`` decoded, in the colour mode, cropped or padded, resized."""
-    image = to_mode(image, color_mode)
-    box = None
-    if crop_to_aspect_ratio:
-        width, height = image.size
-        crop_width, crop_height = folders.crop_window(width, height, image_size)
-        left, top = (width - crop_width) // 2, (height - crop_height) // 2
-        box = (left, top, left + crop_width, top + crop_height)
-    elif pad_to_aspect_ratio:
-        image = _padded(image, image_size)
-    size = (image_size[1], image_size[0])
-    if image.size != size or box is not None:
-        image = image.resize(size, _resample(interpolation), box=box)
-    return image
-
-
-def decode_png(frame: folders.PngFrame, out: np.ndarray | None = None) -> np.ndarray:
-    """A plain PNG's pixels, uint8 (H, W) for grey or (H, W, C), decoded by libspng
-    (imagecodecs, the GIL released) into ``out`` when given; a damaged stream is an OSError."""
-    import imagecodecs
-
-    try:
-        return imagecodecs.spng_decode(frame.file, out=out)
-    except imagecodecs.SpngError as error:
-        raise OSError(f"broken PNG data: {error}") from None
-
-
-def _decode_row(out: np.ndarray, row: int, image: Any, settings: dict[str, Any]) -> None:
-    """``image`` (opened, or a plain PNG's frame) decoded and rendered into ``out[row]``."""
-    from PIL import Image
-
-    if isinstance(image, folders.PngFrame):
-        height, width = settings["image_size"]
-        mode = folders.COLOR_MODES[settings["color_mode"]][0]
-        if image.size == (width, height) and image.mode == mode:  # nothing to render
-            decode_png(image, out=out[row, ..., 0] if mode == "L" else out[row])  # grey: (H, W)
-            return
-        image = Image.fromarray(decode_png(image))
-    with image:
-        out[row] = np.asarray(render(image, **settings)).reshape(out.shape[1:])
-
-
-def read_file(path: str) -> bytes:
-    """The whole file, in one unbuffered read (fewer calls than Path.read_bytes)."""
-    with open(path, "rb", buffering=0) as handle:
-        return handle.readall()
 
 
 def decode_into(
@@ -153,17 +44,17 @@ def decode_into(
     reasons: list[str | None] = []
     for row, relative in enumerate(relatives, start=first_row):
         try:
-            data = read_file(os.path.join(root, relative))
+            data = imagefiles.read_file(os.path.join(root, relative))
         except OSError as error:
             reason, image = f"unreadable ({error.strerror})", None
         else:
-            reason, image = folders.inspect(data, relative, image_size, crop)
+            reason, image = imagefiles.inspect(data, relative, image_size, crop)
         if reason is None and not check_only.is_set():
             try:
-                _decode_row(out, row, image, settings)
-            except DECODE_ERRORS as error:
+                imagefiles.decode_row(out, row, image, settings)
+            except imagefiles.DECODE_ERRORS as error:
                 reason = f"could not be decoded ({' '.join(str(error).split())[:120]})"
-        elif image is not None and not isinstance(image, folders.PngFrame):
+        elif image is not None and not isinstance(image, imagefiles.PngFrame):
             image.close()
         if reason is not None and fail_fast:
             check_only.set()

@@ -1,7 +1,7 @@
 """The ``images`` source from folder to splits, decoded once and never held whole in memory.
 
 ``fetch_images``: index the folder (``folders.index_tree``), then read, check
-(``folders.inspect``: headers, PNG CRCs, JPEG end markers) and decode every file once, in
+(``imagefiles.inspect``: headers, PNG CRCs, JPEG end markers) and decode every file once, in
 threads over every core, straight into blocks of one shard's rows, written to ``data/raw/``
 uint8 shards (``train``, and ``test`` for a tree with ``train/`` and ``test/``) with
 ``source.json``. A bad file fails the stage naming how many and the first few (from then on the
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from autoencoders import fileio
+from autoencoders import fileio, imagefiles
 from autoencoders.data import classes, decoding, folders, shards
 from autoencoders.errors import DataError
 from autoencoders.threads import usable_cores
@@ -130,7 +130,7 @@ def fetch_images(
     index = folders.index_tree(root, params.labels)
     workers = usable_cores() if workers is None else workers
     total = sum(len(pairs) for pairs in index.splits.values())
-    channels = folders.COLOR_MODES[params.color_mode][1]
+    channels = imagefiles.COLOR_MODES[params.color_mode][1]
     with contextlib.ExitStack() as stack:
         executor = None
         if workers > 1 and total > decoding.CHUNK_FILES:
@@ -171,7 +171,7 @@ def fetch_images(
 
 def _source_record(params, index, class_names, written, bad) -> dict[str, Any]:
     checksums = {name: sha for split in written.values() for name, sha in split["files"].items()}
-    channels = folders.COLOR_MODES[params.color_mode][1]
+    channels = imagefiles.COLOR_MODES[params.color_mode][1]
     return {
         "source": "images",
         "mirror": "local folder",
@@ -311,4 +311,5 @@ def _card(source, plan, results, means, val_fraction, test_fraction, seed) -> di
         "checksum": hashlib.sha256("".join(split_sha256.values()).encode()).hexdigest(),
         "skipped": source.get("skipped", []),
         "ignored": source.get("ignored"),
+        "input_contract": imagefiles.Contract.for_source(source, list(plan["train"][0].shape[1:])),
     }

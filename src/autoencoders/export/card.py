@@ -19,10 +19,17 @@ from autoencoders.inference import SCALING
 
 
 def interface(
-    variant: str, opset: int, input_dims: Sequence[int], code_dims: Sequence[int]
+    variant: str,
+    opset: int,
+    input_dims: Sequence[int],
+    code_dims: Sequence[int],
+    input_contract: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The properties shared by every exported model's metadata and the card."""
+    """The properties shared by every exported model's metadata and the card;
+    ``input_contract`` (``imagefiles.Contract``, from the data card): how image files become
+    the input, where the data's images can be image files."""
     latent_dim = int(np.prod(code_dims))
+    contract = {} if input_contract is None else {"input_contract": dict(input_contract)}
     return {
         "variant": variant,
         "opset": opset,
@@ -31,6 +38,7 @@ def interface(
         "code_shape": code_dims,
         "latent_dim": latent_dim,
         "image_shape": input_dims,
+        **contract,
     }
 
 
@@ -85,6 +93,7 @@ def model_card(
             "shape": [None, *common["image_shape"]],
             "dtype": "float32",
             "scaling": SCALING,
+            **({"contract": common["input_contract"]} if "input_contract" in common else {}),
         },
         "latent_dim": common["latent_dim"],
         "code_shape": common["code_shape"],

@@ -178,8 +178,11 @@ def export_models(
     source_run_id: str | None = None,
     resolved_config: Mapping[str, Any] | None = None,
     clusters: Any | None = None,
+    input_contract: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export a Keras encoder and decoder to ``out_dir`` and return the model card.
+
+    ``input_contract`` (the data card's) goes into every model's metadata and the card.
 
     ``clusters`` (images -> cluster probabilities, an IDEC model's ``assigner``) is exported
     too, as ``clusters.onnx``, under the same checks and parity gate. Nothing is written to
@@ -197,7 +200,7 @@ def export_models(
     tf.config.experimental.enable_tensor_float_32_execution(False)
     images, input_dims = _parity_images(encoder, parity_images)
     code_dims = _static_dims(encoder.outputs[0].shape, "encoder output")
-    common = card.interface(variant, opset, input_dims, code_dims)
+    common = card.interface(variant, opset, input_dims, code_dims, input_contract)
     specs = _model_specs(encoder, decoder, clusters, input_dims, code_dims)
     card_files: dict[str, Any] = {}
     parity_figures: dict[str, Any] = {}

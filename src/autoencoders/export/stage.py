@@ -54,6 +54,7 @@ def run_export(
         source_run_id=run_id,
         resolved_config=resolved_config,
         clusters=getattr(autoencoder, "assigner", None),
+        input_contract=data.load_card(processed_dir).get("input_contract"),
     )
     metrics = parity_metrics(card)
     if "clusters" in card["files"]:

@@ -36,6 +36,7 @@ from autoencoders.models.architecture_configs import (
     DenseConfig,
     Seq2SeqConfig,
 )
+from autoencoders.models.spatial_conv import SpatialConvBuilder, SpatialConvConfig
 from autoencoders.models.upsampling import UpsampledConv2D
 
 Shape = tuple[int, int, int]
@@ -277,6 +278,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "conv": Architecture(ConvConfig, ConvBuilder),
     "deep_conv": Architecture(DeepConvConfig, DeepConvBuilder),
     "seq2seq": Architecture(Seq2SeqConfig, Seq2SeqBuilder),
+    "spatial_conv": Architecture(SpatialConvConfig, SpatialConvBuilder),
 }
 
 

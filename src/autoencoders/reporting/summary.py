@@ -145,10 +145,13 @@ def quality_check(
     all_beat = bool(present) and not losing and not missing
     clusters = best_accuracy is not None and best_accuracy >= min_cluster_accuracy
     reconstruction = all_beat and all(anchor["met"] for anchor in anchors)
+    advice = {row["variant"]: advise(row) for row in present if row["variant"] in losing}
     return {
         "pca_ratio_bar": PCA_RATIO_BAR,
         "all_beat_pca": all_beat,
         "not_beating_pca": losing,
+        # what to try, per variant above the bar (absent when every variant beats it)
+        **({"advice": advice} if advice else {}),
         "anchors": anchors,
         "reconstruction_passed": bool(reconstruction),
         "missing": missing,
@@ -319,6 +322,26 @@ def _tuning_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def advise(row: Mapping[str, Any]) -> str:
+    """What to try where a variant's test MSE is above the bar of PCA's at its code size."""
+    ratio, size = row.get("pca_ratio"), row.get("latent_dim")
+    if ratio is None:
+        return "no PCA figure at its code size: check its metrics file."
+    if ratio > 1.0:
+        where = f"{ratio:.2f}x PCA's MSE: PCA with the same {size} numbers reconstructs better"
+    else:
+        where = f"{ratio:.2f}x PCA's MSE: beats PCA, but not by the {PCA_RATIO_BAR}x bar"
+    tries = [
+        "a larger code (architecture.latent_dim)",
+        "a search of the width and learning rate (make tune; the variant's search block)"
+        if row.get("search_best_value") is None or ratio > 1.0
+        else "more trials (make tune TRIALS=...)",
+        "more steps (train.epochs; params.yaml derive.steps counts them as on MNIST)",
+        "the loss (objective.loss: mse for photographs; derive.loss picks it from the data)",
+    ]
+    return f"{where}; try {', '.join(tries)}."
+
+
 def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Quality bar", ""]
     verdict = "PASS" if quality["passed"] else "FAIL"
@@ -346,4 +369,9 @@ def _quality_lines(quality: Mapping[str, Any]) -> list[str]:
     )
     lines.append(f"**{verdict}**: {beat}; {cluster}.")
     lines.append("")
+    advice = quality.get("advice") or {}
+    if advice:
+        lines += ["Where a variant is above the bar (docs/photos.md):", ""]
+        lines += [f"- `{variant}`: {text}" for variant, text in advice.items()]
+        lines.append("")
     return lines

@@ -103,7 +103,7 @@ class ChunkEncoder:
             return self.encoder.encode(images)
         except inference.InferenceInputError as error:
             raise inference.InferenceInputError(
-                f"{self.paths[index]} rows {start}-{stop}: {error}"
+                f"{self.paths[index]} {_bad_rows(images, start, stop)}: {error}"
             ) from None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -121,6 +121,30 @@ class ChunkEncoder:
             "row": np.concatenate(rows),
             "code": np.concatenate(codes),
         }
+
+
+def _bad_rows(images: np.ndarray, start: int, stop: int, shown: int = 10) -> str:
+    """Which rows of ``start:stop`` hold values no model takes (NaN, infinite, or a float
+    outside [0, 1]): ``rows 623, 1000 (2 of rows 600-1200)``; the chunk when none does."""
+    flat = images.reshape(len(images), -1)
+    bad = ~np.isfinite(flat).all(axis=1) if flat.dtype.kind == "f" else np.zeros(len(flat), bool)
+    if flat.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad |= (flat < 0).any(axis=1) | (flat > 1).any(axis=1)
+    rows = np.flatnonzero(bad) + start
+    if len(rows) == 0:
+        return f"rows {start}-{stop}"
+    listed = ", ".join(str(row) for row in rows[:shown]) + (", ..." if len(rows) > shown else "")
+    return f"rows {listed} ({len(rows)} of rows {start}-{stop})"
+
+
+class _ExpectedFailureDropped(logging.Filter):
+    """Drops Ray Data's own log record (a traceback) of an expected failure: the job ends with
+    the project's one line for it instead. Any other failure is logged as Ray logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or _user_error(error) is None
 
 
 def _user_error(error: BaseException) -> BaseException | None:
@@ -211,7 +235,16 @@ def _connect(ray: Any, address: str | None, progress: bool) -> None:
     """Join ``address`` (or start a local cluster) unless Ray is initialised already, and set
     this driver's Ray Data options."""
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=progress)
+        # ERROR: no token-authentication or start-up notices; Ray Data's progress stays INFO.
+        ray.init(address=address, log_to_driver=progress, logging_level=logging.ERROR)
+    # Its "internal error, please open an issue" line for an actor's own exception: what
+    # failed is raised here, with its traceback unless it is an expected failure (_drain).
+    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
+    data_logger = logging.getLogger("ray.data")
+    data_logger.setLevel(logging.INFO if progress else logging.WARNING)
+    for handler in [*data_logger.handlers, *logging.getLogger("ray").handlers]:
+        if not any(isinstance(f, _ExpectedFailureDropped) for f in handler.filters):
+            handler.addFilter(_ExpectedFailureDropped())
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
     # An actor's own exception (bad values in a shard, no GPU), not a wrapper that drops it.

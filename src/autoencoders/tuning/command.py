@@ -69,10 +69,12 @@ def run(
     groups = _by_backend(params, names)
     if len(groups) == 1:
         backend.activate(next(iter(groups)))
+    from autoencoders.models import derived
     from autoencoders.tuning import space  # Keras: after its backend
     from autoencoders.tuning import workers as search
 
-    variants = config.section(params, "variants")
+    # The data-dependent values derived from the training split (models/derived.py).
+    variants = derived.derive_from_split(params, list(names), processed_dir)
     shared = _shared_settings(params, trials, timeout_s, storage)
     try:
         # Validate every variant's search (and the tune section) before the first trial of any.

@@ -52,8 +52,11 @@ quickstart: $(STAMP) ## Offline, ~3 min: one variant on the bundled digits throu
 	@$(BIN)/python -m autoencoders.reporting.experiment $(QUICKSTART_NAME) --variant $(QUICKSTART_VARIANT)
 	@echo "quickstart: every stage ran on digits in a temporary copy; its MLflow runs and models: MLFLOW_TRACKING_URI=$(QUICKSTART_STORE) make ui"
 
-repro: $(STAMP) ## Run the whole DVC pipeline (dvc repro) on params.yaml's data source
-	$(BIN)/dvc repro $(ARGS)
+# make repro: chains at once (empty: one per usable core) and each chain's threads per stage.
+JOBS ?=
+CHAIN_THREADS ?= 1
+repro: $(STAMP) ## The whole pipeline: fetch, preprocess, the variants' chains side by side (JOBS=n at once, default one a core), the report [ARGS='--keep-going' or '--variants conv,dense']; `dvc repro` alone runs it in turn
+	$(BIN)/python tools/repro_chains.py --threads $(CHAIN_THREADS) $(if $(JOBS),--workers $(JOBS)) $(ARGS)
 
 deps: $(STAMP) ## Rewrite dvc.yaml's code deps from each stage script's import closure (tools/stage_deps.py)
 	$(BIN)/python tools/stage_deps.py

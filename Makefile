@@ -26,7 +26,7 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
+	bench-train clean cluster-seeds cluster-shift train-seeds kill-sweep triton batch-encode bench-batch \
 	sample-images bench-data serve promote bench-anomaly deps verify-unchanged
 
 help: ## List every target
@@ -118,6 +118,9 @@ bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder ->
 SEEDS ?= 0,1,2
 cluster-seeds: $(STAMP) ## Best variant's clustering head over SEEDS=0,1,2: mean ± std (after repro)
 	$(BIN)/python -m autoencoders.benchmarks cluster-seeds $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
+
+cluster-shift: $(STAMP) ## cluster@V's head from seeds 42.. and 52.. per variant -> reports/cluster_shift.md
+	$(BIN)/python -m autoencoders.benchmarks cluster-shift $(if $(VARIANT),--variants $(VARIANT))
 
 train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (IDEC: own accuracy) mean ± std
 	$(BIN)/python -m autoencoders.benchmarks train-seeds --variant $(or $(VARIANT),idec) --seeds $(SEEDS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoencoders import inference
+from autoencoders import fileio, inference
 from autoencoders.clustering import deploy
 from autoencoders.evaluation import latent
 
@@ -58,13 +58,17 @@ def test_exported_clusterer_matches_sklearns_mlp_and_generalises(encoder_path, t
     test, test_labels = _images(200, seed=2)
     codes = train.reshape(400, -1) @ weight
     net = deploy.fit_clusterer(codes, train_labels, n_clusters=5, seed=0, hidden_units=16)
-    out = tmp_path / "clusterer" / "clusters.onnx"
-    parity = deploy.write_onnx(
-        path, net, out, parity_images=test[:32], tolerance=1e-5, metadata={"variant": "toy"}
+    folder = tmp_path / "clusterer"
+    parity = deploy.write_clusterer(
+        folder, path, net, parity_images=test[:32], tolerance=1e-5, card={"variant": "toy"}
     )
     assert parity["max_abs_diff"] <= 1e-5 and parity["images"] == 32
-    clusterer = inference.Clusterer(out.parent)
+    card = fileio.read_json(folder / "model_card.json")
+    assert card["file"] == "clusters.onnx" and card["n_clusters"] == 5
+    assert card["encoder_sha256"] == fileio.sha256_file(path) and card["parity"] == parity
+    clusterer = inference.Clusterer(folder)
     assert clusterer.n_clusters == 5 and clusterer.metadata["variant"] == "toy"
+    assert clusterer.metadata["output_name"] == "probabilities"
     assignments, probabilities = clusterer.cluster(test)
     # The reference: scikit-learn's MLP fitted the same way, on the standardised codes.
     mean, scale = codes.mean(axis=0), codes.std(axis=0)

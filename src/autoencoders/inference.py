@@ -303,8 +303,10 @@ class Decoder(OnnxModel):
 
 
 class Clusterer(OnnxModel):
-    """Images -> cluster assignments with an exported ``clusters.onnx`` (input "images", output
-    "probabilities": the soft assignments Q of an IDEC model, rows summing to 1)."""
+    """Images -> cluster assignments with a ``clusters.onnx`` (input "images", output
+    "probabilities", rows summing to 1): any variant's ``clusterers/<v>`` (cluster@V's: the
+    clustering head distilled, encoder + MLP + softmax) or IDEC's ``exports/idec`` (its soft
+    assignments Q)."""
 
     default_name = "clusters.onnx"
 

@@ -16,6 +16,7 @@ thread, seeded.
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from autoencoders import fileio
 from autoencoders.threads import small_blas
 
 OUTPUT = "probabilities"
+FILE = "clusters.onnx"  # inference.Clusterer's default name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +161,44 @@ def write_onnx(
     with fileio.atomic_path(out_path) as staging:
         Path(staging).write_bytes(data)
     return {"max_abs_diff": gap, "tolerance": tolerance, "images": len(parity_images)}
+
+
+def write_clusterer(
+    directory: Path,
+    encoder_path: Path,
+    net: Clusterer,
+    *,
+    parity_images: np.ndarray,
+    tolerance: float,
+    card: dict[str, Any],
+) -> dict[str, Any]:
+    """``directory`` swapped in whole: ``clusters.onnx`` (``write_onnx``'s gate) and its
+    ``model_card.json`` (``card`` plus the file, input, output, encoder checksum, parity);
+    returns the parity figures."""
+    with fileio.atomic_directory(directory) as staging:
+        parity = write_onnx(
+            encoder_path,
+            net,
+            staging / FILE,
+            parity_images=parity_images,
+            tolerance=tolerance,
+            metadata={
+                "variant": str(card.get("variant")),
+                "model": "clusters",
+                "output_name": OUTPUT,
+                "output_shape": json.dumps(["batch", int(net.weights[-1].shape[1])]),
+            },
+        )
+        card = card | {
+            "file": FILE,
+            "input": "images",
+            "output": OUTPUT,
+            "n_clusters": int(net.weights[-1].shape[1]),
+            "encoder_sha256": fileio.sha256_file(encoder_path),
+            "parity": parity,
+        }
+        fileio.write_json(staging / "model_card.json", card)
+    return parity
 
 
 def _set_metadata(model: Any, key: str, value: str) -> None:

@@ -101,7 +101,7 @@ def run_head(
     )
     metrics["variant"] = variant
     metrics["code_size"] = int(test_codes.shape[1])
-    if clusterer_dir is not None and export_dir is not None and arrays["train_codes"] is not None:
+    if clusterer_dir is not None and export_dir is not None:
         metrics.update(
             deploy_clusterer(
                 variant, arrays, params, seed, export_dir, processed_dir, clusterer_dir, tolerance
@@ -138,12 +138,20 @@ def deploy_clusterer(
     clusterer_dir: Path,
     tolerance: float,
 ) -> dict[str, Any]:
-    """Distil the training codes' consensus into ``clusterer_dir``/clusters.onnx and score it
-    on the test images by ONNX Runtime alone: the ``head_inductive_*`` figures."""
+    """Distil the training codes' consensus into ``clusterer_dir``/clusters.onnx (beside its
+    model_card.json; the folder swapped in whole) and score it on the test images by ONNX
+    Runtime alone: the ``head_inductive_*`` figures. Without training codes
+    (``cluster.inductive_subsample`` 0) the folder holds only a card saying so."""
     from autoencoders import inference
     from autoencoders.evaluation.latent import label_scores
 
     started = time.perf_counter()
+    card: dict[str, Any] = {"variant": variant, "file": None, "recipe": None}
+    if arrays["train_codes"] is None:
+        with fileio.atomic_directory(clusterer_dir) as staging:
+            card["why_none"] = "cluster.inductive_subsample is 0: no training codes to fit on"
+            fileio.write_json(staging / "model_card.json", card)
+        return {}
     net = deploy.fit_clusterer(
         arrays["train_codes"],
         arrays["train_partition"],
@@ -153,14 +161,18 @@ def deploy_clusterer(
         epochs=params.clusterer_epochs,
     )
     x_test, y_test = data.load_split(processed_dir, "test")
-    onnx_path = Path(clusterer_dir) / inference.Clusterer.default_name
-    parity = deploy.write_onnx(
+    card |= {
+        "recipe": "the cluster@V head's consensus on training codes, distilled: codes -> "
+        f"standardised -> ReLU {params.clusterer_hidden_units} -> softmax",
+        "training_codes": len(arrays["train_codes"]),
+    }
+    parity = deploy.write_clusterer(
+        clusterer_dir,
         Path(export_dir) / "encoder.onnx",
         net,
-        onnx_path,
         parity_images=np.ascontiguousarray(x_test[:PARITY_IMAGES], np.float32),
         tolerance=tolerance,
-        metadata={"variant": variant, "model": "clusters", "output_name": deploy.OUTPUT},
+        card=card,
     )
     assignments, _ = inference.Clusterer(clusterer_dir).cluster(x_test)
     result: dict[str, Any] = {"head_inductive_parity": parity}

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from autoencoders.manifold import canonical_labels
-from autoencoders.threads import small_blas
 
 KMEANS_RESTARTS = 20  # over a few hundred label tuples: milliseconds each
 
@@ -29,6 +28,7 @@ def consensus(partitions: Sequence[np.ndarray], n_clusters: int, seed: int) -> n
     """(N,) canonically labelled partition closest to all of ``partitions`` (each (N,) ints in
     [0, n_clusters)): k-means with ``n_clusters`` on their concatenated one-hot labels."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     table = np.stack([np.asarray(partition) for partition in partitions], axis=1)  # (N, seeds)
     if table.ndim != 2 or len(table) < n_clusters:
@@ -39,7 +39,8 @@ def consensus(partitions: Sequence[np.ndarray], n_clusters: int, seed: int) -> n
     members = np.ravel(members)
     points = np.concatenate([np.eye(n_clusters)[column] for column in tuples.T], axis=1)
     k = min(n_clusters, len(tuples))
-    with small_blas():
+    # One thread (BLAS and OpenMP): k-means's chunked sums then round the same on any machine.
+    with threadpool_limits(limits=1):
         kmeans = KMeans(k, n_init=KMEANS_RESTARTS, random_state=seed)
         labels = kmeans.fit(points, sample_weight=counts).labels_[members]
     return canonical_labels(labels, n_clusters)[labels]

@@ -130,6 +130,7 @@ def test_head_over_seeds_reports_the_consensus_and_the_spread_of_independent_fit
     ari = [sk.adjusted_rand_score(labels, fit) for fit in fits]
     assert metrics["head_seeds"]["seeds"] == [5, 6, 7]
     assert metrics["head_seeds"]["head_accuracy"] == pytest.approx(accuracy)
+    assert len(metrics["head_seeds"]["modularity"]) == 3
     assert metrics["head_seeds"]["ari_with_consensus"] == pytest.approx(
         [sk.adjusted_rand_score(agreed, fit) for fit in fits], abs=1e-6
     )
@@ -175,6 +176,27 @@ def test_consensus_outvotes_a_minority_solution_whatever_the_names():
     )
     with pytest.raises(ValueError, match="consensus needs"):
         consensus.consensus([truth[:5]], 10, seed=0)
+
+
+def test_modularity_on_the_codes_neighbour_graph_matches_networkx():
+    import networkx
+
+    from autoencoders.clustering import consensus
+
+    codes, labels = _blobs(300, seed=4)
+    graph = manifold.Neighbours.of(codes, "euclidean", 6)
+    reference = networkx.Graph()
+    reference.add_nodes_from(range(300))
+    reference.add_edges_from(
+        (row, int(other)) for row, near in enumerate(graph.indices) for other in near[1:]
+    )
+    shuffled = np.random.default_rng(0).permutation(labels)
+    for partition in (labels, shuffled):
+        communities = [set(np.flatnonzero(partition == c).tolist()) for c in range(10)]
+        expected = networkx.community.modularity(reference, communities)
+        assert consensus.modularity(graph.indices, partition, 10) == pytest.approx(expected)
+    # The blobs' own partition is far more modular than a shuffled one.
+    assert consensus.modularity(graph.indices, labels, 10) > 0.8
 
 
 def test_tasks_spread_over_processes_come_back_in_order_and_raise_there():

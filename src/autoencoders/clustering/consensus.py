@@ -52,3 +52,28 @@ def agreement(partitions: Sequence[np.ndarray], reference: np.ndarray) -> list[f
     from sklearn.metrics import adjusted_rand_score
 
     return [float(adjusted_rand_score(reference, partition)) for partition in partitions]
+
+
+def modularity(indices: np.ndarray, partition: np.ndarray, n_clusters: int) -> float:
+    """Newman's modularity of ``partition`` on the codes' k-nearest-neighbour graph
+    (``indices`` (N, k), each row a code's neighbours, itself first as in
+    ``Neighbours.indices``; edges undirected and unweighted, no self-loops).
+
+    A label-free score in one space common to every seed (the codes' own graph, not a seed's
+    manifold), so, unlike the mixtures' likelihoods, the seeds' values compare."""
+    from scipy import sparse
+
+    n = len(indices)
+    rows = np.repeat(np.arange(n), indices.shape[1] - 1)
+    directed = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, np.asarray(indices)[:, 1:].ravel())), shape=(n, n)
+    )
+    adjacency = ((directed + directed.T) > 0).astype(np.float64)
+    adjacency.setdiag(0)
+    adjacency.eliminate_zeros()
+    partition = np.asarray(partition)
+    members = sparse.csr_matrix((np.ones(n), (np.arange(n), partition)), shape=(n, n_clusters))
+    within = (members.T @ adjacency @ members).diagonal()
+    degrees = members.T @ np.asarray(adjacency.sum(axis=1)).ravel()
+    total = degrees.sum()
+    return float(np.sum(within / total - (degrees / total) ** 2))

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from autoencoders.clustering.consensus import agreement, consensus
+from autoencoders.clustering.consensus import agreement, consensus, modularity
 from autoencoders.config import ConfigError
 from autoencoders.evaluation.latent import label_scores
 from autoencoders.manifold import (
@@ -164,7 +164,7 @@ def score_head(
             flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
         )
     started = time.perf_counter()
-    heads, train_partitions = _fit_all(test, train, seed, params)
+    heads, train_partitions, graph = _fit_all(test, train, seed, params)
     partitions = [fitted.assignments for fitted in heads]
     assignments = consensus(partitions, params.n_clusters, seed)
     metrics: dict[str, Any] = {
@@ -183,8 +183,15 @@ def score_head(
     metrics.update(
         label_free_scores(embedding, assignments, seed, params.silhouette_sample, "head_")
     )
+    metrics["head_modularity"] = round(
+        modularity(graph.indices, assignments, params.n_clusters), 6
+    )
     if params.seeds > 1:
         metrics.update(_spread(heads, assignments, test_labels, seed, params))
+        metrics["head_seeds"]["modularity"] = [
+            round(modularity(graph.indices, fitted.assignments, params.n_clusters), 6)
+            for fitted in heads
+        ]
     train_partition = None
     if train is not None:
         train_partition = consensus(train_partitions, params.n_clusters, seed)
@@ -200,21 +207,24 @@ def score_head(
 
 def _fit_all(
     test: np.ndarray, train: np.ndarray | None, seed: int, params: HeadParams
-) -> tuple[list[Head], list[np.ndarray]]:
+) -> tuple[list[Head], list[np.ndarray], Neighbours]:
     """(heads of seeds ``seed`` .. ``seed + seeds - 1`` on the test codes, the same seeds'
-    partitions of the training codes, none without them), fitted side by side; the seeds
-    share one neighbour graph of each split, computed here."""
+    partitions of the training codes, none without them, the test codes' neighbour graph),
+    fitted side by side; the seeds share one neighbour graph of each split, computed here."""
     settings = params.fit_settings()
     seeds = range(seed, seed + params.seeds)
     tasks: list[tuple[Any, ...]] = []
+    graphs = []
     for codes, kind in ((test, "test"), (train, "train")):
         if codes is not None:
-            graph = Neighbours.of(
-                codes, params.metric, neighbour_count(params.n_neighbors, len(codes))
+            graphs.append(
+                Neighbours.of(
+                    codes, params.metric, neighbour_count(params.n_neighbors, len(codes))
+                )
             )
-            tasks += [(kind, codes, other, settings, graph) for other in seeds]
+            tasks += [(kind, codes, other, settings, graphs[-1]) for other in seeds]
     results = spread_over_processes(_fit_task, tasks, params.processes)
-    return results[: len(seeds)], results[len(seeds) :]
+    return results[: len(seeds)], results[len(seeds) :], graphs[0]
 
 
 def _fit_task(

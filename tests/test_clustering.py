@@ -195,8 +195,13 @@ def test_modularity_on_the_codes_neighbour_graph_matches_networkx():
         communities = [set(np.flatnonzero(partition == c).tolist()) for c in range(10)]
         expected = networkx.community.modularity(reference, communities)
         assert consensus.modularity(graph.indices, partition, 10) == pytest.approx(expected)
-    # The blobs' own partition is far more modular than a shuffled one.
+    # The blobs' own partition is far more modular than a shuffled one, and is the one kept.
     assert consensus.modularity(graph.indices, labels, 10) > 0.8
+    by_modularity = clustering.HeadParams(partition="modularity")
+    kept = clustering.head.one_partition([shuffled, labels], graph, by_modularity, 0)
+    assert np.array_equal(kept, labels)
+    with pytest.raises(ConfigError, match="cluster.partition"):
+        clustering.HeadParams(partition="vote")
 
 
 def test_tasks_spread_over_processes_come_back_in_order_and_raise_there():

@@ -68,6 +68,9 @@ class HeadParams:
     inductive_subsample: int = 10000  # training codes the inductive head is fitted on (0: none)
     seeds: int = 5  # N2D fits over this many seeds: their consensus reported, mean and std
     processes: int = 0  # fits run side by side in this many processes (0: one a usable core)
+    # The reported partition: "consensus" of the seeds' partitions (co-association), or the
+    # seed's partition of highest "modularity" on the codes' own neighbour graph.
+    partition: str = "consensus"
     clusterer_hidden_units: int = 256  # the exported clusterer's hidden layer (clusters.onnx)
     clusterer_epochs: int = 100  # its training budget (Adam epochs on the training codes)
     silhouette_sample: int = 2000
@@ -96,6 +99,10 @@ class HeadParams:
             raise ConfigError(
                 "cluster.covariance_type must be one of ['diag', 'full', 'spherical', 'tied'], "
                 f"got {self.covariance_type!r}."
+            )
+        if self.partition not in ("consensus", "modularity"):
+            raise ConfigError(
+                f"cluster.partition must be 'consensus' or 'modularity', got {self.partition!r}."
             )
         if self.view not in ("pca", "umap"):
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
@@ -164,9 +171,9 @@ def score_head(
             flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
         )
     started = time.perf_counter()
-    heads, train_partitions, graph = _fit_all(test, train, seed, params)
-    partitions = [fitted.assignments for fitted in heads]
-    assignments = consensus(partitions, params.n_clusters, seed)
+    heads, train_partitions, graphs = _fit_all(test, train, seed, params)
+    graph = graphs[0]
+    assignments = one_partition([h.assignments for h in heads], graph, params, seed)
     metrics: dict[str, Any] = {
         "head_recipe": (
             f"UMAP {params.n_components}-d ({params.n_neighbors} neighbours, min_dist "
@@ -194,7 +201,7 @@ def score_head(
         ]
     train_partition = None
     if train is not None:
-        train_partition = consensus(train_partitions, params.n_clusters, seed)
+        train_partition = one_partition(train_partitions, graphs[1], params, seed)
         metrics["head_inductive_codes"] = len(train)
     arrays = {
         "embedding": embedding,
@@ -205,11 +212,22 @@ def score_head(
     return metrics, arrays
 
 
+def one_partition(
+    partitions: Sequence[np.ndarray], graph: Neighbours, params: HeadParams, seed: int
+) -> np.ndarray:
+    """The reported partition of the seeds' ``partitions`` (``params.partition``): their
+    consensus, or the one of highest modularity on the codes' neighbour ``graph``."""
+    if params.partition == "consensus":
+        return consensus(partitions, params.n_clusters, seed)
+    scores = [modularity(graph.indices, partition, params.n_clusters) for partition in partitions]
+    return np.asarray(partitions[int(np.argmax(scores))])
+
+
 def _fit_all(
     test: np.ndarray, train: np.ndarray | None, seed: int, params: HeadParams
-) -> tuple[list[Head], list[np.ndarray], Neighbours]:
+) -> tuple[list[Head], list[np.ndarray], list[Neighbours]]:
     """(heads of seeds ``seed`` .. ``seed + seeds - 1`` on the test codes, the same seeds'
-    partitions of the training codes, none without them, the test codes' neighbour graph),
+    partitions of the training codes, none without them, the splits' neighbour graphs),
     fitted side by side; the seeds share one neighbour graph of each split, computed here."""
     settings = params.fit_settings()
     seeds = range(seed, seed + params.seeds)
@@ -224,7 +242,7 @@ def _fit_all(
             )
             tasks += [(kind, codes, other, settings, graphs[-1]) for other in seeds]
     results = spread_over_processes(_fit_task, tasks, params.processes)
-    return results[: len(seeds)], results[len(seeds) :], graphs[0]
+    return results[: len(seeds)], results[len(seeds) :], graphs
 
 
 def _fit_task(

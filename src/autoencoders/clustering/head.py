@@ -107,6 +107,14 @@ class HeadParams:
         if self.view not in ("pca", "umap"):
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
 
+    def recipe(self) -> str:
+        """The head in words, as metrics and the report show it."""
+        return (
+            f"UMAP {self.n_components}-d ({self.n_neighbors} neighbours, min_dist "
+            f"{self.min_dist:g}) + GaussianMixture ({self.covariance_type}, "
+            f"k={self.n_clusters}), {self.partition} of {self.seeds} seeds"
+        )
+
     def fit_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``fit_head`` these params set."""
         keys = ("n_clusters", "n_components", "n_neighbors", "min_dist", "metric", "n_epochs")
@@ -175,11 +183,7 @@ def score_head(
     graph = graphs[0]
     assignments = one_partition([h.assignments for h in heads], graph, params, seed)
     metrics: dict[str, Any] = {
-        "head_recipe": (
-            f"UMAP {params.n_components}-d ({params.n_neighbors} neighbours, min_dist "
-            f"{params.min_dist:g}) + GaussianMixture ({params.covariance_type}, "
-            f"k={params.n_clusters}), consensus of {params.seeds} seeds"
-        ),
+        "head_recipe": params.recipe(),
         "head_codes": len(test),
         "head_seconds": round(time.perf_counter() - started, 3),
         "labelled": test_labels is not None,
@@ -203,13 +207,8 @@ def score_head(
     if train is not None:
         train_partition = one_partition(train_partitions, graphs[1], params, seed)
         metrics["head_inductive_codes"] = len(train)
-    arrays = {
-        "embedding": embedding,
-        "assignments": assignments,
-        "train_partition": train_partition,
-        "train_codes": train,
-    }
-    return metrics, arrays
+    arrays = {"embedding": embedding, "assignments": assignments}
+    return metrics, arrays | {"train_partition": train_partition, "train_codes": train}
 
 
 def one_partition(

@@ -26,9 +26,9 @@ ALLOWED_HOSTS ?=
 DVC_REMOTE ?=
 
 .PHONY: help venv quickstart repro test test-fast lint format tune ui server push pull dashboard bench \
-	bench-train clean cluster-seeds train-seeds kill-sweep triton batch-encode bench-batch \
-	sample-images bench-data serve promote bench-anomaly bench-photos bench-defects deps \
-	verify-unchanged
+	bench-train clean cluster-seeds cluster-shift train-seeds kill-sweep triton batch-encode \
+	bench-batch sample-images bench-data serve promote bench-anomaly bench-photos bench-defects \
+	deps verify-unchanged
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -122,6 +122,9 @@ bench: $(STAMP) ## ONNX Runtime vs tf.function latency/throughput per encoder ->
 SEEDS ?= 0,1,2
 cluster-seeds: $(STAMP) ## Best variant's clustering head over SEEDS=0,1,2: mean ± std (after repro)
 	$(BIN)/python -m autoencoders.benchmarks cluster-seeds $(if $(VARIANT),--variant $(VARIANT),--best) --seeds $(SEEDS)
+
+cluster-shift: $(STAMP) ## cluster@V's head from seeds 42.. and 52.. per variant -> reports/cluster_shift.md
+	$(BIN)/python -m autoencoders.benchmarks cluster-shift $(if $(VARIANT),--variants $(VARIANT))
 
 train-seeds: $(STAMP) ## A variant's final training over SEEDS=0,1,2: test MSE (IDEC: own accuracy) mean ± std
 	$(BIN)/python -m autoencoders.benchmarks train-seeds --variant $(or $(VARIANT),idec) --seeds $(SEEDS)

@@ -3,7 +3,7 @@
 python pipeline/cluster.py --variant conv      # what `dvc repro cluster@conv` runs
 python pipeline/cluster.py --pixels            # the raw-pixel anchor (`dvc repro cluster_pixels`)
 
-The work is ``autoencoders.clustering.stage`` (metrics/cluster/<V>.json, plots/cluster/<V>/).
+Work: ``autoencoders.clustering.stage`` (metrics/cluster/<V>.json, plots, clusterers/<V>/).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--variant", help="a key of params.yaml `variants`")
     which.add_argument("--pixels", action="store_true", help="the raw-pixel anchor")
     parser.add_argument("--params", default=paths.PARAMS)
-    args = parser.parse_args(argv)
-    params = config.load_params(args.params)
+    params = config.load_params((args := parser.parse_args(argv)).params)
     if args.variant:
         config.variant_block(params, args.variant, stage="cluster")
     name = args.variant or paths.PIXELS
@@ -37,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics_path=paths.cluster_metrics(name),
         plot_dir=paths.cluster_plots(name),
         timings_dir=paths.TIMINGS,
+        clusterer_dir=paths.clusterer(name) if args.variant else None,
+        tolerance=config.value(params, "export.tolerance", float) if args.variant else 0.0,
     )
 
 

@@ -40,7 +40,7 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_head_recovers_gaussian_blobs_in_50d_both_protocols():
     test_codes, test_labels = _blobs(1200, seed=1)
-    train_codes, _ = _blobs(1500, seed=2)
+    train_codes, train_labels = _blobs(1500, seed=2)
     params = clustering.HeadParams(
         inductive_subsample=1000, silhouette_sample=500, seeds=1, gmm_n_init=1, processes=1
     )
@@ -49,8 +49,11 @@ def test_head_recovers_gaussian_blobs_in_50d_both_protocols():
     )
     assert metrics["head_accuracy"] >= 0.99
     assert metrics["head_nmi"] >= 0.97
-    assert metrics["head_inductive_accuracy"] >= 0.99
     assert metrics["head_inductive_codes"] == 1000
+    rows = clustering.head.inductive_sample(np.arange(1500), 1000, 0)
+    assert np.array_equal(arrays["train_codes"], train_codes[rows])
+    partition = arrays["train_partition"]
+    assert latent.clustering_accuracy(train_labels[rows], partition) >= 0.99
     assert arrays["embedding"].shape == (1200, 10)
     assert sorted(np.unique(arrays["assignments"])) == list(range(10))
     assert sum(metrics["head_cluster_sizes"]) == 1200
@@ -77,7 +80,7 @@ def test_unlabeled_npz_runs_through_the_head(tmp_path):
     assert metrics["labelled"] is False
     assert metrics["head_silhouette"] > 0.5  # the blobs are found without labels
     assert sum(metrics["head_cluster_sizes"]) == len(x_test)
-    assert sum(metrics["head_inductive_cluster_sizes"]) == len(x_test)
+    assert len(arrays["train_partition"]) == 300
     rows = clustering_report.head_rows(["mine"], {"mine": metrics}, {"mine": None})
     section = clustering_report.render_head_section(
         rows, None, None, clustering_report.head_quality(rows)
@@ -101,12 +104,14 @@ def test_seed_summary_is_mean_and_sample_std():
     assert summary["head_accuracy"]["std"] == pytest.approx(0.05)
 
 
-def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(digits_small):
+def test_head_over_seeds_reports_the_consensus_and_the_spread_of_independent_fits(digits_small):
     """cluster.seeds: heads fitted one by one with seeds s, s+1, ... (each recomputing its
-    neighbour graph); the kept one has the highest mixture log-likelihood (scikit-learn's
-    ``score``) on its manifold; mean and sample std scored with scikit-learn's NMI and ARI;
-    run side by side in two processes, the same figures and arrays."""
+    neighbour graph); the reported partition is their consensus, whatever their order; mean and
+    sample std scored with scikit-learn's NMI and ARI; run side by side in two processes, the
+    same figures and arrays."""
     from sklearn import metrics as sk
+
+    from autoencoders.clustering import consensus
 
     codes = digits_small["x_test"].reshape(300, -1)
     labels = digits_small["y_test"]
@@ -117,18 +122,22 @@ def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(
     metrics_copy = dict(metrics)
     heads = [clustering.fit_head(codes, seed=seed, n_epochs=100) for seed in (5, 6, 7)]
     fits = [head.assignments for head in heads]
-    likeliest = int(np.argmax([head.mixture.score(head.embedding) for head in heads]))
-    assert metrics["head_seed"] == 5 + likeliest
-    assert np.array_equal(arrays["assignments"], fits[likeliest])
+    agreed = consensus.consensus(fits, 10, 5)
+    assert np.array_equal(arrays["assignments"], agreed)
+    assert sk.adjusted_rand_score(consensus.consensus(fits[::-1], 10, 5), agreed) == 1.0
     accuracy = [latent.clustering_accuracy(labels, fit) for fit in fits]
     nmi = [sk.normalized_mutual_info_score(labels, fit) for fit in fits]
     ari = [sk.adjusted_rand_score(labels, fit) for fit in fits]
     assert metrics["head_seeds"]["seeds"] == [5, 6, 7]
     assert metrics["head_seeds"]["head_accuracy"] == pytest.approx(accuracy)
+    assert len(metrics["head_seeds"]["modularity"]) == 3
+    assert metrics["head_seeds"]["ari_with_consensus"] == pytest.approx(
+        [sk.adjusted_rand_score(agreed, fit) for fit in fits], abs=1e-6
+    )
     for key, values in (("accuracy", accuracy), ("nmi", nmi), ("ari", ari)):
         assert metrics[f"head_{key}_mean"] == pytest.approx(np.mean(values))
         assert metrics[f"head_{key}_std"] == pytest.approx(np.std(values, ddof=1))
-    assert metrics["head_accuracy"] == pytest.approx(accuracy[likeliest])
+    assert metrics["head_accuracy"] == pytest.approx(latent.clustering_accuracy(labels, agreed))
     # The same fits side by side in two processes (the parent and a spawned one): same figures.
     parallel = dataclasses.replace(params, processes=2)
     side_by_side, parallel_arrays = clustering.score_head(codes, labels, params=parallel, seed=5)
@@ -142,6 +151,57 @@ def test_head_over_seeds_keeps_the_likeliest_and_the_spread_of_independent_fits(
     assert (quality["below_0.90_mean_minus_std_with_code_ge_10"] == []) == bar
     section = clustering_report.render_head_section(rows, None, None, quality)
     assert f"{np.mean(accuracy):.3f} ± {np.std(accuracy, ddof=1):.3f}" in section
+
+
+def test_consensus_outvotes_a_minority_solution_whatever_the_names():
+    """Five partitions of 10 groups of 50: three right (each spelled with other names), two
+    that merge groups 0 and 1 and split group 2; the consensus is the right one, as the
+    co-association says (groups 0 and 1 apart in 3 of 5, group 2 together in 3 of 5)."""
+    from sklearn import metrics as sk
+
+    from autoencoders.clustering import consensus
+
+    truth = np.repeat(np.arange(10), 50)
+    rng = np.random.default_rng(0)
+    right = [rng.permutation(10)[truth] for _ in range(3)]
+    wrong = truth.copy()
+    wrong[truth == 1] = 0
+    wrong[(truth == 2) & (np.arange(500) % 2 == 0)] = 1
+    partitions = [right[0], wrong, right[1], rng.permutation(10)[wrong], right[2]]
+    agreed = consensus.consensus(partitions, 10, seed=0)
+    assert sk.adjusted_rand_score(truth, agreed) == 1.0
+    assert list(np.bincount(agreed)) == [50] * 10
+    assert consensus.agreement(partitions, agreed) == pytest.approx(
+        [1.0, sk.adjusted_rand_score(truth, wrong)] * 2 + [1.0]
+    )
+    with pytest.raises(ValueError, match="consensus needs"):
+        consensus.consensus([truth[:5]], 10, seed=0)
+
+
+def test_modularity_on_the_codes_neighbour_graph_matches_networkx():
+    import networkx
+
+    from autoencoders.clustering import consensus
+
+    codes, labels = _blobs(300, seed=4)
+    graph = manifold.Neighbours.of(codes, "euclidean", 6)
+    reference = networkx.Graph()
+    reference.add_nodes_from(range(300))
+    reference.add_edges_from(
+        (row, int(other)) for row, near in enumerate(graph.indices) for other in near[1:]
+    )
+    shuffled = np.random.default_rng(0).permutation(labels)
+    for partition in (labels, shuffled):
+        communities = [set(np.flatnonzero(partition == c).tolist()) for c in range(10)]
+        expected = networkx.community.modularity(reference, communities)
+        assert consensus.modularity(graph.indices, partition, 10) == pytest.approx(expected)
+    # The blobs' own partition is far more modular than a shuffled one, and is the one kept.
+    assert consensus.modularity(graph.indices, labels, 10) > 0.8
+    by_modularity = clustering.HeadParams(partition="modularity")
+    kept = clustering.head.one_partition([shuffled, labels], graph, by_modularity, 0)
+    assert np.array_equal(kept, labels)
+    with pytest.raises(ConfigError, match="cluster.partition"):
+        clustering.HeadParams(partition="vote")
 
 
 def test_tasks_spread_over_processes_come_back_in_order_and_raise_there():
@@ -167,7 +227,9 @@ params = clustering.HeadParams(
 metrics, arrays = clustering.score_head(
     codes[:300], np.load(sys.argv[2]), params=params, seed=3, train_codes=codes[300:]
 )
-metrics.pop("head_seconds"), metrics.pop("head_inductive_seconds")
+metrics.pop("head_seconds")
+metrics["train_partition_sizes"] = np.bincount(arrays.pop("train_partition")).tolist()
+arrays.pop("train_codes")
 with open(sys.argv[3], "w") as handle:
     json.dump(metrics, handle)
 np.savez(sys.argv[4], **arrays)
@@ -223,7 +285,7 @@ def test_head_gives_the_same_bytes_across_thread_counts_and_cpu_targets(tmp_path
     assert metrics["head_accuracy"] > 0.5  # real digits found (chance ~0.1)
     sizes = metrics["head_cluster_sizes"]
     assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 300
-    inductive = metrics["head_inductive_cluster_sizes"]
+    inductive = metrics["train_partition_sizes"]
     assert inductive == sorted(inductive, reverse=True) and sum(inductive) == 300
 
 

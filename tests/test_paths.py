@@ -94,7 +94,11 @@ def test_dvc_yaml_declares_the_outputs_paths_names(variant):
         "evaluate": {paths.metrics(variant), paths.plots(variant)},
         "export": {paths.export(variant), paths.export_metrics(variant)},
         "anomaly": {paths.scorer(variant), paths.anomaly_metrics(variant)},
-        "cluster": {paths.cluster_metrics(variant), paths.cluster_plots(variant)},
+        "cluster": {
+            paths.cluster_metrics(variant),
+            paths.cluster_plots(variant),
+            paths.clusterer(variant),
+        },
     }
     for name, outputs in expected.items():
         declared = _outs(_stage(name, variant))

@@ -2,7 +2,7 @@
 
     python -m autoencoders encode --model exports/conv --input images.npy --output codes.npy
     python -m autoencoders decode --model exports/conv --input codes.npy --output images.npy
-    python -m autoencoders cluster --model exports/idec --input images.npy --output clusters.npz
+    python -m autoencoders cluster --model clusterers/conv --input images.npy --output c.npz
     python -m autoencoders score --model scorers/conv --input images.npy --output scores.npz
 
 ``--input`` is a ``.npy`` file, or a ``.npz`` whose array is picked by ``--key`` (default ``x``);
@@ -10,7 +10,8 @@ for encode, score and cluster also an image file (PNG, JPEG, ...) or a folder of
 in sorted order and decoded as fetch decodes a folder, under the export's input contract
 (``inference.Encoder(...).contract``: size, colour mode, interpolation, crop or pad).
 Images are uint8 0-255 or float in [0, 1]; the output ``.npy`` is written atomically. ``cluster``
-(an export with ``clusters.onnx``) writes an ``.npz`` holding ``assignments`` (N,) and
+(a folder with ``clusters.onnx``: any variant's ``clusterers/<v>``, cluster@V's, or IDEC's
+``exports/idec``) writes an ``.npz`` holding ``assignments`` (N,) and
 ``probabilities`` (N, n_clusters); ``score`` (a scorer folder, ``scorers/<v>`` with
 ``scorer.onnx``, or the file) one holding ``scores`` (N,), ``labels`` (N,) bool (score above
 the scorer's threshold) and, with ``--maps``, ``maps`` (N, H, W, C) and ``local_maps``

@@ -306,8 +306,9 @@ class Decoder(OnnxModel):
 
 
 class Clusterer(OnnxModel):
-    """Images -> cluster assignments with an exported ``clusters.onnx`` (input "images", output
-    "probabilities": the soft assignments Q of an IDEC model, rows summing to 1)."""
+    """Images -> cluster assignments with a ``clusters.onnx`` ("images" -> "probabilities"):
+    any variant's ``clusterers/<v>`` (cluster@V's distilled head: encoder + MLP + softmax) or
+    IDEC's ``exports/idec`` (its soft assignments Q)."""
 
     default_name = "clusters.onnx"
 

@@ -11,7 +11,8 @@ the library spells a repository-relative path (``tests/test_paths.py``). A stage
     evaluate@V      model(V) -> metrics(V), plots(V)
     export@V        model(V) -> export(V), export_metrics(V)
     anomaly@V       model(V), export(V) -> scorer(V), anomaly_metrics(V)
-    cluster@V       export(V) -> cluster_metrics(V), cluster_plots(V)   (PIXELS: raw pixels)
+    cluster@V       export(V) -> cluster_metrics(V), cluster_plots(V), clusterer(V)
+                    (PIXELS: raw pixels, no clusterer)
     report          every metrics file -> REPORTS
 """
 
@@ -29,6 +30,7 @@ TUNING = Path("tuning")
 MODELS = Path("models")
 EXPORTS = Path("exports")
 SCORERS = Path("scorers")
+CLUSTERERS = Path("clusterers")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
@@ -83,6 +85,12 @@ def cluster_metrics(variant: str) -> Path:
 
 def cluster_plots(variant: str) -> Path:
     return PLOTS / "cluster" / variant
+
+
+def clusterer(variant: str) -> Path:
+    """A variant's deployable clusterer (clusters.onnx: images -> cluster posteriors, its card);
+    cluster@V's, beside export@V's folder, which DVC gives to export@V whole."""
+    return CLUSTERERS / variant
 
 
 def report_metrics() -> Path:

@@ -4,6 +4,7 @@ python -m autoencoders.benchmarks latency [--variants conv vae]   # make bench
 python -m autoencoders.benchmarks training                        # make bench-train
 python -m autoencoders.benchmarks train-seeds --variant idec --seeds 0,1,2   # make train-seeds
 python -m autoencoders.benchmarks cluster-seeds --best --seeds 0,1,2         # make cluster-seeds
+python -m autoencoders.benchmarks cluster-shift [--variants dense vae]      # make cluster-shift
 python -m autoencoders.benchmarks data --folder data/bench-images           # make bench-data
 python -m autoencoders.benchmarks one-class                                  # make bench-anomaly
 python -m autoencoders.benchmarks photos                                     # make bench-photos
@@ -12,7 +13,8 @@ python -m autoencoders.benchmarks defects                                    # m
 ``latency``: ONNX Runtime against tf.function per exported encoder (reports/bench.{json,md}).
 ``training``: the seed code's ``model.fit`` against the trainer (reports/train_bench.{json,md};
 needs data/processed). ``train-seeds`` and ``cluster-seeds`` print mean ± std over seeds and
-write nothing. ``data``: a folder's fetch and the shards' epoch against keras's
+write nothing; ``cluster-shift``: the cluster@V head from seeds 42+ and 52+ per variant
+(reports/cluster_shift.{json,md}). ``data``: a folder's fetch and the shards' epoch against keras's
 ``image_dataset_from_directory``, and DVC's no-op on the folder, at params.yaml's
 ``data.image_size`` and ``data.color_mode`` (reports/data_bench.{json,md}).
 ``one-class``: the one-class MNIST anomaly benchmark, params.yaml ``anomaly_bench`` (needs
@@ -106,6 +108,25 @@ def cluster_seeds(args: argparse.Namespace, params: dict) -> None:
         config.variant_block(params, args.variant, stage="cluster")
     variant = args.variant or seeds.best_variant()
     seeds.cluster_seeds(variant, settings, config.parse_seeds(args.seeds))
+
+
+def cluster_shift(args: argparse.Namespace, params: dict) -> None:
+    from autoencoders import clustering
+    from autoencoders.benchmarks import cluster_seeds
+
+    settings = config.from_mapping(
+        clustering.HeadParams, config.section(params, "cluster"), "cluster"
+    )
+    variants = args.variants or [
+        name for name in config.section(params, "variants") if paths.export(name).exists()
+    ]
+    cluster_seeds.run(
+        variants,
+        settings,
+        config.value(params, "seed", int),
+        Path(args.processed_dir),
+        Path(args.output_dir),
+    )
 
 
 def data_bench(args: argparse.Namespace, params: dict) -> None:
@@ -226,6 +247,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "training": training,
     "train-seeds": train_seeds,
     "cluster-seeds": cluster_seeds,
+    "cluster-shift": cluster_shift,
     "data": data_bench,
     "one-class": one_class,
     "photos": photos,

@@ -4,13 +4,13 @@
 (params.yaml, then tuning/<V>/best.json) once per seed, in memory, and scores each model on the
 test split: MSE and, for a clustering model (IDEC), the accuracy, NMI and ARI of its own
 assignments (argmax Q). ``make cluster-seeds`` refits the clustering head on the same codes per
-seed. Nothing is written; labels only score.
+seed (one fit each, no consensus; ``make cluster-shift``: the stage's consensus under a seed
+shift). Nothing is written; labels only score.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -77,14 +77,13 @@ def best_variant() -> str:
 
 def cluster_seeds(variant: str, params: clustering.HeadParams, seeds: list[int]) -> dict[str, Any]:
     """The head over several seeds on the same codes: mean ± std printed; nothing written."""
-    # Every training code: each seed's head draws its own subsample of them.
-    every = sys.maxsize if params.inductive_subsample > 0 else 0
+    # The test codes only: the inductive figure is the stage's exported clusterer's.
     export_dir = None if variant == stage.PIXELS else paths.export(variant)
-    test_codes, y_test, train_codes = stage.inputs(export_dir, paths.PROCESSED, every, seed=0)
+    test_codes, y_test, train_codes = stage.inputs(export_dir, paths.PROCESSED, 0, seed=0)
     if y_test is None:
         raise SystemExit("--seeds scores accuracy and needs labels; this dataset has none.")
-    # One fit per seed (both protocols), not the stage's likeliest of cluster.seeds fits.
-    one = dataclasses.replace(params, seeds=1)
+    # One fit per seed, not the stage's consensus of cluster.seeds fits.
+    one = dataclasses.replace(params, seeds=1, inductive_subsample=0)
     results = []
     for seed in seeds:
         metrics, _ = clustering.score_head(

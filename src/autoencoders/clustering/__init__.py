@@ -2,18 +2,13 @@
 
 ``head`` fits and scores it (on ``autoencoders.manifold``: UMAP pinned, exact neighbours);
 ``figures`` draws it (its 2-d view); ``stage`` is the ``cluster@V`` stage's work; ``report`` is
-the report's section on it. ``head``'s public names are importable from here.
+the report's section on it; ``consensus`` makes one partition of the seeds' partitions;
+``deploy`` distils the inductive partition into an exported ``clusters.onnx``. The head's
+public names (and ``manifold``'s fit and predict) are importable from here.
 """
 
-from autoencoders.clustering.head import (
-    Head,
-    HeadParams,
-    fit_head,
-    label_free_scores,
-    predict_head,
-    score_head,
-    summarise_seeds,
-)
+from autoencoders.clustering.head import HeadParams, label_free_scores, score_head, summarise_seeds
+from autoencoders.manifold import Head, fit_head, predict_head
 
 __all__ = [
     "Head",

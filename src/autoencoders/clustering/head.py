@@ -9,15 +9,14 @@
 
 - N2D protocol (McConville et al., rymc/n2d): the head is fitted on the test split's codes and
   scored on those same codes (``head_accuracy``, ``head_nmi``, ``head_ari``);
-- inductive: fitted on a seeded subsample of training codes, then applied to the test codes
-  (``head_inductive_accuracy``, ...), what a deployed head would see;
-- over seeds (``cluster.seeds``): the N2D protocol is fitted with seeds ``seed`` to
-  ``seed + seeds - 1`` on the same codes (one neighbour graph) and the head whose mixture has
-  the highest log-likelihood on its own manifold is kept (``head_seed``), as the mixture keeps
-  its best restart; ``head_accuracy_mean`` / ``_std``, ... give the spread over the seeds. One
-  seed's figure is a draw: on MNIST codes the head lands in one of two solutions (two digits
-  merged, or not) and a change in the codes' last bits, or of the seed, picks the other
-  (docs/clustering.md, docs/determinism.md).
+- over seeds (``cluster.seeds``): the head is fitted with seeds ``seed`` to
+  ``seed + seeds - 1`` on the same codes (one neighbour graph) and the reported partition is
+  their consensus (``clustering.consensus``: co-association, no seed is picked), so shifting
+  the seeds hardly moves it; ``head_accuracy_mean`` / ``_std``, ... give the single seeds'
+  spread and ``head_seeds`` each seed's figures and agreement (ARI) with the consensus;
+- inductive: the same seeds' consensus on a seeded subsample of training codes
+  (``arrays["train_partition"]``), which ``clustering.deploy`` distils into an exported
+  clusterer and scores on the test images (``head_inductive_accuracy``).
 
 Labels only score: fitting never sees them, and without labels (an ``npz`` source without ``y``)
 the head reports label-free figures instead (silhouette of its clusters in the manifold, cluster
@@ -41,17 +40,17 @@ from typing import Any
 
 import numpy as np
 
+from autoencoders.clustering.consensus import agreement, consensus, modularity
 from autoencoders.config import ConfigError
 from autoencoders.evaluation.latent import label_scores
-from autoencoders.manifold import (  # re-exported: the head's public names
+from autoencoders.manifold import (
     Head,
     Neighbours,
     fit_head,
     flat_codes,
     neighbour_count,
-    predict_head,
 )
-from autoencoders.threads import small_blas, spread_over_processes
+from autoencoders.threads import spread_over_processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +66,13 @@ class HeadParams:
     covariance_type: str = "full"
     gmm_n_init: int = 10  # restarts, the best likelihood kept
     inductive_subsample: int = 10000  # training codes the inductive head is fitted on (0: none)
-    seeds: int = 5  # N2D fits over this many seeds: the best likelihood kept, mean and std
+    seeds: int = 5  # N2D fits over this many seeds: their consensus reported, mean and std
     processes: int = 0  # fits run side by side in this many processes (0: one a usable core)
+    # The reported partition: "consensus" of the seeds' partitions (co-association), or the
+    # seed's partition of highest "modularity" on the codes' own neighbour graph.
+    partition: str = "consensus"
+    clusterer_hidden_units: int = 256  # the exported clusterer's hidden layer (clusters.onnx)
+    clusterer_epochs: int = 100  # its training budget (Adam epochs on the training codes)
     silhouette_sample: int = 2000
     view: str = "pca"  # the 2-d figure: "pca" of the manifold (free) or "umap" (a 2-d refit)
 
@@ -82,6 +86,8 @@ class HeadParams:
             "inductive_subsample": self.inductive_subsample >= 0,
             "processes": self.processes >= 0,
             "seeds": self.seeds >= 1,
+            "clusterer_hidden_units": self.clusterer_hidden_units >= 1,
+            "clusterer_epochs": self.clusterer_epochs >= 1,
             "silhouette_sample": self.silhouette_sample >= 2,
         }
         for key, ok in positive.items():
@@ -94,8 +100,20 @@ class HeadParams:
                 "cluster.covariance_type must be one of ['diag', 'full', 'spherical', 'tied'], "
                 f"got {self.covariance_type!r}."
             )
+        if self.partition not in ("consensus", "modularity"):
+            raise ConfigError(
+                f"cluster.partition must be 'consensus' or 'modularity', got {self.partition!r}."
+            )
         if self.view not in ("pca", "umap"):
             raise ConfigError(f"cluster.view must be 'pca' or 'umap', got {self.view!r}.")
+
+    def recipe(self) -> str:
+        """The head in words, as metrics and the report show it."""
+        return (
+            f"UMAP {self.n_components}-d ({self.n_neighbors} neighbours, min_dist "
+            f"{self.min_dist:g}) + GaussianMixture ({self.covariance_type}, "
+            f"k={self.n_clusters}), {self.partition} of {self.seeds} seeds"
+        )
 
     def fit_settings(self) -> dict[str, Any]:
         """The keyword arguments of ``fit_head`` these params set."""
@@ -143,13 +161,16 @@ def score_head(
     seed: int,
     train_codes: Any | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both protocols on one variant's codes; returns (metrics, arrays for the figure).
+    """Both protocols on one variant's codes; returns (metrics, arrays).
 
-    Metrics: ``head_accuracy``, ``head_nmi``, ``head_ari`` (N2D protocol, with labels),
-    ``head_inductive_accuracy``/``_nmi``/``_ari`` (with training codes and labels), label-free
-    ``head_silhouette``, ``head_cluster_sizes``, and the seconds the fits took. The fits (one a
-    seed, and the inductive one) are independent and single-threaded: they run side by side in
-    ``params.processes`` processes, each giving what it gives alone.
+    Metrics: ``head_accuracy``, ``head_nmi``, ``head_ari`` of the seeds' consensus (N2D
+    protocol, with labels), label-free ``head_silhouette`` (in the first seed's manifold),
+    ``head_cluster_sizes``, the spread of the single seeds, and the seconds the fits took.
+    Arrays: ``embedding`` (the first seed's manifold) and ``assignments`` (the consensus) of
+    the test codes, and ``train_partition``: the consensus on the seeded subsample of training
+    codes ``train_rows`` (None without training codes). The fits (one a seed and split) are
+    independent and single-threaded: they run side by side in ``params.processes`` processes,
+    each giving what it gives alone.
     """
     test = flat_codes(test_codes, "test codes")
     train = None
@@ -158,73 +179,80 @@ def score_head(
             flat_codes(train_codes, "training codes"), params.inductive_subsample, seed
         )
     started = time.perf_counter()
-    heads, likelihoods, inductive = _fit_all(test, train, seed, params)
-    chosen = int(np.argmax(likelihoods))
-    head = heads[chosen]
+    heads, train_partitions, graphs = _fit_all(test, train, seed, params)
+    graph = graphs[0]
+    assignments = one_partition([h.assignments for h in heads], graph, params, seed)
     metrics: dict[str, Any] = {
-        "head_recipe": (
-            f"UMAP {params.n_components}-d ({params.n_neighbors} neighbours, min_dist "
-            f"{params.min_dist:g}) + GaussianMixture ({params.covariance_type}, "
-            f"k={params.n_clusters})"
-        ),
+        "head_recipe": params.recipe(),
         "head_codes": len(test),
         "head_seconds": round(time.perf_counter() - started, 3),
         "labelled": test_labels is not None,
     }
-    if params.seeds > 1:
-        metrics["head_seed"] = seed + chosen
     if test_labels is not None:
-        metrics.update(label_scores(np.asarray(test_labels), head.assignments, "head_"))
+        metrics.update(label_scores(np.asarray(test_labels), assignments, "head_"))
+    embedding = heads[0].embedding
     metrics.update(
-        label_free_scores(
-            head.embedding, head.assignments, seed, params.silhouette_sample, "head_"
-        )
+        label_free_scores(embedding, assignments, seed, params.silhouette_sample, "head_")
+    )
+    metrics["head_modularity"] = round(
+        modularity(graph.indices, assignments, params.n_clusters), 6
     )
     if params.seeds > 1:
-        metrics.update(_spread(heads, likelihoods, test_labels, seed, params))
-    if inductive is not None:  # fitted when there are training codes
-        predicted, seconds = inductive
+        metrics.update(_spread(heads, assignments, test_labels, seed, params))
+        metrics["head_seeds"]["modularity"] = [
+            round(modularity(graph.indices, fitted.assignments, params.n_clusters), 6)
+            for fitted in heads
+        ]
+    train_partition = None
+    if train is not None:
+        train_partition = one_partition(train_partitions, graphs[1], params, seed)
         metrics["head_inductive_codes"] = len(train)
-        metrics["head_inductive_seconds"] = round(seconds, 3)
-        if test_labels is not None:
-            metrics.update(label_scores(np.asarray(test_labels), predicted, "head_inductive_"))
-        sizes = np.bincount(predicted, minlength=params.n_clusters)
-        metrics["head_inductive_cluster_sizes"] = sorted((int(s) for s in sizes), reverse=True)
-    arrays = {"embedding": head.embedding, "assignments": head.assignments}
-    return metrics, arrays
+    arrays = {"embedding": embedding, "assignments": assignments}
+    return metrics, arrays | {"train_partition": train_partition, "train_codes": train}
+
+
+def one_partition(
+    partitions: Sequence[np.ndarray], graph: Neighbours, params: HeadParams, seed: int
+) -> np.ndarray:
+    """The reported partition of the seeds' ``partitions`` (``params.partition``): their
+    consensus, or the one of highest modularity on the codes' neighbour ``graph``."""
+    if params.partition == "consensus":
+        return consensus(partitions, params.n_clusters, seed)
+    scores = [modularity(graph.indices, partition, params.n_clusters) for partition in partitions]
+    return np.asarray(partitions[int(np.argmax(scores))])
 
 
 def _fit_all(
     test: np.ndarray, train: np.ndarray | None, seed: int, params: HeadParams
-) -> tuple[list[Head], list[float], tuple[np.ndarray, float] | None]:
-    """(heads of seeds ``seed`` .. ``seed + seeds - 1`` on the test codes, each mixture's
-    log-likelihood per code on its own manifold, the inductive head's (test clusters, seconds)
-    or None), fitted side by side; the seeds share one neighbour graph, computed here."""
+) -> tuple[list[Head], list[np.ndarray], list[Neighbours]]:
+    """(heads of seeds ``seed`` .. ``seed + seeds - 1`` on the test codes, the same seeds'
+    partitions of the training codes, none without them, the splits' neighbour graphs),
+    fitted side by side; the seeds share one neighbour graph of each split, computed here."""
     settings = params.fit_settings()
-    graph = Neighbours.of(test, params.metric, neighbour_count(params.n_neighbors, len(test)))
-    tasks: list[tuple[Any, ...]] = (
-        [] if train is None else [("inductive", train, seed, settings, test)]
-    )
-    tasks += [("seed", test, other, settings, graph) for other in range(seed, seed + params.seeds)]
+    seeds = range(seed, seed + params.seeds)
+    tasks: list[tuple[Any, ...]] = []
+    graphs = []
+    for codes, kind in ((test, "test"), (train, "train")):
+        if codes is not None:
+            graphs.append(
+                Neighbours.of(
+                    codes, params.metric, neighbour_count(params.n_neighbors, len(codes))
+                )
+            )
+            tasks += [(kind, codes, other, settings, graphs[-1]) for other in seeds]
     results = spread_over_processes(_fit_task, tasks, params.processes)
-    inductive = results.pop(0) if train is not None else None
-    return [fitted for fitted, _ in results], [value for _, value in results], inductive
+    return results[: len(seeds)], results[len(seeds) :], graphs
 
 
 def _fit_task(
-    kind: str, codes: np.ndarray, seed: int, settings: dict[str, Any], other: Any
+    kind: str, codes: np.ndarray, seed: int, settings: dict[str, Any], graph: Neighbours
 ) -> Any:
-    """One of ``_fit_all``'s fits. ``seed``: (the head without its reducer, the mixture's
-    log-likelihood), ``other`` the codes' neighbour graph; ``inductive``: (the clusters of the
-    test codes ``other`` under a head fitted on ``codes``, the seconds it took)."""
-    started = time.perf_counter()
-    if kind == "inductive":
-        _, predicted = predict_head(fit_head(codes, seed=seed, **settings), other)
-        return predicted, time.perf_counter() - started
-    fitted = fit_head(codes, seed=seed, neighbours=other, **settings)
-    with small_blas():
-        likelihood = float(fitted.mixture.score(fitted.embedding))
-    return dataclasses.replace(fitted, reducer=None, neighbours=None), likelihood
+    """One of ``_fit_all``'s fits on ``codes`` with their neighbour ``graph``: ``test``, the
+    head without its reducer; ``train``, only its partition of the codes."""
+    fitted = fit_head(codes, seed=seed, neighbours=graph, **settings)
+    if kind == "train":
+        return fitted.assignments
+    return dataclasses.replace(fitted, reducer=None, neighbours=None)
 
 
 # The figures refitted over seeds; label-free data: the silhouette only.
@@ -233,13 +261,14 @@ SEED_KEYS = ("head_accuracy", "head_nmi", "head_ari")
 
 def _spread(
     heads: Sequence[Head],
-    likelihoods: Sequence[float],
+    assignments: np.ndarray,
     labels: np.ndarray | None,
     seed: int,
     params: HeadParams,
 ) -> dict[str, Any]:
-    """``head_<figure>_mean`` / ``_std`` over the heads of seeds ``seed``, ``seed + 1``, ...,
-    with each seed's value and mixture log-likelihood (per code) in ``head_seeds``."""
+    """``head_<figure>_mean`` / ``_std`` over the single heads of seeds ``seed``, ``seed + 1``,
+    ..., with each seed's value and its agreement (ARI) with the consensus ``assignments`` in
+    ``head_seeds``."""
     if labels is not None:
         results = [label_scores(np.asarray(labels), head.assignments, "head_") for head in heads]
         keys: tuple[str, ...] = SEED_KEYS
@@ -252,10 +281,13 @@ def _spread(
         ]
         keys = ("head_silhouette",)
     summary = summarise_seeds(results, keys)
+    partitions = [head.assignments for head in heads]
     spread: dict[str, Any] = {
         "head_seeds": {
             "seeds": list(range(seed, seed + len(heads))),
-            "log_likelihood": [round(value, 6) for value in likelihoods],
+            "ari_with_consensus": [
+                round(value, 6) for value in agreement(partitions, assignments)
+            ],
         }
     }
     for key in keys:

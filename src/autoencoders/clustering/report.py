@@ -129,8 +129,10 @@ def render_head_section(
     lines = ["## Clustering head (N2D: UMAP + Gaussian mixture on the codes)", ""]
     recipe = next((row for row in rows if row.get("head_accuracy") is not None), None)
     lines.append(
-        "Fitted on the test split's codes (N2D's protocol) and, inductively, on a seeded "
-        "subsample of training codes then applied to the test codes. Labels only score; "
+        "Fitted on the test split's codes (N2D's protocol), the consensus of its seeds' "
+        "partitions; inductive: the consensus on a seeded subsample of training codes, "
+        "distilled into clusterers/<V>/clusters.onnx and applied by ONNX Runtime to the test "
+        "images it never saw. Labels only score; "
         "`own` is a model's own assignments (IDEC: argmax Q from clusters.onnx, ONNX Runtime)."
         + ("" if recipe else " No head metrics yet: run `dvc repro`.")
     )

@@ -2,8 +2,11 @@
 
 Encodes the test split (and the training split, for the inductive figure) with the exported
 encoder exports/<V>/encoder.onnx (ONNX Runtime, no TensorFlow: the export is parity-checked
-against Keras), fits UMAP + a Gaussian mixture (params.yaml ``cluster``), and writes
-metrics/cluster/<V>.json and plots/cluster/<V>/head.png; logs both into the variant's MLflow run
+against Keras), fits UMAP + a Gaussian mixture per seed and takes their consensus (params.yaml
+``cluster``), distils the training codes' consensus into clusterers/<V>/clusters.onnx (images
+-> cluster posteriors, under export's parity tolerance; its assignments of the test images by
+ONNX Runtime alone are the inductive figures), and writes metrics/cluster/<V>.json and
+plots/cluster/<V>/head.png; logs them into the variant's MLflow run
 when models/<V>/run.json exists (looked up first: a run the store lacks stops the stage before it
 writes anything). Labels only score.
 """
@@ -17,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from autoencoders import data, fileio, paths, tracking
-from autoencoders.clustering import figures, head
+from autoencoders.clustering import deploy, figures, head
 
 PIXELS = paths.PIXELS
 HEAD_KEYS = ("head_accuracy", "head_nmi", "head_ari", "head_inductive_accuracy")
 SECONDS_KEYS = ("head_seconds", "head_inductive_seconds", "stage_seconds")
+PARITY_IMAGES = 256  # test images the clusterer's ONNX graph is checked on
 
 
 def _codes(export_dir: Path, images: np.ndarray | data.Split, processed_dir: Path) -> np.ndarray:
@@ -75,9 +79,12 @@ def run_head(
     metrics_path: Path,
     plot_dir: Path,
     timings_dir: Path,
+    clusterer_dir: Path | None = None,
+    tolerance: float = 1e-5,
 ) -> dict[str, Any]:
     """Score the head on one variant's codes (its encoder in ``export_dir``; None: the raw
-    pixels), write its metrics and figure; ``run_ref``: the MLflow run it logs into."""
+    pixels), write its metrics and figure, and its clusterer to ``clusterer_dir`` (None: none;
+    ``tolerance``: the parity gate); ``run_ref``: the MLflow run it logs into."""
     started = time.monotonic()
     # Looked up before any output is written: a run the store lacks stops here.
     run_id = tracking.logged_run(run_ref)
@@ -94,6 +101,12 @@ def run_head(
     )
     metrics["variant"] = variant
     metrics["code_size"] = int(test_codes.shape[1])
+    if clusterer_dir is not None and export_dir is not None:
+        metrics.update(
+            deploy_clusterer(
+                variant, arrays, params, seed, export_dir, processed_dir, clusterer_dir, tolerance
+            )
+        )
     points, how = figures.view_2d(arrays["embedding"], seed=seed, how=params.view)
     with fileio.atomic_directory(plot_dir) as staging:
         figures.plot_head_view(
@@ -113,6 +126,62 @@ def run_head(
     _log(run_id, metrics_path, plot_dir, seconds)
     _print_result(variant, metrics, seconds, metrics_path, plot_dir)
     return metrics
+
+
+def deploy_clusterer(
+    variant: str,
+    arrays: dict[str, Any],
+    params: head.HeadParams,
+    seed: int,
+    export_dir: Path,
+    processed_dir: Path,
+    clusterer_dir: Path,
+    tolerance: float,
+) -> dict[str, Any]:
+    """Distil the training codes' consensus into ``clusterer_dir``/clusters.onnx (beside its
+    model_card.json; the folder swapped in whole) and score it on the test images by ONNX
+    Runtime alone: the ``head_inductive_*`` figures. Without training codes
+    (``cluster.inductive_subsample`` 0) the folder holds only a card saying so."""
+    from autoencoders import inference
+    from autoencoders.evaluation.latent import label_scores
+
+    started = time.perf_counter()
+    card: dict[str, Any] = {"variant": variant, "file": None, "recipe": None}
+    if arrays["train_codes"] is None:
+        with fileio.atomic_directory(clusterer_dir) as staging:
+            card["why_none"] = "cluster.inductive_subsample is 0: no training codes to fit on"
+            fileio.write_json(staging / "model_card.json", card)
+        return {}
+    net = deploy.fit_clusterer(
+        arrays["train_codes"],
+        arrays["train_partition"],
+        n_clusters=params.n_clusters,
+        seed=seed,
+        hidden_units=params.clusterer_hidden_units,
+        epochs=params.clusterer_epochs,
+    )
+    x_test, y_test = data.load_split(processed_dir, "test")
+    card |= {
+        "recipe": "the cluster@V head's consensus on training codes, distilled: codes -> "
+        f"standardised -> ReLU {params.clusterer_hidden_units} -> softmax",
+        "training_codes": len(arrays["train_codes"]),
+    }
+    parity = deploy.write_clusterer(
+        clusterer_dir,
+        Path(export_dir) / "encoder.onnx",
+        net,
+        parity_images=np.ascontiguousarray(x_test[:PARITY_IMAGES], np.float32),
+        tolerance=tolerance,
+        card=card,
+    )
+    assignments, _ = inference.Clusterer(clusterer_dir).cluster(x_test)
+    result: dict[str, Any] = {"head_inductive_parity": parity}
+    if y_test is not None:
+        result.update(label_scores(np.asarray(y_test), assignments, "head_inductive_"))
+    sizes = np.bincount(assignments, minlength=params.n_clusters)
+    result["head_inductive_cluster_sizes"] = sorted((int(size) for size in sizes), reverse=True)
+    result["head_inductive_seconds"] = round(time.perf_counter() - started, 3)
+    return result
 
 
 def _print_result(

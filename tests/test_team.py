@@ -136,14 +136,18 @@ def tune_command(storage: str, n_trials: int, workers: int) -> list[str]:
 
 
 def study_name(clone: Path) -> str:
+    from autoencoders.models import derived
+
     params = yaml.safe_load((clone / "params.yaml").read_text())
+    processed = clone / "data" / "processed"
     return tuning.plan_search(
         variant="dense",
-        variant_block=params["variants"]["dense"],
+        # What tune@V searches: the block with the values derived from the data (digits here).
+        variant_block=derived.derive_from_split(params, ["dense"], processed)["dense"],
         train_section=params["train"],
         tune_section=params["tune"],
         seed=params["seed"],
-        data_checksum=data.load_card(clone / "data" / "processed")["checksum"],
+        data_checksum=data.load_card(processed)["checksum"],
     ).study_name
 
 

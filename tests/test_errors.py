@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import yaml
 
-from autoencoders import errors
+from autoencoders import errors, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "dense"
@@ -422,6 +422,7 @@ def test_expected_failure_is_one_line_and_touches_nothing(
 ):
     root = tmp_path / "project"
     shutil.copytree(project, root)
+    tracking.relocate_artifacts(root / "mlflow.db")  # a moved workspace's first command's
     case = request.node.callspec.id
     for mutation in (mutate, EXTRA_MUTATIONS.get(case)):
         if mutation is not None:
@@ -458,6 +459,7 @@ def test_the_unbroken_project_logs_into_its_finished_run(
 
     root = tmp_path / "project"
     shutil.copytree(project, root)
+    tracking.relocate_artifacts(root / "mlflow.db")  # a moved workspace's first command's
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     run_id = fileio.read_json(root / RUN_REF)["run_id"]
@@ -523,6 +525,7 @@ SUBPROCESS_CASES = [
 def test_terminal_shows_one_line_and_no_traceback(project, tmp_path, command, mutate, expected):
     root = tmp_path / "project"
     shutil.copytree(project, root)
+    tracking.relocate_artifacts(root / "mlflow.db")  # a moved workspace's first command's
     if mutate is not None:
         mutate(root)
     before = tree_hashes(root)
@@ -537,6 +540,7 @@ def test_stage_with_tensorflow_shows_one_line_and_debug_shows_the_traceback(proj
     """train@dense on a truncated best.json: one line; with --debug the traceback."""
     root = tmp_path / "project"
     shutil.copytree(project, root)
+    tracking.relocate_artifacts(root / "mlflow.db")  # a moved workspace's first command's
     truncate(BEST)(root)
     before = tree_hashes(root)
     command = [sys.executable, str(REPO / "pipeline" / "train.py"), "--variant", VARIANT]

@@ -384,6 +384,7 @@ def test_compile_settings_are_validated():
 # under (oneDNN's, XLA's) and its weights' digest.
 _DIGEST_SCRIPT = """
 import hashlib, os, sys
+import autoencoders.runtime
 import numpy as np
 from autoencoders import config, data
 from autoencoders.data import sources

@@ -201,6 +201,15 @@ def _defaults(section: str, block: Mapping, train_section: Mapping | None) -> di
     return values
 
 
+def _epochs_valid(*sections: Mapping[str, Any]) -> None:
+    """ValueError unless every given epochs is a positive and every patience a >= 0 integer."""
+    for section in sections:
+        for key, least in (("epochs", 1), ("early_stopping_patience", 0)):
+            value = section.get(key)
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(key)
+
+
 def derive_block(
     name: str,
     block: Mapping[str, Any],
@@ -216,11 +225,17 @@ def derive_block(
     objective = derived.setdefault("objective", {})
     train = derived.setdefault("train", {}) or {}
     derived["train"] = train
-    if settings.widths:
-        _widths(architecture, stats, reference)
-    _objective(objective, stats, reference, settings)
-    if settings.steps:
-        _steps(train, train_section or {}, stats, reference)
+    try:
+        _epochs_valid(block.get("train") or {}, train_section or {})
+        if settings.widths:
+            _widths(architecture, stats, reference)
+        _objective(objective, stats, reference, settings)
+        if settings.steps:
+            _steps(train, train_section or {}, stats, reference)
+    except (TypeError, ValueError):
+        # A value nothing can be derived from: the block as written, so that the config's own
+        # checks name the key and the fix before any work.
+        return copy.deepcopy(dict(block)), {}
     changes = {}
     for section in ("architecture", "objective", "train"):
         given = dict(block.get(section) or {})

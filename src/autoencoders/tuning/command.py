@@ -73,8 +73,10 @@ def run(
     from autoencoders.tuning import space  # Keras: after its backend
     from autoencoders.tuning import workers as search
 
-    # The data-dependent values derived from the training split (models/derived.py).
-    variants = derived.derive_from_split(params, list(names), processed_dir)
+    # Values derived from the training split (models/derived.py); without one, checks speak first.
+    variants = config.section(params, "variants")
+    if (Path(processed_dir) / "card.json").is_file():
+        variants = derived.derive_from_split(params, list(names), processed_dir)
     shared = _shared_settings(params, trials, timeout_s, storage)
     try:
         # Validate every variant's search (and the tune section) before the first trial of any.
